@@ -1,0 +1,187 @@
+"""The ``brain`` command: run jobs, manage runs, query the lake with SQL."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+
+from brain.config import ConfError, load_conf
+
+JOBS = {
+    "demo": "jobs.demo",
+    "ingest": "jobs.ingest",
+    "embed": "jobs.embed",
+    "neighbors": "jobs.neighbors",
+    "uniqueness": "jobs.uniqueness",
+}
+
+
+def print_table(console, table: pa.Table, *, max_rows: int = 200) -> None:
+    from rich.table import Table
+
+    view = Table()
+    for name in table.column_names:
+        view.add_column(name, overflow="fold")
+    for row in table.slice(0, max_rows).to_pylist():
+        view.add_row(*(_cell(v) for v in row.values()))
+    console.print(view)
+    if table.num_rows > max_rows:
+        console.print(f"… {table.num_rows - max_rows} more rows (use --format csv)")
+
+
+def make_console():
+    """A rich console; wide enough for tables when the output is not a terminal."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _cell(value) -> str:
+    import datetime as dt
+
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list) and value and isinstance(value[0], tuple):
+        return ", ".join(f"{k}={v}" for k, v in value)
+    return str(value)
+
+
+def _lake(args):
+    from brain.lake import Lake
+
+    if getattr(args, "lake", None):
+        return Lake(args.lake)
+    return Lake(load_conf(args.conf, args.overrides).lake)
+
+
+def _cmd_job(args) -> int:
+    import importlib
+
+    from jobs._entry import setup_logging
+
+    setup_logging()
+    conf = load_conf(args.conf, args.overrides)
+    if args.command == "ingest":
+        updates = {k: v for k, v in dict(source=args.source, manifest=args.manifest, split=args.split).items() if v}
+        if updates:
+            conf.ingest = conf.ingest.model_copy(update={"source": None, "manifest": None, **updates})
+        if args.dataset:
+            conf.dataset = args.dataset
+    run_id = importlib.import_module(JOBS[args.command]).run(conf)
+    print(f"run {run_id} succeeded; lake: {Path(conf.lake).resolve() if '://' not in conf.lake else conf.lake}")
+    return 0
+
+
+def _cmd_runs(args) -> int:
+    from brain import runs
+
+    lake, console = _lake(args), make_console()
+    if args.action == "list":
+        table = runs.list_runs(lake, method=args.method).select(
+            ["brain_key", "method", "dataset", "status", "started_at", "finished_at", "rows_written", "run_id"])
+        print_table(console, table)
+    elif args.action == "info":
+        info = runs.get_run(lake, args.key)
+        info["config"] = json.loads(info["config"])
+        console.print_json(json.dumps(info, default=str))
+    elif args.action == "delete":
+        run_id = runs.delete_run(lake, args.key)
+        console.print(f"deleted run {run_id} ({args.key}) and its rows")
+    return 0
+
+
+def _cmd_sql(args) -> int:
+    lake = _lake(args)
+    if args.engine == "spark":
+        from jobs.engines import spark_session
+        from jobs.spark_lake import register_tables
+
+        spark = spark_session(load_conf(args.conf, args.overrides))
+        register_tables(spark, lake)
+        table = spark.sql(args.query).toArrow()
+    else:
+        from brain import sql
+
+        table = sql.query(lake, args.query)
+    return _write_result(table, args.format, args.out)
+
+
+def _write_result(table: pa.Table, fmt: str, out: str | None) -> int:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt == "table":
+        print_table(make_console(), table)
+    elif fmt == "parquet":
+        if not out:
+            raise ConfError("--format parquet needs --out FILE")
+        pq.write_table(table, out)
+    elif fmt == "csv":
+        sink = out or sys.stdout.buffer
+        pacsv.write_csv(table, sink)
+    elif fmt == "json":
+        text = "\n".join(json.dumps(row, default=str) for row in table.to_pylist()) + "\n"
+        Path(out).write_text(text) if out else sys.stdout.write(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="brain", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_conf(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--conf", help="YAML config (default: conf/local.yaml)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. --set neighbors.k=20")
+        return p
+
+    for name, help_text in (("demo", "digits end to end on the embedded default"),
+                            ("embed", "embeddings on Ray Data"),
+                            ("neighbors", "FAISS kNN graph on Ray"),
+                            ("uniqueness", "uniqueness on Spark")):
+        with_conf(sub.add_parser(name, help=help_text)).set_defaults(func=_cmd_job)
+    ing = with_conf(sub.add_parser("ingest", help="register a dataset's images"))
+    ing.add_argument("--source", help="folder in class-per-subfolder layout")
+    ing.add_argument("--manifest", help="CSV or Parquet manifest with a uri column")
+    ing.add_argument("--split", help="split for samples whose source names none")
+    ing.add_argument("--dataset", help="dataset name (default: the config's)")
+    ing.set_defaults(func=_cmd_job)
+
+    runs_p = with_conf(sub.add_parser("runs", help="the run catalog"))
+    runs_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
+    runs_sub = runs_p.add_subparsers(dest="action", required=True)
+    lst = runs_sub.add_parser("list")
+    lst.add_argument("--method")
+    runs_sub.add_parser("info").add_argument("key", help="brain key or run id")
+    runs_sub.add_parser("delete").add_argument("key", help="brain key or run id")
+    runs_p.set_defaults(func=_cmd_runs)
+
+    sql_p = with_conf(sub.add_parser("sql", help="SQL over the lake's tables"))
+    sql_p.add_argument("query")
+    sql_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
+    sql_p.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb")
+    sql_p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    sql_p.add_argument("--out", help="file to write (csv/json default to stdout)")
+    sql_p.set_defaults(func=_cmd_sql)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfError, ValueError, KeyError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

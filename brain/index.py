@@ -1,0 +1,92 @@
+"""FAISS indexes and the kNN graph behind similarity, uniqueness and duplicates.
+
+Metrics (the distances stored in the lake):
+
+* ``cosine``: vectors are L2-normalised and searched with exact L2; the distance
+  is ``1 − cos(a, b) = ‖â − b̂‖² / 2`` in [0, 2];
+* ``l2``: the Euclidean distance ``‖a − b‖``.
+
+A GPU index is used when ``faiss.get_num_gpus() > 0`` (a faiss GPU build on a
+machine with GPUs), the CPU one otherwise; results are the same. Indexes travel
+between processes as ``serialize``d byte arrays (always the CPU form).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+METRICS = ("cosine", "l2")
+
+
+def prepare(vectors: np.ndarray, *, metric: str) -> np.ndarray:
+    """Validated float32 C-contiguous vectors, normalised for ``cosine``."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"vectors must be a non-empty [N, D] array, got shape {x.shape}")
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if bad.size:
+        raise ValueError(f"vectors hold NaN or infinite values (rows {bad[:5].tolist()})")
+    if metric == "cosine":
+        x = x.copy()
+        faiss.normalize_L2(x)
+    return x
+
+
+def build_index(vectors: np.ndarray, *, metric: str = "cosine", gpu: bool = True) -> faiss.Index:
+    """An exact index over ``vectors`` (prepared here); on GPU when one is present and ``gpu``."""
+    x = prepare(vectors, metric=metric)
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(x)
+    return to_gpu_if_available(index) if gpu else index
+
+
+def to_gpu_if_available(index: faiss.Index) -> faiss.Index:
+    if faiss.get_num_gpus() > 0:
+        log.info("moving the index to %d GPU(s)", faiss.get_num_gpus())
+        return faiss.index_cpu_to_all_gpus(index)
+    return index
+
+
+def serialize(index: faiss.Index) -> np.ndarray:
+    """The CPU form of ``index`` as bytes (uint8 array) to ship or save."""
+    if faiss.get_num_gpus() > 0:
+        index = faiss.index_gpu_to_cpu(index)
+    return faiss.serialize_index(index)
+
+
+def deserialize(blob: np.ndarray) -> faiss.Index:
+    return to_gpu_if_available(faiss.deserialize_index(blob))
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int, *, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest rows of ``index`` for each query: (distances [Q, k], row ids [Q, k])."""
+    k = min(k, index.ntotal)
+    sq, ids = index.search(prepare(queries, metric=metric), k)
+    sq = np.maximum(sq, 0.0)
+    dist = sq / 2.0 if metric == "cosine" else np.sqrt(sq)
+    return dist.astype(np.float32), ids
+
+
+def knn_graph(index: faiss.Index, queries: np.ndarray, query_rows: np.ndarray, k: int, *,
+              metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's ``k`` nearest neighbours in ``index``, itself excluded.
+
+    ``query_rows[i]`` is query i's own row in the index. One extra neighbour is
+    searched; the query's own row is removed wherever it ranks (an exact
+    duplicate may tie with it), else the farthest result is dropped.
+    """
+    if k >= index.ntotal:
+        raise ValueError(f"k={k} needs more than {index.ntotal} indexed vectors (k must be < N)")
+    dist, ids = search(index, queries, k + 1, metric=metric)
+    is_self = ids == np.asarray(query_rows)[:, None]
+    no_self = ~is_self.any(axis=1)
+    is_self[no_self, -1] = True  # drop the farthest where self was not returned
+    keep = ~is_self
+    return dist[keep].reshape(len(ids), k), ids[keep].reshape(len(ids), k)

@@ -1,0 +1,248 @@
+"""The lake: one Delta table per kind of result, written with ``deltalake``.
+
+Two ways to write:
+
+* :meth:`Lake.append` / :meth:`Lake.upsert` for small tables written by the
+  driver (samples, runs, errors);
+* engines (Ray Data tasks, Spark executors) write Parquet files under
+  :meth:`Lake.staging_dir` inside the table folder, and the driver commits them
+  in one Delta transaction with :meth:`Lake.commit_files`. Files not in the Delta
+  log are invisible to every reader, so a job that dies before its commit leaves
+  no partial rows behind.
+
+Readers: :meth:`Lake.read` (Arrow), :meth:`Lake.dataset` (a lazy
+``pyarrow.dataset``), and :meth:`Lake.file_uris` for engines that read the
+committed Parquet files themselves (Spark has no Delta jars here).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from deltalake import DeltaTable, write_deltalake
+from deltalake.transaction import AddAction
+
+from brain.schemas import schema_of
+
+log = logging.getLogger(__name__)
+
+STAGING_FOLDER = "_staging"
+
+
+class SchemaMismatchError(ValueError):
+    """Files or rows whose columns do not match the table's schema."""
+
+
+class Lake:
+    """A lake rooted at ``uri`` (a local folder or any URI pyarrow/delta-rs reads)."""
+
+    def __init__(self, uri: str | Path, *, storage_options: dict[str, str] | None = None):
+        uri = str(uri)
+        if "://" not in uri:
+            uri = str(Path(uri).expanduser().resolve())
+        self.uri = uri.rstrip("/")
+        self.storage_options = storage_options or None
+        self._fs, self._root = pafs.FileSystem.from_uri(self.uri if "://" in self.uri else Path(self.uri).as_uri())
+
+    def __repr__(self) -> str:
+        return f"Lake({self.uri!r})"
+
+    # -- paths ---------------------------------------------------------------
+    def table_uri(self, table: str) -> str:
+        schema_of(table)
+        return f"{self.uri}/{table}"
+
+    def _table_path(self, table: str) -> str:
+        return f"{self._root}/{table}"
+
+    def artifact_dir(self, run_id: str) -> str:
+        """Folder for a run's non-tabular outputs (index files, fitted models)."""
+        return f"{self.uri}/_artifacts/{run_id}"
+
+    def write_artifact(self, run_id: str, name: str, data: bytes) -> str:
+        """Save a run's file (written to a temporary name, then renamed); returns its URI."""
+        base = f"{self._root}/_artifacts/{run_id}"
+        self._fs.create_dir(base, recursive=True)
+        with self._fs.open_output_stream(f"{base}/.{name}.tmp") as out:
+            out.write(data)
+        self._fs.move(f"{base}/.{name}.tmp", f"{base}/{name}")
+        return f"{self.artifact_dir(run_id)}/{name}"
+
+    def read_artifact(self, run_id: str, name: str) -> bytes:
+        with self._fs.open_input_stream(f"{self._root}/_artifacts/{run_id}/{name}") as stream:
+            return stream.read()
+
+    def staging_dir(self, table: str, run_id: str) -> str:
+        """Where engines write a run's Parquet files before they are committed."""
+        return f"{self.table_uri(table)}/{STAGING_FOLDER}/{run_id}"
+
+    # -- tables --------------------------------------------------------------
+    def exists(self, table: str) -> bool:
+        return DeltaTable.is_deltatable(self.table_uri(table), storage_options=self.storage_options)
+
+    def table(self, table: str) -> DeltaTable:
+        """The Delta table, created empty with its schema on first use."""
+        uri = self.table_uri(table)
+        if not self.exists(table):
+            DeltaTable.create(uri, schema_of(table), mode="ignore", name=table,
+                              storage_options=self.storage_options)
+        return DeltaTable(uri, storage_options=self.storage_options)
+
+    def version(self, table: str) -> int:
+        return self.table(table).version()
+
+    def dataset(self, table: str) -> pads.Dataset:
+        return self.table(table).to_pyarrow_dataset()
+
+    def read(self, table: str, *, columns: list[str] | None = None,
+             filter: pads.Expression | None = None) -> pa.Table:
+        """Rows of ``table`` as Arrow with the lake schema's types."""
+        data = self.dataset(table).to_table(columns=columns, filter=filter)
+        schema = schema_of(table)
+        target = pa.schema([schema.field(name) for name in data.column_names])
+        return data.cast(target)
+
+    def file_uris(self, table: str) -> list[str]:
+        return self.table(table).file_uris()
+
+    # -- writes --------------------------------------------------------------
+    def _conform(self, table: str, rows: pa.Table) -> pa.Table:
+        schema = schema_of(table)
+        missing = set(schema.names) - set(rows.column_names)
+        extra = set(rows.column_names) - set(schema.names)
+        if missing or extra:
+            raise SchemaMismatchError(
+                f"rows for table {table!r} do not match its schema: missing columns {sorted(missing)}, "
+                f"unknown columns {sorted(extra)}")
+        return rows.select(schema.names).cast(schema)
+
+    def append(self, table: str, rows: pa.Table) -> int:
+        """Append rows in one commit; returns the new table version."""
+        dt = self.table(table)
+        write_deltalake(dt, self._conform(table, rows), mode="append")
+        dt.update_incremental()
+        return dt.version()
+
+    def upsert(self, table: str, rows: pa.Table, *, key: str) -> int:
+        """Insert new rows and replace those whose ``key`` already exists, in one commit."""
+        dt = self.table(table)
+        (dt.merge(self._conform(table, rows), predicate=f"t.{key} = s.{key}",
+                  source_alias="s", target_alias="t")
+           .when_matched_update_all().when_not_matched_insert_all().execute())
+        dt.update_incremental()
+        return dt.version()
+
+    def delete_where(self, table: str, predicate: str) -> int:
+        """Delete the rows matching a SQL ``predicate``; returns how many."""
+        if not self.exists(table):
+            return 0
+        metrics = self.table(table).delete(predicate)
+        return int(metrics.get("num_deleted_rows", 0) or 0)
+
+    def staged_files(self, table: str, run_id: str) -> list[str]:
+        """Parquet files engines left in the run's staging folder (paths relative to the table)."""
+        base = f"{self._table_path(table)}/{STAGING_FOLDER}/{run_id}"
+        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        files = [info.path for info in self._fs.get_file_info(selector)
+                 if info.type == pafs.FileType.File and info.path.endswith(".parquet")
+                 and not Path(info.path).name.startswith((".", "_"))]
+        prefix = self._table_path(table) + "/"
+        return sorted(f[len(prefix):] for f in files)
+
+    def commit_files(self, table: str, run_id: str) -> int:
+        """Commit the run's staged Parquet files to ``table`` in one Delta transaction.
+
+        Every file's schema is checked against the table's first, so a file with a
+        wrong column or type is refused with its name before anything is committed.
+        Returns the number of rows committed.
+        """
+        dt = self.table(table)
+        schema = schema_of(table)
+        actions, total = [], 0
+        for rel in self.staged_files(table, run_id):
+            full = f"{self._table_path(table)}/{rel}"
+            meta = pq.read_metadata(full, filesystem=self._fs)
+            _check_file_schema(table, rel, meta.schema.to_arrow_schema(), schema)
+            info = self._fs.get_file_info(full)
+            actions.append(AddAction(
+                path=rel, size=info.size, partition_values={},
+                modification_time=int(info.mtime.timestamp() * 1000) if info.mtime else int(time.time() * 1000),
+                data_change=True, stats=json.dumps({"numRecords": meta.num_rows})))
+            total += meta.num_rows
+        if actions:
+            dt.create_write_transaction(actions, mode="append", schema=schema)
+        log.info("committed %d rows in %d files to %s", total, len(actions), table)
+        return total
+
+    def discard_staged(self, table: str, run_id: str) -> None:
+        """Remove a run's uncommitted files (they were never visible)."""
+        base = f"{self._table_path(table)}/{STAGING_FOLDER}/{run_id}"
+        committed = set(self.table(table).file_uris()) if self.exists(table) else set()
+        if any(f"/{STAGING_FOLDER}/{run_id}/" in uri for uri in committed):
+            return  # already committed: the files are the table's now
+        try:
+            self._fs.delete_dir(base)
+        except FileNotFoundError:
+            pass
+
+    def stage(self, table: str, run_id: str, rows: pa.Table) -> None:
+        """Write rows as one uncommitted Parquet file of the run (safe from many workers at once)."""
+        base = f"{self._table_path(table)}/{STAGING_FOLDER}/{run_id}"
+        self._fs.create_dir(base, recursive=True)
+        pq.write_table(self._conform(table, rows), f"{base}/part-{uuid.uuid4().hex}.parquet", filesystem=self._fs)
+
+    def write_files(self, table: str, run_id: str, parts: Iterable[pa.Table]) -> int:
+        """Stage Arrow tables as Parquet files and commit them in one transaction."""
+        for part in parts:
+            self.stage(table, run_id, part)
+        return self.commit_files(table, run_id)
+
+    def delete_artifacts(self, run_id: str) -> None:
+        path = f"{self._root}/_artifacts/{run_id}"
+        try:
+            self._fs.delete_dir(path)
+        except FileNotFoundError:
+            pass
+
+
+def plain_strings(table: pa.Table) -> pa.Table:
+    """Cast delta-rs's string_view columns to plain strings, which every Arrow kernel supports."""
+    fields = [pa.field(f.name, pa.string()) if pa.types.is_string_view(f.type) else f for f in table.schema]
+    return table.cast(pa.schema(fields))
+
+
+def _check_file_schema(table: str, name: str, found: pa.Schema, expected: pa.Schema) -> None:
+    found_types = {f.name: f.type for f in found}
+    problems = []
+    for field in expected:
+        if field.name not in found_types:
+            problems.append(f"missing column {field.name!r}")
+        elif not _same_type(found_types[field.name], field.type):
+            problems.append(f"column {field.name!r} is {found_types[field.name]}, expected {field.type}")
+    extra = set(found_types) - set(expected.names)
+    if extra:
+        problems.append(f"unknown columns {sorted(extra)}")
+    if problems:
+        raise SchemaMismatchError(f"file {name} for table {table!r}: " + "; ".join(problems))
+
+
+def _same_type(found: pa.DataType, expected: pa.DataType) -> bool:
+    # Parquet has no separate large/view string types and names list items freely.
+    def norm(t: pa.DataType) -> pa.DataType:
+        if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+            return pa.string()
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return pa.list_(norm(t.value_type))
+        if pa.types.is_timestamp(t):
+            return pa.timestamp("us", tz="UTC")
+        return t
+    return norm(found) == norm(expected)

@@ -1,0 +1,111 @@
+"""Every lake table's schema, in one place.
+
+A lake is a folder (or object-store URI) holding one Delta table per kind of
+result. Results of several runs live side by side in one table, keyed by
+``run_id`` (and ``brain_key`` where people filter by it), so SQL over them stays
+simple: ``SELECT * FROM uniqueness WHERE brain_key = 'uniqueness'``.
+
+Engines (Ray Data, Spark) write Parquet files whose columns match these schemas
+exactly; :meth:`brain.lake.Lake.commit_files` checks that before the files are
+committed to the Delta log.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+_TS = pa.timestamp("us", tz="UTC")
+
+SAMPLES = pa.schema(
+    [
+        ("sample_id", pa.string()),  # stable: hash of dataset + uri
+        ("dataset", pa.string()),
+        ("uri", pa.string()),
+        ("split", pa.string()),
+        ("label", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("content_hash", pa.string()),  # sha256 of the file's bytes
+        ("size_bytes", pa.int64()),
+        ("attributes", pa.string()),  # JSON of the manifest's other columns
+        ("ingested_at", _TS),
+    ]
+)
+
+EMBEDDINGS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("sample_id", pa.string()),
+        ("vector", pa.list_(pa.float32())),
+    ]
+)
+
+NEIGHBORS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("sample_id", pa.string()),
+        ("neighbor_ids", pa.list_(pa.string())),  # nearest first, self excluded
+        ("distances", pa.list_(pa.float32())),
+    ]
+)
+
+UNIQUENESS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("sample_id", pa.string()),
+        ("uniqueness", pa.float64()),
+    ]
+)
+
+INGEST_ERRORS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("dataset", pa.string()),
+        ("uri", pa.string()),
+        ("stage", pa.string()),  # ingest | decode
+        ("reason", pa.string()),
+        ("recorded_at", _TS),
+    ]
+)
+
+RUNS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("method", pa.string()),
+        ("dataset", pa.string()),
+        ("input_key", pa.string()),  # brain_key of the run this one consumed
+        ("samples_version", pa.int64()),  # Delta version of `samples` it read
+        ("config", pa.string()),  # the full job config as JSON
+        ("status", pa.string()),  # running | succeeded | failed
+        ("error", pa.string()),
+        ("started_at", _TS),
+        ("finished_at", _TS),
+        ("rows_written", pa.map_(pa.string(), pa.int64())),
+        ("package_version", pa.string()),
+        ("git_sha", pa.string()),
+        ("engine_versions", pa.map_(pa.string(), pa.string())),
+        ("executed_on", pa.string()),  # e.g. "ray=local spark=local[*] host=..."
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "samples": SAMPLES,
+    "embeddings": EMBEDDINGS,
+    "neighbors": NEIGHBORS,
+    "uniqueness": UNIQUENESS,
+    "ingest_errors": INGEST_ERRORS,
+    "runs": RUNS,
+}
+
+# Tables whose rows belong to one run: deleting a run deletes its rows here.
+RUN_RESULT_TABLES = [name for name, schema in TABLES.items() if "run_id" in schema.names and name != "runs"]
+
+
+def schema_of(table: str) -> pa.Schema:
+    """The schema of lake table ``table``; a clear error for an unknown name."""
+    try:
+        return TABLES[table]
+    except KeyError:
+        raise ValueError(f"unknown lake table {table!r}; known tables: {sorted(TABLES)}") from None

@@ -1,0 +1,38 @@
+"""The command line every job shares: ``--conf FILE`` and ``--set section.field=value``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+from brain.config import Conf, ConfError, load_conf
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    for noisy in ("py4j", "ray", "filelock", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def add_conf_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conf", help="YAML job config (default: conf/local.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set neighbors.k=20 (repeatable)")
+
+
+def job_main(run: Callable[[Conf], str], description: str, argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=description)
+    add_conf_args(parser)
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        conf = load_conf(args.conf, args.overrides)
+    except ConfError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    run_id = run(conf)
+    print(f"run {run_id} succeeded; lake: {conf.lake}")
+    return 0

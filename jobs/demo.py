@@ -1,0 +1,99 @@
+"""The demo: scikit-learn's digits (1,797 real labelled images) end to end on the embedded default.
+
+    digits → PNG files in class folders (train/ and test/) → ingest → embeddings (Ray Data)
+      → kNN graph (FAISS on Ray) → uniqueness (Spark) → the 10 most and least unique samples
+
+Every stage is its own job reading and writing the lake; the demo only runs them in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from brain.config import Conf
+from brain.lake import Lake
+
+log = logging.getLogger("jobs.demo")
+
+TOP_SQL = """
+SELECT u.uniqueness, s.label, s.split, s.sample_id, s.uri
+FROM uniqueness u JOIN samples s USING (sample_id)
+WHERE u.brain_key = '{key}'
+ORDER BY u.uniqueness {order}, s.sample_id LIMIT 10
+"""
+TRY_SQL = ("SELECT s.label, count(*) AS n, round(avg(u.uniqueness), 3) AS mean_uniqueness "
+           "FROM uniqueness u JOIN samples s USING (sample_id) GROUP BY s.label ORDER BY mean_uniqueness")
+
+
+def write_digits(folder: Path, *, test_fraction: float = 0.2, seed: int = 0) -> int:
+    """Write the digits as 8×8 greyscale PNGs under folder/{train,test}/<label>/ (kept if present)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    is_test = np.zeros(len(pixels), bool)
+    is_test[np.random.default_rng(seed).permutation(len(pixels))[: int(len(pixels) * test_fraction)]] = True
+    for i, (img, target) in enumerate(zip(pixels, digits.target)):
+        path = folder / ("test" if is_test[i] else "train") / str(target) / f"digit-{i:04d}.png"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img, mode="L").save(path)
+    return len(pixels)
+
+
+def run(conf: Conf) -> str:
+    from rich.console import Console
+
+    from brain import sql
+    from brain.cli import print_table
+    from jobs import embed, ingest, neighbors, uniqueness
+
+    console = Console()
+    lake = Lake(conf.lake)
+    source = Path(lake.uri) / "raw" / conf.dataset
+    timings: dict[str, float] = {}
+
+    def stage(name: str, step):
+        console.print(f"[bold]▶ {name}[/bold]")
+        t0 = time.perf_counter()
+        result = step()
+        timings[name] = time.perf_counter() - t0
+        console.print(f"  done in {timings[name]:.1f} s")
+        return result
+
+    n = stage("write digits as PNG", lambda: write_digits(source))
+    console.print(f"  {n} images under {source}")
+    conf = conf.model_copy(update={"ingest": conf.ingest.model_copy(update={"source": str(source), "manifest": None})})
+    stage("ingest", lambda: ingest.run(conf))
+    stage("embeddings (Ray Data)", lambda: embed.run(conf))
+    stage("kNN graph (FAISS on Ray)", lambda: neighbors.run(conf))
+    run_id = stage("uniqueness (Spark)", lambda: uniqueness.run(conf))
+
+    for title, order in (("most unique", "DESC"), ("least unique", "ASC")):
+        table = sql.query(lake, TOP_SQL.format(key=conf.uniqueness.brain_key, order=order))
+        console.print(f"\n[bold]10 {title} samples[/bold]")
+        print_table(console, table)
+    counts = sql.query(lake, "SELECT (SELECT count(*) FROM samples) AS samples, "
+                             "(SELECT count(*) FROM uniqueness) AS uniqueness_rows").to_pylist()[0]
+    console.print("\n[bold]stage timings[/bold]: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    console.print(f"[bold]lake[/bold]: {lake.uri}  ({counts['samples']} samples, "
+                  f"{counts['uniqueness_rows']} uniqueness rows)")
+    print(f"try:  brain sql \"{TRY_SQL}\"")
+    print("      brain runs list")
+    return run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs._entry import job_main
+
+    return job_main(run, __doc__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Starting or joining the engines named by the config."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+
+from brain.config import Conf
+
+log = logging.getLogger(__name__)
+
+
+def ray_init(conf: Conf):
+    """Join the configured Ray cluster (or RAY_ADDRESS), else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = conf.ray.address or os.environ.get("RAY_ADDRESS")
+    kwargs = dict(include_dashboard=conf.ray.include_dashboard, log_to_driver=True,
+                  logging_level=logging.WARNING, configure_logging=True)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+        ray.init(num_cpus=conf.ray.num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    return ray
+
+
+def ray_where() -> str:
+    import ray
+
+    return f"ray={os.environ.get('RAY_ADDRESS') or 'local'} gpus={int(ray.cluster_resources().get('GPU', 0))} host={socket.gethostname()}"
+
+
+def spark_session(conf: Conf):
+    """The configured Spark session (local[*] by default, or the master spark-submit set)."""
+    from pyspark.sql import SparkSession
+
+    # Python workers run this interpreter (the one with the project installed) unless told otherwise.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(conf.spark.app_name)
+    # Under spark-submit the JVM is already up with the master it was given.
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    if not submitted:
+        builder = builder.master(conf.spark.master)
+    if not submitted and conf.spark.master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = (builder.config("spark.driver.host", "127.0.0.1")
+                   .config("spark.driver.bindAddress", "127.0.0.1"))
+    for key, value in conf.spark.conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def spark_where(spark) -> str:
+    return f"spark={spark.sparkContext.master} host={socket.gethostname()}"
+
+
+def versions(*names: str) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found

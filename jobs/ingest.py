@@ -1,0 +1,48 @@
+"""Ingest job: register a dataset's images as `samples` rows (errors to `ingest_errors`)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from brain import ingest, runs
+from brain.config import Conf, ConfError
+from brain.lake import Lake
+
+log = logging.getLogger("jobs.ingest")
+
+
+def run(conf: Conf) -> str:
+    lake = Lake(conf.lake)
+    source = conf.ingest
+    if bool(source.source) == bool(source.manifest):
+        raise ConfError("ingest needs exactly one of ingest.source (a folder) or ingest.manifest (a file)")
+    started = time.perf_counter()
+    files = (ingest.discover_folder(source.source, split=source.split) if source.source
+             else ingest.read_manifest(source.manifest, split=source.split))
+    if not files:
+        raise ValueError(f"ingest source {source.source or source.manifest} holds no files")
+    with runs.track(lake, brain_key=f"ingest_{conf.dataset}", method="ingest", dataset=conf.dataset,
+                    config=conf.model_dump(), executed_on="driver") as run:
+        samples, errors = ingest.probe(files, dataset=conf.dataset, run_id=run.run_id)
+        if samples.num_rows:
+            lake.upsert("samples", samples, key="sample_id")
+        if errors.num_rows:
+            lake.append("ingest_errors", errors)
+        run.rows_written.update(samples=samples.num_rows, ingest_errors=errors.num_rows)
+    log.info("ingest: %d samples, %d errors from %d files in %.1f s", samples.num_rows, errors.num_rows,
+             len(files), time.perf_counter() - started)
+    for reason in errors["reason"].to_pylist()[:10]:
+        log.warning("not ingested: %s", reason)
+    return run.run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs._entry import job_main
+
+    return job_main(run, __doc__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Uniqueness job on Spark: a kNN run's distances → `uniqueness` (math in brain.methods.uniqueness).
+
+    neighbors (this run) ⋈ samples (this dataset) → raw score per sample (mapInArrow)
+      → max over the dataset → normalised score (mapInArrow) → Parquet in staging → one Delta commit
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from brain import runs
+from brain.config import Conf
+from brain.lake import Lake
+from brain.methods import uniqueness as uq
+
+log = logging.getLogger("jobs.uniqueness")
+
+
+def raw_scores(batches: Iterator[pa.RecordBatch], weights: Sequence[float]) -> Iterator[pa.RecordBatch]:
+    """(sample_id, distances) batches → (sample_id, raw) batches."""
+    for batch in batches:
+        distances = batch.column("distances")
+        if len(batch) == 0:
+            continue
+        lengths = pc.list_value_length(distances).to_numpy(zero_copy_only=False)
+        uneven = np.flatnonzero(lengths != lengths[0])
+        if uneven.size:
+            raise ValueError(f"sample {batch.column('sample_id')[int(uneven[0])]} has {lengths[uneven[0]]} "
+                             f"neighbours, others {lengths[0]}")
+        dist = distances.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), lengths[0])
+        raw = uq.weighted_knn_distance(dist, weights=weights)
+        yield pa.RecordBatch.from_arrays([batch.column("sample_id"), pa.array(raw)], names=["sample_id", "raw"])
+
+
+def normalized(batches: Iterator[pa.RecordBatch], max_raw: float, run_id: str,
+               brain_key: str) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        n = len(batch)
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([run_id] * n, pa.string()), pa.array([brain_key] * n, pa.string()), batch.column("sample_id"),
+             pa.array(uq.normalize(batch.column("raw").to_numpy(zero_copy_only=False), max_raw))],
+            names=["run_id", "brain_key", "sample_id", "uniqueness"])
+
+
+def run(conf: Conf) -> str:
+    from pyspark.sql import functions as F
+
+    from jobs.engines import spark_session, spark_where, versions
+    from jobs.spark_lake import read_table
+
+    lake = Lake(conf.lake)
+    cfg = conf.uniqueness
+    source = runs.latest_succeeded(lake, cfg.neighbors_key)
+    spark = spark_session(conf)
+    started = time.perf_counter()
+    weights = list(cfg.weights)
+    with runs.track(lake, brain_key=cfg.brain_key, method="uniqueness", dataset=conf.dataset,
+                    input_key=cfg.neighbors_key, config=conf.model_dump(),
+                    engine_versions=versions("pyspark", "numpy"), executed_on=spark_where(spark)) as run:
+        neighbors = read_table(spark, lake, "neighbors").where(F.col("run_id") == source["run_id"])
+        samples = read_table(spark, lake, "samples").where(F.col("dataset") == conf.dataset).select("sample_id")
+        raw = (neighbors.join(samples, "sample_id").select("sample_id", "distances")
+               .mapInArrow(lambda it: raw_scores(it, weights), "sample_id string, raw double").cache())
+        max_raw = raw.agg(F.max("raw")).first()[0]
+        if max_raw is None:
+            raise ValueError(f"kNN run {source['run_id']} has no rows for dataset {conf.dataset!r}")
+        run_id, key = run.run_id, cfg.brain_key
+        scores = raw.mapInArrow(lambda it: normalized(it, float(max_raw), run_id, key),
+                                "run_id string, brain_key string, sample_id string, uniqueness double")
+        scores.write.mode("overwrite").parquet(lake.staging_dir("uniqueness", run.run_id))
+        raw.unpersist()
+        run.rows_written["uniqueness"] = lake.commit_files("uniqueness", run.run_id)
+    log.info("uniqueness: %d samples scored on Spark in %.1f s", run.rows_written["uniqueness"],
+             time.perf_counter() - started)
+    return run.run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs._entry import job_main
+
+    return job_main(run, __doc__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
