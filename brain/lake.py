@@ -184,15 +184,17 @@ class Lake:
         return total
 
     def discard_staged(self, table: str, run_id: str) -> None:
-        """Remove a run's uncommitted files (they were never visible)."""
-        base = f"{self._table_path(table)}/{STAGING_FOLDER}/{run_id}"
-        committed = set(self.table(table).file_uris()) if self.exists(table) else set()
-        if any(f"/{STAGING_FOLDER}/{run_id}/" in uri for uri in committed):
-            return  # already committed: the files are the table's now
-        try:
-            self._fs.delete_dir(base)
-        except FileNotFoundError:
-            pass
+        """Remove a run's staged files that the table's current version does not reference."""
+        committed = {uri[len(self.table_uri(table)) + 1:] for uri in self.file_uris(table)} if self.exists(table) else set()
+        staged = self.staged_files(table, run_id)
+        for rel in staged:
+            if rel not in committed:
+                self._fs.delete_file(f"{self._table_path(table)}/{rel}")
+        if not committed.intersection(staged):
+            try:
+                self._fs.delete_dir(f"{self._table_path(table)}/{STAGING_FOLDER}/{run_id}")
+            except FileNotFoundError:
+                pass
 
     def stage(self, table: str, run_id: str, rows: pa.Table) -> None:
         """Write rows as one uncommitted Parquet file of the run (safe from many workers at once)."""

@@ -106,8 +106,8 @@ def _runs_with_key(lake: Lake, brain_key: str) -> list[str]:
 
 def _remove_outputs(lake: Lake, run_id: str) -> None:
     for table in RUN_RESULT_TABLES:
-        lake.discard_staged(table, run_id)
         lake.delete_where(table, f"run_id = '{run_id}'")
+        lake.discard_staged(table, run_id)
     lake.delete_artifacts(run_id)
 
 

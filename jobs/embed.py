@@ -89,8 +89,8 @@ def run(conf: Conf) -> str:
                     executed_on=ray_where()) as run:
         blocks = max(conf.ray.read_parallelism, math.ceil(samples.num_rows / conf.embed.batch_size))
         columns = ["sample_id", "uri", "dataset"]
-        ds = (ray.data.read_parquet(lake.file_uris("samples"), columns=columns,
-                                    schema=pa.schema([SAMPLES.field(c) for c in columns]))
+        ds = (ray.data.read_parquet(lake.file_uris("samples"), schema=pa.schema([SAMPLES.field(c) for c in columns]))
+              .select_columns(columns)
               .repartition(blocks)
               .map_batches(decode_batch, batch_format="pyarrow", batch_size=conf.embed.batch_size,
                            fn_kwargs=dict(dataset=conf.dataset, model_name=conf.embed.model,

@@ -1,0 +1,28 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Both are idempotent:
+# the virtualenv is (re)installed only when pyproject.toml or constraints.txt change.
+PYTHON ?= python3
+VENV := .venv
+PIP := $(VENV)/bin/pip install -q --disable-pip-version-check -c constraints.txt
+
+.PHONY: demo test bench clean
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/brain demo
+
+test: $(VENV)/.installed-dev
+	$(VENV)/bin/python -m pytest -q
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check --upgrade pip
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PIP) -e ".[dev]"
+	touch $@ $(VENV)/.installed
+
+clean:
+	rm -rf $(VENV) lake .pytest_cache

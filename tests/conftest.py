@@ -1,0 +1,92 @@
+"""Shared fixtures: small real image folders, a lake in a temp folder, one Ray and one Spark per session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from brain.config import Conf, SparkConf
+from brain.lake import Lake
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_image_folder(root: Path, *, per_class: int = 12, classes=("cat", "dog", "fish"), size: int = 24,
+                       seed: int = 0) -> list[Path]:
+    """Class-per-subfolder PNGs: each class a colour theme, each image its own random texture."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for c, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        base = np.zeros(3)
+        base[c % 3] = 160
+        for i in range(per_class):
+            noise = rng.normal(0, 45, size=(size, size, 3))
+            img = np.clip(base + 40 + noise, 0, 255).astype(np.uint8)
+            path = folder / f"{name}-{i:03d}.png"
+            Image.fromarray(img).save(path)
+            paths.append(path)
+    return paths
+
+
+def add_bad_files(root: Path) -> dict[str, Path]:
+    """A corrupt PNG, a text file and an exact duplicate of an existing image."""
+    first = sorted((root / "cat").glob("*.png"))[0]
+    corrupt = root / "cat" / "corrupt.png"
+    corrupt.write_bytes(first.read_bytes()[:60])  # a PNG header and nothing decodable
+    text = root / "dog" / "notes.txt"
+    text.write_text("not an image\n")
+    dup = root / "fish" / "copy-of-cat.png"
+    shutil.copyfile(first, dup)
+    return {"corrupt": corrupt, "text": text, "duplicate": dup, "original": first}
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    root = tmp_path / "images"
+    write_image_folder(root)
+    return root
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Lake:
+    return Lake(tmp_path / "lake")
+
+
+def local_conf(lake_path: str | Path, **sections) -> Conf:
+    """The embedded default's settings against a test lake."""
+    conf = Conf(lake=str(lake_path), dataset="pets",
+                spark=SparkConf(master="local[2]", conf={
+                    "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+                    "spark.sql.shuffle.partitions": "2", "spark.driver.memory": "1g"}))
+    conf.ray.num_cpus = 2
+    for name, value in sections.items():
+        setattr(conf, name, value)
+    return conf
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session."""
+    import ray
+
+    from jobs.engines import ray_init
+
+    ray_init(local_conf("unused"))
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for the whole test session."""
+    from jobs.engines import spark_session
+
+    session = spark_session(local_conf("unused"))
+    yield session
+    session.stop()

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from brain import index
+
+
+def test_cosine_distances_are_one_minus_cosine():
+    x = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]], dtype=np.float32)
+    idx = index.build_index(x, metric="cosine")
+    dist, ids = index.search(idx, x[:1], 3, metric="cosine")
+    assert ids[0].tolist() == [0, 2, 1]
+    np.testing.assert_allclose(dist[0], [0.0, 1 - np.sqrt(0.5), 1.0], atol=1e-6)
+
+
+def test_l2_distances_are_euclidean():
+    x = np.array([[0.0, 0.0], [3.0, 4.0], [1.0, 0.0]], dtype=np.float32)
+    dist, ids = index.search(index.build_index(x, metric="l2"), x[:1], 3, metric="l2")
+    assert ids[0].tolist() == [0, 2, 1]
+    np.testing.assert_allclose(dist[0], [0.0, 1.0, 5.0], atol=1e-6)
+
+
+def test_knn_graph_excludes_self_even_when_a_duplicate_ties():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 8)).astype(np.float32)
+    x[7] = x[3]  # exact duplicate: ties with self at distance 0
+    idx = index.build_index(x, metric="l2")
+    dist, ids = index.knn_graph(idx, x, np.arange(50), 5, metric="l2")
+    assert ids.shape == (50, 5)
+    assert not (ids == np.arange(50)[:, None]).any()
+    assert ids[3, 0] == 7 and ids[7, 0] == 3 and dist[3, 0] == 0.0
+    assert (np.diff(dist, axis=1) >= 0).all()
+
+
+def test_knn_graph_matches_brute_force():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 16)).astype(np.float32)
+    dist, ids = index.knn_graph(index.build_index(x, metric="l2"), x, np.arange(200), 4, metric="l2")
+    full = np.linalg.norm(x[:, None] - x[None], axis=2)
+    np.fill_diagonal(full, np.inf)
+    np.testing.assert_array_equal(ids, np.argsort(full, axis=1)[:, :4])
+    np.testing.assert_allclose(dist, np.sort(full, axis=1)[:, :4], rtol=1e-4)
+
+
+def test_serialized_index_searches_the_same():
+    x = np.random.default_rng(2).normal(size=(30, 4)).astype(np.float32)
+    idx = index.build_index(x, metric="cosine")
+    again = index.deserialize(index.serialize(idx))
+    np.testing.assert_array_equal(index.search(idx, x, 3, metric="cosine")[1],
+                                  index.search(again, x, 3, metric="cosine")[1])
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((0, 3)), "non-empty"),
+    (np.array([[1.0, np.nan]]), "rows \\[0\\]"),
+    (np.zeros(3), "non-empty \\[N, D\\]"),
+])
+def test_bad_vectors_are_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        index.build_index(bad, metric="l2")
+
+
+def test_k_must_be_smaller_than_n():
+    x = np.eye(3, dtype=np.float32)
+    with pytest.raises(ValueError, match="k must be < N"):
+        index.knn_graph(index.build_index(x, metric="l2"), x, np.arange(3), 3, metric="l2")
+
+
+def test_unknown_metric():
+    with pytest.raises(ValueError, match="metric must be one of"):
+        index.prepare(np.eye(2), metric="manhattan")
