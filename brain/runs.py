@@ -45,6 +45,7 @@ class Run:
     method: str
     dataset: str
     rows_written: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def _now() -> dt.datetime:
@@ -81,18 +82,19 @@ def track(lake: Lake, *, brain_key: str, method: str, dataset: str, config: dict
                 package_version=brain.__version__, git_sha=_git_sha(),
                 engine_versions=sorted({"python": platform.python_version(), **(engine_versions or {})}.items()),
                 executed_on=executed_on)
-    lake.append("runs", _row(**base, status="running", error=None, finished_at=None, rows_written=[]))
+    lake.append("runs", _row(**base, status="running", error=None, finished_at=None, rows_written=[], metrics=[]))
     log.info("run %s (%s, key %r) started", run.run_id, method, brain_key)
     try:
         yield run
     except BaseException as err:
         _remove_outputs(lake, run.run_id)
         lake.upsert("runs", _row(**base, status="failed", error=f"{type(err).__name__}: {err}",
-                                 finished_at=_now(), rows_written=[]), key="run_id")
+                                 finished_at=_now(), rows_written=[], metrics=[]), key="run_id")
         log.error("run %s (%s) failed: %s", run.run_id, method, err)
         raise
     lake.upsert("runs", _row(**base, status="succeeded", error=None, finished_at=_now(),
-                             rows_written=sorted(run.rows_written.items())), key="run_id")
+                             rows_written=sorted(run.rows_written.items()),
+                             metrics=sorted(run.metrics.items())), key="run_id")
     for earlier in _runs_with_key(lake, brain_key):
         if earlier != run.run_id:
             delete_run(lake, earlier)

@@ -83,6 +83,7 @@ RUNS = pa.schema(
         ("started_at", _TS),
         ("finished_at", _TS),
         ("rows_written", pa.map_(pa.string(), pa.int64())),
+        ("metrics", pa.map_(pa.string(), pa.float64())),  # e.g. recall@k of an approximate index
         ("package_version", pa.string()),
         ("git_sha", pa.string()),
         ("engine_versions", pa.map_(pa.string(), pa.string())),

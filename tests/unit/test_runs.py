@@ -13,7 +13,9 @@ def test_a_succeeded_run_row_is_complete(lake):
     with runs.track(lake, brain_key="emb", method="embeddings", dataset="d", config={"k": 3},
                     engine_versions={"ray": "x"}, executed_on="test") as run:
         run.rows_written["embeddings"] = lake.write_files("embeddings", run.run_id, [_emb(run.run_id)])
+        run.metrics["recall_at_10"] = 0.97
     row = runs.get_run(lake, "emb")
+    assert dict(row["metrics"]) == {"recall_at_10": 0.97}
     assert row["status"] == "succeeded" and row["error"] is None
     assert row["finished_at"] >= row["started_at"]
     assert dict(row["rows_written"]) == {"embeddings": 2}
