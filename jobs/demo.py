@@ -48,13 +48,11 @@ def write_digits(folder: Path, *, test_fraction: float = 0.2, seed: int = 0) -> 
 
 
 def run(conf: Conf) -> str:
-    from rich.console import Console
-
     from brain import sql
-    from brain.cli import print_table
+    from brain.cli import make_console, print_table
     from jobs import embed, ingest, neighbors, uniqueness
 
-    console = Console()
+    console = make_console()
     lake = Lake(conf.lake)
     source = Path(lake.uri) / "raw" / conf.dataset
     timings: dict[str, float] = {}
