@@ -69,6 +69,21 @@ class UniquenessConf(_Section):
         return weights
 
 
+class LabelQualityConf(_Section):
+    predictions_key: str = "predictions"
+    neighbors_key: str | None = "knn"  # None: score from the logits alone
+    hardness_key: str = "hardness"
+    brain_key: str = "mistakenness"
+    method: Literal["margin", "self_confidence", "fiftyone", "fiftyone_confidence"] = "margin"
+
+
+class WalkthroughConf(_Section):
+    dataset: str = "digits_noisy"
+    noise_fraction: float = Field(0.2, ge=0, lt=1)
+    seed: int = 0
+    folds: int = Field(5, ge=2)
+
+
 class Conf(_Section):
     lake: str = "lake"  # a relative folder is taken from the working directory
     dataset: str = "default"
@@ -78,6 +93,8 @@ class Conf(_Section):
     embed: EmbedConf = Field(default_factory=EmbedConf)
     neighbors: NeighborsConf = Field(default_factory=NeighborsConf)
     uniqueness: UniquenessConf = Field(default_factory=UniquenessConf)
+    label_quality: LabelQualityConf = Field(default_factory=LabelQualityConf)
+    walkthrough: WalkthroughConf = Field(default_factory=WalkthroughConf)
 
 
 class ConfError(ValueError):

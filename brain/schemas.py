@@ -58,6 +58,65 @@ UNIQUENESS = pa.schema(
     ]
 )
 
+DETECTION = pa.struct([
+    ("label", pa.string()),
+    ("bbox", pa.list_(pa.float32())),  # [x, y, w, h], relative to the image size
+    ("confidence", pa.float32()),
+])
+
+PREDICTIONS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("sample_id", pa.string()),
+        ("label", pa.string()),  # predicted class (classification)
+        ("confidence", pa.float32()),
+        ("logits", pa.list_(pa.float32())),  # in the order of the run's config["classes"]
+        ("detections", pa.list_(DETECTION)),  # detection models
+    ]
+)
+
+HARDNESS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("sample_id", pa.string()),
+        ("hardness", pa.float64()),
+    ]
+)
+
+MISTAKENNESS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("sample_id", pa.string()),
+        ("given_label", pa.string()),
+        ("suggested_label", pa.string()),
+        ("mistakenness", pa.float64()),  # higher = more likely a wrong label
+        ("is_issue", pa.bool_()),
+    ]
+)
+
+LABEL_QUALITY_CLASSES = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("label", pa.string()),
+        ("samples", pa.int64()),
+        ("issues", pa.int64()),
+        ("mean_mistakenness", pa.float64()),
+    ]
+)
+
+LABEL_CONFUSION = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("given_label", pa.string()),
+        ("suggested_label", pa.string()),
+        ("samples", pa.int64()),
+    ]
+)
+
 INGEST_ERRORS = pa.schema(
     [
         ("run_id", pa.string()),
@@ -97,6 +156,11 @@ TABLES: dict[str, pa.Schema] = {
     "neighbors": NEIGHBORS,
     "uniqueness": UNIQUENESS,
     "ingest_errors": INGEST_ERRORS,
+    "predictions": PREDICTIONS,
+    "hardness": HARDNESS,
+    "mistakenness": MISTAKENNESS,
+    "label_quality_classes": LABEL_QUALITY_CLASSES,
+    "label_confusion": LABEL_CONFUSION,
     "runs": RUNS,
 }
 

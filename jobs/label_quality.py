@@ -1,0 +1,168 @@
+"""Label-quality jobs: hardness and mistakenness from a predictions run (math in brain.methods).
+
+    predictions (logits, run config["classes"]) ⋈ samples (given labels) [+ kNN run]
+      → brain.methods.hardness.hardness                   → `hardness`
+      → brain.methods.mistakenness.classification/label_issues → `mistakenness`
+      → Spark: per-class counts, issues, mean score; given × suggested confusion
+        → `label_quality_classes`, `label_confusion`
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from brain import runs
+from brain.config import Conf
+from brain.lake import Lake, plain_strings
+from brain.methods import hardness as hardness_method
+from brain.methods import mistakenness as mistakenness_method
+
+log = logging.getLogger("jobs.label_quality")
+
+
+@dataclass
+class ScoredSet:
+    """The predictions of one run for one dataset's labelled samples, as arrays."""
+
+    sample_ids: list[str]
+    labels: list[str | None]
+    logits: np.ndarray  # [N, C]
+    classes: list[str]
+
+
+def read_predictions(lake: Lake, predictions_key: str, dataset: str) -> ScoredSet:
+    run = runs.latest_succeeded(lake, predictions_key)
+    classes = json.loads(run["config"]).get("classes")
+    if not classes:
+        raise ValueError(f"predictions run {predictions_key!r} records no classes (config['classes'])")
+    preds = lake.read("predictions", columns=["sample_id", "logits"], filter=pc.field("run_id") == run["run_id"])
+    samples = lake.read("samples", columns=["sample_id", "label"], filter=pc.field("dataset") == dataset)
+    # Arrow's hash join cannot carry list columns: select by membership, then look labels up.
+    preds = plain_strings(preds)
+    joined = preds.filter(pc.is_in(preds["sample_id"], plain_strings(samples)["sample_id"])).sort_by("sample_id")
+    if joined.num_rows == 0:
+        raise ValueError(f"predictions run {predictions_key!r} has no rows for dataset {dataset!r}")
+    ids = joined["sample_id"].to_pylist()
+    label_of = dict(zip(samples["sample_id"].to_pylist(), samples["label"].to_pylist()))
+    missing = pc.is_null(joined["logits"]).to_numpy(zero_copy_only=False)
+    if missing.any():
+        raise ValueError(f"predictions run {predictions_key!r}: field 'logits' is missing for sample "
+                         f"{ids[int(np.flatnonzero(missing)[0])]} (store predictions with store_logits)")
+    logits = joined["logits"].combine_chunks()
+    widths = pc.list_value_length(logits).to_numpy(zero_copy_only=False)
+    wrong = np.flatnonzero(widths != len(classes))
+    if wrong.size:
+        raise ValueError(f"predictions run {predictions_key!r}: sample {ids[int(wrong[0])]} has "
+                         f"{widths[wrong[0]]} logits, the run has {len(classes)} classes")
+    matrix = logits.flatten().to_numpy(zero_copy_only=False).reshape(len(ids), len(classes))
+    return ScoredSet(ids, [label_of[i] for i in ids], matrix, list(classes))
+
+
+def label_indices(scored: ScoredSet) -> np.ndarray:
+    """Given labels as class indices; an unknown class name is an error naming the sample."""
+    position = {name: i for i, name in enumerate(scored.classes)}
+    out = np.empty(len(scored.labels), dtype=np.int64)
+    for i, (sample_id, label) in enumerate(zip(scored.sample_ids, scored.labels)):
+        if label not in position:
+            raise ValueError(f"sample {sample_id}: label {label!r} is not one of the predictions' classes "
+                             f"{scored.classes}")
+        out[i] = position[label]
+    return out
+
+
+def knn_rows(lake: Lake, neighbors_key: str, sample_ids: list[str]) -> np.ndarray:
+    """The kNN run's neighbour lists as row positions in ``sample_ids`` (-1: not in the set)."""
+    run = runs.latest_succeeded(lake, neighbors_key)
+    table = lake.read("neighbors", columns=["sample_id", "neighbor_ids"], filter=pc.field("run_id") == run["run_id"])
+    lists = dict(zip(table["sample_id"].to_pylist(), table["neighbor_ids"].to_pylist()))
+    position = {sid: i for i, sid in enumerate(sample_ids)}
+    missing = [sid for sid in sample_ids if sid not in lists]
+    if missing:
+        raise ValueError(f"kNN run {neighbors_key!r} has no neighbours for sample {missing[0]} "
+                         f"({len(missing)} samples missing): run it on the same dataset")
+    k = max(len(v) for v in lists.values())
+    out = np.full((len(sample_ids), k), -1, dtype=np.int64)
+    for i, sid in enumerate(sample_ids):
+        rows = [position.get(n, -1) for n in lists[sid]]
+        out[i, :len(rows)] = rows
+    return out
+
+
+def run_hardness(conf: Conf) -> str:
+    lake, cfg = Lake(conf.lake), conf.label_quality
+    scored = read_predictions(lake, cfg.predictions_key, conf.dataset)
+    with runs.track(lake, brain_key=cfg.hardness_key, method="hardness", dataset=conf.dataset,
+                    input_key=cfg.predictions_key, config=conf.model_dump(), executed_on="driver") as run:
+        scores = hardness_method.hardness(scored.logits)
+        rows = pa.table({"run_id": [run.run_id] * len(scores), "brain_key": [cfg.hardness_key] * len(scores),
+                         "sample_id": scored.sample_ids, "hardness": scores})
+        run.rows_written["hardness"] = lake.write_files("hardness", run.run_id, [rows])
+    return run.run_id
+
+
+def run_mistakenness(conf: Conf) -> str:
+    from pyspark.sql import functions as F
+
+    from jobs.engines import spark_session, spark_where, versions
+    from jobs.spark_lake import read_table
+
+    lake, cfg = Lake(conf.lake), conf.label_quality
+    scored = read_predictions(lake, cfg.predictions_key, conf.dataset)
+    labelled = [i for i, label in enumerate(scored.labels) if label is not None]
+    if not labelled:
+        raise ValueError(f"dataset {conf.dataset!r} has no labelled samples to check")
+    scored = ScoredSet([scored.sample_ids[i] for i in labelled], [scored.labels[i] for i in labelled],
+                       scored.logits[labelled], scored.classes)
+    labels = label_indices(scored)
+    knn = knn_rows(lake, cfg.neighbors_key, scored.sample_ids) if cfg.neighbors_key else None
+    spark = spark_session(conf)
+    started = time.perf_counter()
+    with runs.track(lake, brain_key=cfg.brain_key, method="mistakenness", dataset=conf.dataset,
+                    input_key=cfg.predictions_key, config=conf.model_dump(),
+                    engine_versions=versions("pyspark", "numpy"), executed_on=spark_where(spark)) as run:
+        score = mistakenness_method.classification(scored.logits, labels, knn, method=cfg.method)
+        issues = mistakenness_method.label_issues(scored.logits, labels, knn)
+        classes = np.asarray(scored.classes, dtype=object)
+        rows = pa.table({
+            "run_id": [run.run_id] * len(score), "brain_key": [cfg.brain_key] * len(score),
+            "sample_id": scored.sample_ids, "given_label": scored.labels,
+            "suggested_label": classes[issues.suggested_label].tolist(),
+            "mistakenness": score, "is_issue": issues.is_issue})
+        run.rows_written["mistakenness"] = lake.write_files("mistakenness", run.run_id, [rows])
+        run.metrics["issues"] = float(issues.is_issue.sum())
+
+        frame = read_table(spark, lake, "mistakenness").where(F.col("run_id") == run.run_id)
+        per_class = frame.groupBy(F.col("given_label").alias("label")).agg(
+            F.count("*").alias("samples"), F.sum(F.col("is_issue").cast("long")).alias("issues"),
+            F.avg("mistakenness").alias("mean_mistakenness"))
+        confusion = frame.groupBy("given_label", "suggested_label").agg(F.count("*").alias("samples"))
+        for table, result in (("label_quality_classes", per_class), ("label_confusion", confusion)):
+            (result.select(F.lit(run.run_id).alias("run_id"), F.lit(cfg.brain_key).alias("brain_key"), "*")
+             .write.mode("overwrite").parquet(lake.staging_dir(table, run.run_id)))
+            run.rows_written[table] = lake.commit_files(table, run.run_id)
+    log.info("mistakenness: %d samples scored (%s, %s), %d flagged, in %.1f s", len(score), cfg.method,
+             "with kNN labels" if knn is not None else "logits alone", int(issues.is_issue.sum()),
+             time.perf_counter() - started)
+    return run.run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs._entry import job_main
+
+    def both(conf: Conf) -> str:
+        run_hardness(conf)
+        return run_mistakenness(conf)
+
+    return job_main(both, __doc__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
