@@ -17,6 +17,7 @@ JOBS = {
     "embed": "jobs.embed",
     "neighbors": "jobs.neighbors",
     "uniqueness": "jobs.uniqueness",
+    "scan": "jobs.scan",
 }
 
 
@@ -146,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (("demo", "digits end to end on the embedded default"),
                             ("embed", "embeddings on Ray Data"),
                             ("neighbors", "FAISS kNN graph on Ray"),
-                            ("uniqueness", "uniqueness on Spark")):
+                            ("uniqueness", "uniqueness on Spark"),
+                            ("scan", "incremental scan of the dataset's sources (what a scheduler runs)")):
         with_conf(sub.add_parser(name, help=help_text)).set_defaults(func=_cmd_job)
     ing = with_conf(sub.add_parser("ingest", help="register a dataset's images"))
     ing.add_argument("--source", help="folder in class-per-subfolder layout")

@@ -46,6 +46,7 @@ class EmbedConf(_Section):
     brain_key: str = "embeddings"
     model: str | None = None  # None: the default model (see brain.models)
     batch_size: int = Field(256, ge=1)
+    where: str | None = None  # SQL predicate over `samples` restricting what is embedded (the run's view)
 
 
 class NeighborsConf(_Section):
@@ -69,6 +70,12 @@ class UniquenessConf(_Section):
         return weights
 
 
+class ScanConf(_Section):
+    in_process_max: int = Field(2000, ge=0)  # at most this many new/changed samples: steps run in-process, no Ray/Spark
+    lock_stale_s: float = Field(120.0, gt=0)  # a scan lock whose heartbeat is older than this is taken over
+    heartbeat_s: float = Field(10.0, gt=0)
+
+
 class Conf(_Section):
     lake: str = "lake"  # a relative folder is taken from the working directory
     dataset: str = "default"
@@ -78,6 +85,7 @@ class Conf(_Section):
     embed: EmbedConf = Field(default_factory=EmbedConf)
     neighbors: NeighborsConf = Field(default_factory=NeighborsConf)
     uniqueness: UniquenessConf = Field(default_factory=UniquenessConf)
+    scan: ScanConf = Field(default_factory=ScanConf)
 
 
 class ConfError(ValueError):
