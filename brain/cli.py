@@ -87,12 +87,16 @@ def _cmd_runs(args) -> int:
     lake, console = _lake(args), make_console()
     if args.action == "list":
         table = runs.list_runs(lake, method=args.method).select(
-            ["brain_key", "method", "dataset", "status", "started_at", "finished_at", "rows_written", "run_id"])
+            ["brain_key", "method", "dataset", "status", "started_at", "finished_at", "rows_written", "run_id",
+             "executed_on", "submission_id"])
         print_table(console, table)
     elif args.action == "info":
         info = runs.get_run(lake, args.key)
         info["config"] = json.loads(info["config"])
         console.print_json(json.dumps(info, default=str))
+    elif args.action == "rename":
+        renamed = runs.rename_run(lake, args.old, args.new)
+        console.print(f"renamed {args.old} to {args.new} ({len(renamed)} run(s))")
     elif args.action == "delete":
         run_id = runs.delete_run(lake, args.key)
         console.print(f"deleted run {run_id} ({args.key}) and its rows")
@@ -164,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--method")
     runs_sub.add_parser("info").add_argument("key", help="brain key or run id")
     runs_sub.add_parser("delete").add_argument("key", help="brain key or run id")
+    ren = runs_sub.add_parser("rename")
+    ren.add_argument("old", help="brain key to rename")
+    ren.add_argument("new", help="new brain key (must not exist)")
     runs_p.set_defaults(func=_cmd_runs)
 
     sql_p = with_conf(sub.add_parser("sql", help="SQL over the lake's tables"))
