@@ -3,7 +3,9 @@
 A file is
 
 * **new** when its URI has no `samples` row (and is not a known-bad file, see below),
-* **changed** when its size or sha256 differs from its `samples` row,
+* **changed** when its size or sha256 differs from its `samples` row (the hash is only
+  computed for files modified since they were ingested: same size and an mtime before
+  ``ingested_at`` is unchanged without reading the file),
 * **removed** when a `samples` row's URI is no longer in the source.
 
 Files that ingest refused (an `ingest_errors` row, stage ``ingest``) are skipped
@@ -32,6 +34,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from brain.ingest import SourceFile
@@ -61,9 +64,11 @@ def _sha256(path: str) -> str:
 
 def diff_sources(lake: Lake, dataset: str, files: list[SourceFile]) -> SourceDiff:
     """Compare a dataset's current source files with its `samples` rows."""
-    known = plain_strings(lake.read("samples", columns=["sample_id", "uri", "content_hash", "size_bytes"],
+    known = plain_strings(lake.read("samples", columns=["sample_id", "uri", "content_hash", "size_bytes", "ingested_at"],
                                     filter=pc.field("dataset") == dataset))
-    rows = {uri: (sid, h, size) for sid, uri, h, size in zip(*(known[c].to_pylist() for c in known.column_names))}
+    ingested = known["ingested_at"].cast(pa.int64()).to_numpy() / 1e6  # µs → s since the epoch
+    rows = {uri: (sid, h, size, t) for sid, uri, h, size, t in
+            zip(*(known[c].to_pylist() for c in ["sample_id", "uri", "content_hash", "size_bytes"]), ingested)}
     errors = plain_strings(lake.read("ingest_errors", columns=["uri", "recorded_at"],
                                      filter=(pc.field("dataset") == dataset) & (pc.field("stage") == "ingest")))
     refused = dict(zip(errors["uri"].to_pylist(), errors["recorded_at"].to_pylist()))
@@ -75,13 +80,14 @@ def diff_sources(lake: Lake, dataset: str, files: list[SourceFile]) -> SourceDif
             if when is None or _mtime(f.uri) > when:
                 new.append(f)
             continue
-        _, digest, size = rows[f.uri]
+        _, digest, size, ingested_at = rows[f.uri]
         try:
-            if os.path.getsize(f.uri) != size or _sha256(f.uri) != digest:
+            stat = os.stat(f.uri)
+            if stat.st_size != size or (stat.st_mtime >= ingested_at and _sha256(f.uri) != digest):
                 changed.append(f)
         except OSError:
             changed.append(f)  # unreadable now: ingest records why
-    removed = [sid for uri, (sid, _, _) in rows.items() if uri not in seen]
+    removed = [sid for uri, (sid, *_) in rows.items() if uri not in seen]
     return SourceDiff(new, changed, removed, len(rows) - len(changed) - len(removed))
 
 
