@@ -81,6 +81,12 @@ def _cmd_job(args) -> int:
     return 0
 
 
+def _cmd_submit(args) -> int:
+    from jobs.submit import submit
+
+    return submit(args.job, load_conf(args.conf, args.overrides))
+
+
 def _cmd_runs(args) -> int:
     from brain import runs
 
@@ -160,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--split", help="split for samples whose source names none")
     ing.add_argument("--dataset", help="dataset name (default: the config's)")
     ing.set_defaults(func=_cmd_job)
+
+    submit_p = with_conf(sub.add_parser("submit", help="send a job to a Ray cluster (Jobs API) or Spark (spark-submit)"))
+    submit_p.add_argument("job", help="ingest, embed, neighbors, scan, demo (Ray) or uniqueness (Spark)")
+    submit_p.set_defaults(func=_cmd_submit)
 
     runs_p = with_conf(sub.add_parser("runs", help="the run catalog"))
     runs_p.add_argument("--lake", help="lake folder or URI (default: the config's)")

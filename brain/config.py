@@ -76,6 +76,19 @@ class ScanConf(_Section):
     heartbeat_s: float = Field(10.0, gt=0)
 
 
+class SubmitConf(_Section):
+    """Where `brain submit` sends a job (the job itself then runs with the rest of this config)."""
+
+    ray_address: str | None = None  # Ray Jobs API (dashboard) address, e.g. http://head:8265; None: $RAY_API_SERVER_ADDRESS / $RAY_ADDRESS
+    python: str = "python"  # the interpreter on the cluster that runs the entrypoint
+    pip: list[str] = Field(default_factory=list)  # extra runtime-env packages (the image should have the rest)
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    entrypoint_num_gpus: float = Field(0, ge=0)  # a GPU for the driver itself (the embedding actors ask for theirs)
+    spark_submit: str | None = None  # spark-submit binary; None: on PATH, else pyspark's
+    deploy_mode: Literal["client", "cluster"] = "client"  # cluster: driver in the cluster (Kubernetes, YARN)
+    wait: bool = True  # follow the logs until the job ends
+
+
 class Conf(_Section):
     lake: str = "lake"  # a relative folder is taken from the working directory
     dataset: str = "default"
@@ -86,6 +99,7 @@ class Conf(_Section):
     neighbors: NeighborsConf = Field(default_factory=NeighborsConf)
     uniqueness: UniquenessConf = Field(default_factory=UniquenessConf)
     scan: ScanConf = Field(default_factory=ScanConf)
+    submit: SubmitConf = Field(default_factory=SubmitConf)
 
 
 class ConfError(ValueError):
