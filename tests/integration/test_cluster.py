@@ -73,7 +73,7 @@ def ray_cluster():
     try:
         out, _ = head.communicate(timeout=90)
         assert head.returncode == 0, out
-        yield f"http://127.0.0.1:{dashboard}"
+        yield f"http://127.0.0.1:{dashboard}", port
     finally:
         _kill_processes_under(temp)
         _kill_group(head.pid)
@@ -125,7 +125,7 @@ def _submit(root: Path, conf, job: str) -> subprocess.CompletedProcess:
 def test_embedding_and_knn_jobs_through_the_ray_jobs_api(cluster_lake, ray_cluster):
     root, conf = cluster_lake
     conf = conf.model_copy(deep=True)
-    conf.submit.ray_address = ray_cluster
+    conf.submit.ray_address, gcs_port = ray_cluster
     conf.submit.python = sys.executable
     for job in ("embed", "neighbors"):
         done = _submit(root, conf, job)
@@ -134,7 +134,7 @@ def test_embedding_and_knn_jobs_through_the_ray_jobs_api(cluster_lake, ray_clust
     lake = Lake(conf.lake)
     emb = runs.get_run(lake, "embeddings")
     assert emb["status"] == "succeeded" and emb["submission_id"].startswith("lakebrain-embed-")
-    assert "ray=127.0.0.1" in emb["executed_on"]  # the cluster's address, not a local Ray
+    assert f":{gcs_port} " in emb["executed_on"]  # the cluster's address, not a local Ray
     assert lake.read("embeddings").num_rows == 18
 
 
