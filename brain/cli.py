@@ -44,7 +44,7 @@ def make_console():
 def _cell(value) -> str:
     import datetime as dt
 
-    if value is None:
+    if value is None or value == []:
         return ""
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
