@@ -11,6 +11,7 @@ vectors over, updates the graph and rescores without starting Ray or Spark.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def write_images(folder: Path, start: int, count: int, *, classes: int = 10, siz
 def timed_scan(conf_file: Path) -> tuple[float, str]:
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "jobs.scan", "--conf", str(conf_file)], cwd=ROOT,
-                         capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     took = time.perf_counter() - t0
     if out.returncode != 0:
         sys.exit(f"scan failed:\n{out.stderr[-4000:]}")

@@ -123,13 +123,14 @@ def _remove_outputs(lake: Lake, run_id: str) -> None:
     lake.delete_artifacts(run_id)
 
 
-def abandon_running(lake: Lake, *, dataset: str, reason: str) -> list[str]:
-    """Mark the dataset's ``running`` runs failed and remove their outputs (their process is gone).
+def abandon_running(lake: Lake, *, dataset: str, keys: list[str], reason: str) -> list[str]:
+    """Mark the dataset's ``running`` runs with these brain keys failed and remove their outputs.
 
     Only call this while holding the lock that guarantees no live process runs them.
     """
     runs = lake.read("runs")
-    stale = runs.filter(pc.and_(pc.equal(runs["dataset"], dataset), pc.equal(runs["status"], "running")))
+    stale = runs.filter(pc.and_(pc.and_(pc.equal(runs["dataset"], dataset), pc.equal(runs["status"], "running")),
+                                pc.is_in(runs["brain_key"], pa.array(keys, pa.string()))))
     for row in stale.to_pylist():
         _remove_outputs(lake, row["run_id"])
         lake.upsert("runs", _row(**{**row, "status": "failed", "error": reason, "finished_at": _now()}), key="run_id")

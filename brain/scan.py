@@ -165,6 +165,9 @@ class ScanLock:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
+            holder = self.holder()
+            if holder is None or holder.get("token") != self.owner["token"]:
+                return  # taken over (this process stalled past stale_after_s): never overwrite the new owner
             tmp = self.path.with_name(f".{self.path.name}.{self.owner['token']}")
             self._write(tmp, exclusive=False)
             os.replace(tmp, self.path)

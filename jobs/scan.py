@@ -149,7 +149,9 @@ def run(conf: Conf) -> str:
     src = conf.ingest
     started = time.perf_counter()
     with ScanLock(lake, conf.dataset, stale_after_s=conf.scan.lock_stale_s, heartbeat_s=conf.scan.heartbeat_s):
-        left = runs.abandon_running(lake, dataset=conf.dataset,
+        keys = [f"scan_{conf.dataset}", f"ingest_{conf.dataset}", conf.embed.brain_key, conf.neighbors.brain_key,
+                conf.uniqueness.brain_key]
+        left = runs.abandon_running(lake, dataset=conf.dataset, keys=keys,
                                     reason="abandoned: its process ended before the run finished (next scan redid it)")
         with runs.track(lake, brain_key=f"scan_{conf.dataset}", method="scan", dataset=conf.dataset,
                         config=conf.model_dump(), executed_on=f"driver host={socket.gethostname()}") as scan:

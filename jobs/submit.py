@@ -36,6 +36,7 @@ CONF_NAME = "lakebrain-job.yaml"
 RAY_JOBS = {"ingest", "embed", "neighbors", "scan", "demo"}
 SPARK_JOBS = {"uniqueness"}
 FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+AGENT_RETRIES = 30  # × 2 s
 
 
 def _copy_package(dest: Path, conf: Conf) -> None:
@@ -69,10 +70,17 @@ def submit_ray(job: str, conf: Conf) -> int:
                        "env_vars": {SUBMISSION_ENV: submission_id, **conf.submit.env_vars}}
         if conf.submit.pip:
             runtime_env["pip"] = list(conf.submit.pip)
-        client.submit_job(entrypoint=f"{conf.submit.python} -m jobs.{job} --conf {CONF_NAME}",
-                          submission_id=submission_id, runtime_env=runtime_env,
-                          entrypoint_num_gpus=conf.submit.entrypoint_num_gpus or None,
-                          metadata={"lakebrain_job": job, "lake": conf.lake})
+        for attempt in range(AGENT_RETRIES):
+            try:
+                client.submit_job(entrypoint=f"{conf.submit.python} -m jobs.{job} --conf {CONF_NAME}",
+                                  submission_id=submission_id, runtime_env=runtime_env,
+                                  entrypoint_num_gpus=conf.submit.entrypoint_num_gpus or None,
+                                  metadata={"lakebrain_job": job, "lake": conf.lake})
+                break
+            except RuntimeError as err:  # a cluster that just started: its job agent is not up yet
+                if "No available agent" not in str(err) or attempt == AGENT_RETRIES - 1:
+                    raise
+                time.sleep(2.0)
     print(f"submitted {submission_id} to Ray at {address}; logs: ray job logs --address {address} -f {submission_id}",
           flush=True)
     if not conf.submit.wait:

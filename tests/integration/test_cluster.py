@@ -156,7 +156,7 @@ def test_the_catalog_shows_where_each_submitted_run_ran(cluster_lake):
         ("embeddings", "neighbors", "uniqueness"), "succeeded")
     uq = catalog["uniqueness"]
     assert uq["submission_id"].startswith("lakebrain-uniqueness-")
-    assert uq["executed_on"].startswith(f"spark=spark://127.0.0.1")
+    assert uq["executed_on"].startswith("spark=spark://127.0.0.1")
     assert catalog["neighbors"]["submission_id"].startswith("lakebrain-neighbors-")
     assert catalog["ingest"]["submission_id"] is None
     assert Lake(conf.lake).read("uniqueness").num_rows == 18
