@@ -71,7 +71,7 @@ def test_scans_do_only_new_work_and_match_a_full_rebuild(tmp_path, ray_session, 
     assert runs.load_view(lake, "uniqueness").num_rows == 25
 
 
-def test_a_second_scan_waits_for_nobody_it_fails_clearly(tmp_path):
+def test_a_second_scan_fails_clearly_while_one_holds_the_lock(tmp_path):
     from jobs import scan
 
     images = tmp_path / "images"
