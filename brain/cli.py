@@ -17,6 +17,7 @@ JOBS = {
     "embed": "jobs.embed",
     "neighbors": "jobs.neighbors",
     "uniqueness": "jobs.uniqueness",
+    "scan": "jobs.scan",
 }
 
 
@@ -43,7 +44,7 @@ def make_console():
 def _cell(value) -> str:
     import datetime as dt
 
-    if value is None:
+    if value is None or value == []:
         return ""
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
@@ -80,18 +81,28 @@ def _cmd_job(args) -> int:
     return 0
 
 
+def _cmd_submit(args) -> int:
+    from jobs.submit import submit
+
+    return submit(args.job, load_conf(args.conf, args.overrides))
+
+
 def _cmd_runs(args) -> int:
     from brain import runs
 
     lake, console = _lake(args), make_console()
     if args.action == "list":
         table = runs.list_runs(lake, method=args.method).select(
-            ["brain_key", "method", "dataset", "status", "started_at", "finished_at", "rows_written", "run_id"])
+            ["brain_key", "method", "dataset", "status", "started_at", "finished_at", "rows_written", "run_id",
+             "executed_on", "submission_id"])
         print_table(console, table)
     elif args.action == "info":
         info = runs.get_run(lake, args.key)
         info["config"] = json.loads(info["config"])
         console.print_json(json.dumps(info, default=str))
+    elif args.action == "rename":
+        renamed = runs.rename_run(lake, args.old, args.new)
+        console.print(f"renamed {args.old} to {args.new} ({len(renamed)} run(s))")
     elif args.action == "delete":
         run_id = runs.delete_run(lake, args.key)
         console.print(f"deleted run {run_id} ({args.key}) and its rows")
@@ -146,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (("demo", "digits end to end on the embedded default"),
                             ("embed", "embeddings on Ray Data"),
                             ("neighbors", "FAISS kNN graph on Ray"),
-                            ("uniqueness", "uniqueness on Spark")):
+                            ("uniqueness", "uniqueness on Spark"),
+                            ("scan", "incremental scan of the dataset's sources (what a scheduler runs)")):
         with_conf(sub.add_parser(name, help=help_text)).set_defaults(func=_cmd_job)
     ing = with_conf(sub.add_parser("ingest", help="register a dataset's images"))
     ing.add_argument("--source", help="folder in class-per-subfolder layout")
@@ -155,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--dataset", help="dataset name (default: the config's)")
     ing.set_defaults(func=_cmd_job)
 
+    submit_p = with_conf(sub.add_parser("submit", help="send a job to a Ray cluster (Jobs API) or Spark (spark-submit)"))
+    submit_p.add_argument("job", help="ingest, embed, neighbors, scan, demo (Ray) or uniqueness (Spark)")
+    submit_p.set_defaults(func=_cmd_submit)
+
     runs_p = with_conf(sub.add_parser("runs", help="the run catalog"))
     runs_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
     runs_sub = runs_p.add_subparsers(dest="action", required=True)
@@ -162,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--method")
     runs_sub.add_parser("info").add_argument("key", help="brain key or run id")
     runs_sub.add_parser("delete").add_argument("key", help="brain key or run id")
+    ren = runs_sub.add_parser("rename")
+    ren.add_argument("old", help="brain key to rename")
+    ren.add_argument("new", help="new brain key (must not exist)")
     runs_p.set_defaults(func=_cmd_runs)
 
     sql_p = with_conf(sub.add_parser("sql", help="SQL over the lake's tables"))

@@ -46,6 +46,7 @@ class EmbedConf(_Section):
     brain_key: str = "embeddings"
     model: str | None = None  # None: the default model (see brain.models)
     batch_size: int = Field(256, ge=1)
+    where: str | None = None  # SQL predicate over `samples` restricting what is embedded (the run's view)
 
 
 class NeighborsConf(_Section):
@@ -84,6 +85,25 @@ class WalkthroughConf(_Section):
     folds: int = Field(5, ge=2)
 
 
+class ScanConf(_Section):
+    in_process_max: int = Field(2000, ge=0)  # at most this many new/changed samples: steps run in-process, no Ray/Spark
+    lock_stale_s: float = Field(120.0, gt=0)  # a scan lock whose heartbeat is older than this is taken over
+    heartbeat_s: float = Field(10.0, gt=0)
+
+
+class SubmitConf(_Section):
+    """Where `brain submit` sends a job (the job itself then runs with the rest of this config)."""
+
+    ray_address: str | None = None  # Ray Jobs API (dashboard) address, e.g. http://head:8265; None: $RAY_API_SERVER_ADDRESS / $RAY_ADDRESS
+    python: str = "python"  # the interpreter on the cluster that runs the entrypoint
+    pip: list[str] = Field(default_factory=list)  # extra runtime-env packages (the image should have the rest)
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    entrypoint_num_gpus: float = Field(0, ge=0)  # a GPU for the driver itself (the embedding actors ask for theirs)
+    spark_submit: str | None = None  # spark-submit binary; None: on PATH, else pyspark's
+    deploy_mode: Literal["client", "cluster"] = "client"  # cluster: driver in the cluster (Kubernetes, YARN)
+    wait: bool = True  # follow the logs until the job ends
+
+
 class Conf(_Section):
     lake: str = "lake"  # a relative folder is taken from the working directory
     dataset: str = "default"
@@ -95,6 +115,8 @@ class Conf(_Section):
     uniqueness: UniquenessConf = Field(default_factory=UniquenessConf)
     label_quality: LabelQualityConf = Field(default_factory=LabelQualityConf)
     walkthrough: WalkthroughConf = Field(default_factory=WalkthroughConf)
+    scan: ScanConf = Field(default_factory=ScanConf)
+    submit: SubmitConf = Field(default_factory=SubmitConf)
 
 
 class ConfError(ValueError):

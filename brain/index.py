@@ -6,6 +6,12 @@ Metrics (the distances stored in the lake):
   is ``1 − cos(a, b) = ‖â − b̂‖² / 2`` in [0, 2];
 * ``l2``: the Euclidean distance ``‖a − b‖``.
 
+The graph can be updated incrementally (:func:`update_knn_graph`): when only a few
+vectors are new or changed, a row whose old neighbours are all unchanged keeps its
+list merged with its nearest fresh vectors — its new k nearest are among
+(old k nearest) ∪ (k nearest fresh), which is exact — and only fresh rows and rows
+that lost a neighbour (removed or changed) are searched against the whole index.
+
 A GPU index is used when ``faiss.get_num_gpus() > 0`` (a faiss GPU build on a
 machine with GPUs), the CPU one otherwise; results are the same. Indexes travel
 between processes as ``serialize``d byte arrays (always the CPU form).
@@ -90,3 +96,41 @@ def knn_graph(index: faiss.Index, queries: np.ndarray, query_rows: np.ndarray, k
     is_self[no_self, -1] = True  # drop the farthest where self was not returned
     keep = ~is_self
     return dist[keep].reshape(len(ids), k), ids[keep].reshape(len(ids), k)
+
+
+def update_knn_graph(vectors: np.ndarray, fresh: np.ndarray, old_rows: np.ndarray, old_dist: np.ndarray,
+                     k: int, *, metric: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """The exact kNN graph of ``vectors`` from an earlier graph, searching only what changed.
+
+    ``fresh[i]``: row i's vector is new or changed. ``old_rows[i]`` / ``old_dist[i]``: row
+    i's earlier neighbours as row numbers of ``vectors`` (-1 where the neighbour was removed
+    or row i had no earlier list) and their distances. Returns (distances [N, k], neighbour
+    rows [N, k], number of rows searched against the whole index).
+    """
+    n = len(vectors)
+    fresh = np.asarray(fresh, bool)
+    if fresh.shape != (n,) or old_rows.shape != (n, k) or old_dist.shape != (n, k):
+        raise ValueError(f"fresh must have shape ({n},) and old_rows/old_dist ({n}, {k}); got {fresh.shape}, "
+                         f"{old_rows.shape}, {old_dist.shape}")
+    if k >= n:
+        raise ValueError(f"k={k} needs more than {n} vectors (k must be < N)")
+    lost = (old_rows < 0).any(axis=1) | fresh[np.where(old_rows < 0, 0, old_rows)].any(axis=1)
+    full = fresh | lost
+    dist = np.empty((n, k), np.float32)
+    rows = np.empty((n, k), np.int64)
+    searched = np.flatnonzero(full)
+    if searched.size:
+        everything = build_index(vectors, metric=metric)
+        dist[searched], rows[searched] = knn_graph(everything, vectors[searched], searched, k, metric=metric)
+    merged = np.flatnonzero(~full)
+    fresh_rows = np.flatnonzero(fresh)
+    if merged.size and fresh_rows.size:
+        fd, fi = search(build_index(vectors[fresh_rows], metric=metric), vectors[merged], k, metric=metric)
+        cand_d = np.concatenate([old_dist[merged], fd], axis=1)
+        cand_r = np.concatenate([old_rows[merged], fresh_rows[fi]], axis=1)
+        order = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
+        dist[merged] = np.take_along_axis(cand_d, order, axis=1)
+        rows[merged] = np.take_along_axis(cand_r, order, axis=1)
+    elif merged.size:
+        dist[merged], rows[merged] = old_dist[merged], old_rows[merged]
+    return dist, rows, int(searched.size)

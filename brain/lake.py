@@ -128,7 +128,8 @@ class Lake:
     def append(self, table: str, rows: pa.Table) -> int:
         """Append rows in one commit; returns the new table version."""
         dt = self.table(table)
-        write_deltalake(dt, self._conform(table, rows), mode="append")
+        # schema_mode="merge": a lake written before a column was added to the schema gains it (rows are conformed)
+        write_deltalake(dt, self._conform(table, rows), mode="append", schema_mode="merge")
         dt.update_incremental()
         return dt.version()
 
@@ -136,7 +137,7 @@ class Lake:
         """Insert new rows and replace those whose ``key`` already exists, in one commit."""
         dt = self.table(table)
         (dt.merge(self._conform(table, rows), predicate=f"t.{key} = s.{key}",
-                  source_alias="s", target_alias="t")
+                  source_alias="s", target_alias="t", merge_schema=True)
            .when_matched_update_all().when_not_matched_insert_all().execute())
         dt.update_incremental()
         return dt.version()

@@ -147,6 +147,8 @@ RUNS = pa.schema(
         ("git_sha", pa.string()),
         ("engine_versions", pa.map_(pa.string(), pa.string())),
         ("executed_on", pa.string()),  # e.g. "ray=local spark=local[*] host=..."
+        ("submission_id", pa.string()),  # cluster job id (LAKEBRAIN_SUBMISSION_ID set by `brain submit`)
+        ("sample_filter", pa.string()),  # SQL predicate over `samples`: the view the run was computed on
     ]
 )
 

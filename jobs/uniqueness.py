@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,7 @@ import pyarrow.compute as pc
 
 from brain import runs
 from brain.config import Conf
-from brain.lake import Lake
+from brain.lake import Lake, plain_strings
 from brain.methods import uniqueness as uq
 
 log = logging.getLogger("jobs.uniqueness")
@@ -49,37 +50,63 @@ def normalized(batches: Iterator[pa.RecordBatch], max_raw: float, run_id: str,
             names=["run_id", "brain_key", "sample_id", "uniqueness"])
 
 
-def run(conf: Conf) -> str:
-    from pyspark.sql import functions as F
+def score_in_process(lake: Lake, conf: Conf, neighbors_run: str, run_id: str) -> pa.Table:
+    """The same two passes (raw → max → normalised) over Arrow batches in this process, for small updates."""
+    cfg = conf.uniqueness
+    nbr = plain_strings(lake.read("neighbors", columns=["sample_id", "distances"],
+                                  filter=pc.field("run_id") == neighbors_run))
+    ids = lake.read("samples", columns=["sample_id"], filter=pc.field("dataset") == conf.dataset)["sample_id"]
+    nbr = nbr.filter(pc.is_in(nbr["sample_id"], ids))
+    if nbr.num_rows == 0:
+        raise ValueError(f"kNN run {neighbors_run} has no rows for dataset {conf.dataset!r}")
+    raw = pa.Table.from_batches(list(raw_scores(nbr.to_batches(), list(cfg.weights))))
+    max_raw = float(pc.max(raw["raw"]).as_py())
+    return pa.Table.from_batches(list(normalized(raw.to_batches(), max_raw, run_id, cfg.brain_key)))
 
+
+def run(conf: Conf, *, in_process: bool = False) -> str:
+    """Score the latest kNN run on Spark (or, ``in_process``, in this process without starting Spark)."""
     from jobs.engines import spark_session, spark_where, versions
-    from jobs.spark_lake import read_table
 
     lake = Lake(conf.lake)
     cfg = conf.uniqueness
     source = runs.latest_succeeded(lake, cfg.neighbors_key)
-    spark = spark_session(conf)
+    spark = None if in_process else spark_session(conf)
     started = time.perf_counter()
     weights = list(cfg.weights)
+    executed_on = f"driver host={socket.gethostname()}" if in_process else spark_where(spark)
     with runs.track(lake, brain_key=cfg.brain_key, method="uniqueness", dataset=conf.dataset,
-                    input_key=cfg.neighbors_key, config=conf.model_dump(),
-                    engine_versions=versions("pyspark", "numpy"), executed_on=spark_where(spark)) as run:
-        neighbors = read_table(spark, lake, "neighbors").where(F.col("run_id") == source["run_id"])
-        samples = read_table(spark, lake, "samples").where(F.col("dataset") == conf.dataset).select("sample_id")
-        raw = (neighbors.join(samples, "sample_id").select("sample_id", "distances")
-               .mapInArrow(lambda it: raw_scores(it, weights), "sample_id string, raw double").cache())
-        max_raw = raw.agg(F.max("raw")).first()[0]
-        if max_raw is None:
-            raise ValueError(f"kNN run {source['run_id']} has no rows for dataset {conf.dataset!r}")
-        run_id, key = run.run_id, cfg.brain_key
-        scores = raw.mapInArrow(lambda it: normalized(it, float(max_raw), run_id, key),
-                                "run_id string, brain_key string, sample_id string, uniqueness double")
-        scores.write.mode("overwrite").parquet(lake.staging_dir("uniqueness", run.run_id))
-        raw.unpersist()
-        run.rows_written["uniqueness"] = lake.commit_files("uniqueness", run.run_id)
-    log.info("uniqueness: %d samples scored on Spark in %.1f s", run.rows_written["uniqueness"],
+                    input_key=cfg.neighbors_key, config={**conf.model_dump(), "input_run_id": source["run_id"]},
+                    engine_versions=versions("pyspark", "numpy"), executed_on=executed_on,
+                    sample_filter=source["sample_filter"]) as run:
+        if in_process:
+            run.rows_written["uniqueness"] = lake.write_files(
+                "uniqueness", run.run_id, [score_in_process(lake, conf, source["run_id"], run.run_id)])
+        else:
+            run.rows_written["uniqueness"] = _score_on_spark(spark, lake, conf, source["run_id"], run.run_id, weights)
+    log.info("uniqueness: %d samples scored on %s in %.1f s", run.rows_written["uniqueness"], executed_on,
              time.perf_counter() - started)
     return run.run_id
+
+
+def _score_on_spark(spark, lake: Lake, conf: Conf, neighbors_run: str, run_id: str, weights: list[float]) -> int:
+    from pyspark.sql import functions as F
+
+    from jobs.spark_lake import read_table
+
+    key = conf.uniqueness.brain_key
+    neighbors = read_table(spark, lake, "neighbors").where(F.col("run_id") == neighbors_run)
+    samples = read_table(spark, lake, "samples").where(F.col("dataset") == conf.dataset).select("sample_id")
+    raw = (neighbors.join(samples, "sample_id").select("sample_id", "distances")
+           .mapInArrow(lambda it: raw_scores(it, weights), "sample_id string, raw double").cache())
+    max_raw = raw.agg(F.max("raw")).first()[0]
+    if max_raw is None:
+        raise ValueError(f"kNN run {neighbors_run} has no rows for dataset {conf.dataset!r}")
+    scores = raw.mapInArrow(lambda it: normalized(it, float(max_raw), run_id, key),
+                            "run_id string, brain_key string, sample_id string, uniqueness double")
+    scores.write.mode("overwrite").parquet(lake.staging_dir("uniqueness", run_id))
+    raw.unpersist()
+    return lake.commit_files("uniqueness", run_id)
 
 
 def main(argv: list[str] | None = None) -> int:

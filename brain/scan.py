@@ -1,0 +1,187 @@
+"""Incremental lake scans: what changed in a dataset's sources, and one scan at a time.
+
+A file is
+
+* **new** when its URI has no `samples` row (and is not a known-bad file, see below),
+* **changed** when its size or sha256 differs from its `samples` row (the hash is only
+  computed for files modified since they were ingested: same size and an mtime before
+  ``ingested_at`` is unchanged without reading the file),
+* **removed** when a `samples` row's URI is no longer in the source.
+
+Files that ingest refused (an `ingest_errors` row, stage ``ingest``) are skipped
+until they are modified after the error was recorded, so a broken file is not
+retried by every scan.
+
+:class:`ScanLock` is a lock file in the lake (``_locks/scan-<dataset>.json``) with
+its owner (host, pid) and a heartbeat a background thread refreshes. A second
+scan fails with the owner's name while the heartbeat is fresh; a lock whose owner
+is gone (same host, dead pid) or whose heartbeat is older than ``stale_after_s``
+is taken over. It needs a lake on a POSIX file system (atomic create and rename);
+on object stores let the scheduler forbid overlapping runs (CronJob
+``concurrencyPolicy: Forbid``, Airflow ``max_active_runs=1``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from brain.ingest import SourceFile
+from brain.lake import Lake, plain_strings
+
+
+class ScanLockedError(RuntimeError):
+    """Another scan holds the lake's scan lock for this dataset."""
+
+
+@dataclass
+class SourceDiff:
+    new: list[SourceFile]
+    changed: list[SourceFile]
+    removed: list[str]  # sample ids
+    unchanged: int
+
+    @property
+    def empty(self) -> bool:
+        return not (self.new or self.changed or self.removed)
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def diff_sources(lake: Lake, dataset: str, files: list[SourceFile]) -> SourceDiff:
+    """Compare a dataset's current source files with its `samples` rows."""
+    known = plain_strings(lake.read("samples", columns=["sample_id", "uri", "content_hash", "size_bytes", "ingested_at"],
+                                    filter=pc.field("dataset") == dataset))
+    ingested = known["ingested_at"].cast(pa.int64()).to_numpy() / 1e6  # µs → s since the epoch
+    rows = {uri: (sid, h, size, t) for sid, uri, h, size, t in
+            zip(*(known[c].to_pylist() for c in ["sample_id", "uri", "content_hash", "size_bytes"]), ingested)}
+    errors = plain_strings(lake.read("ingest_errors", columns=["uri", "recorded_at"],
+                                     filter=(pc.field("dataset") == dataset) & (pc.field("stage") == "ingest")))
+    refused = dict(zip(errors["uri"].to_pylist(), errors["recorded_at"].to_pylist()))
+    new, changed, seen = [], [], set()
+    for f in files:
+        seen.add(f.uri)
+        if f.uri not in rows:
+            when = refused.get(f.uri)
+            if when is None or _mtime(f.uri) > when:
+                new.append(f)
+            continue
+        _, digest, size, ingested_at = rows[f.uri]
+        try:
+            stat = os.stat(f.uri)
+            if stat.st_size != size or (stat.st_mtime >= ingested_at and _sha256(f.uri) != digest):
+                changed.append(f)
+        except OSError:
+            changed.append(f)  # unreadable now: ingest records why
+    removed = [sid for uri, (sid, *_) in rows.items() if uri not in seen]
+    return SourceDiff(new, changed, removed, len(rows) - len(changed) - len(removed))
+
+
+def _mtime(uri: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromtimestamp(os.path.getmtime(uri), dt.timezone.utc)
+    except OSError:
+        return dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+
+
+class ScanLock:
+    """One scan per dataset and lake: ``with ScanLock(lake, dataset): ...`` (see the module docstring)."""
+
+    def __init__(self, lake: Lake, dataset: str, *, stale_after_s: float = 120.0, heartbeat_s: float = 10.0):
+        if "://" in lake.uri and not lake.uri.startswith("file://"):
+            raise ValueError(f"the scan lock needs a lake on a local or mounted file system, not {lake.uri}: "
+                             "let the scheduler forbid overlapping scans instead")
+        self.path = Path(lake.uri.removeprefix("file://")) / "_locks" / f"scan-{dataset}.json"
+        self.stale_after_s, self.heartbeat_s = stale_after_s, heartbeat_s
+        self.owner = dict(host=socket.gethostname(), pid=os.getpid(), token=uuid.uuid4().hex,
+                          started_at=time.time())
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def holder(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def _is_stale(self, holder: dict) -> bool:
+        if time.time() - holder.get("heartbeat", 0) > self.stale_after_s:
+            return True
+        if holder.get("host") == self.owner["host"]:
+            try:
+                os.kill(int(holder["pid"]), 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+        return False
+
+    def _write(self, path: Path, *, exclusive: bool) -> None:
+        data = json.dumps({**self.owner, "heartbeat": time.time()}).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC), 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+
+    def acquire(self) -> "ScanLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                self._write(self.path, exclusive=True)
+                break
+            except FileExistsError:
+                holder = self.holder()
+                if holder is not None and not self._is_stale(holder):
+                    age = time.time() - holder.get("started_at", time.time())
+                    raise ScanLockedError(
+                        f"another scan of this dataset is running: host {holder.get('host')} pid {holder.get('pid')}, "
+                        f"started {age:.0f} s ago, heartbeat {time.time() - holder.get('heartbeat', 0):.0f} s ago "
+                        f"(lock {self.path}); it is taken over after {self.stale_after_s:.0f} s without heartbeat"
+                    ) from None
+                aside = self.path.with_name(f".stale-{uuid.uuid4().hex}.json")
+                try:  # stale: move it aside atomically, so only one taker wins
+                    os.rename(self.path, aside)
+                    aside.unlink()
+                except FileNotFoundError:
+                    pass
+        else:
+            raise ScanLockedError(f"could not take the scan lock {self.path}")
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="scan-lock-heartbeat")
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            holder = self.holder()
+            if holder is None or holder.get("token") != self.owner["token"]:
+                return  # taken over (this process stalled past stale_after_s): never overwrite the new owner
+            tmp = self.path.with_name(f".{self.path.name}.{self.owner['token']}")
+            self._write(tmp, exclusive=False)
+            os.replace(tmp, self.path)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        holder = self.holder()
+        if holder is not None and holder.get("token") == self.owner["token"]:
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ScanLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
