@@ -1,0 +1,261 @@
+"""The sharded, resumable model pipeline on Ray Data that embed, apply-model and patch jobs share.
+
+    items (sample_id, uri[, box columns]) sorted by sample_id, cut into shards of `shard_size`
+      → ray.data.from_arrow(one block per shard)
+      → map_batches(decode_shard)   CPU tasks: read + decode (+ crop) + model.preprocess, one shard a batch
+      → map_batches(ModelActor)     actors keep the model loaded (1 GPU each when the cluster has GPUs),
+                                    run it in batches of `batch_size`, stage `shard-<id>.parquet` themselves
+      → commit every staged shard of the run in one Delta transaction
+
+A shard's id is its index and a hash of its sample ids (``000003-9f2c…``), so the same
+samples give the same shard files. Images that fail to decode become ``ingest_errors``
+rows of that shard (staged under the same name); the shard's other images are kept.
+
+Resume: with ``resume=True`` a run whose brain key, dataset and job settings match the
+newest unfinished (failed or killed) run continues that run's id; shards already
+staged there are not recomputed, and a failure keeps the staged shards for the next try.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from brain import images, runs
+from brain.config import Conf
+from brain.lake import Lake
+from brain.models import get_model, load_model
+from brain.schemas import INGEST_ERRORS
+
+log = logging.getLogger("jobs.model_pipeline")
+
+
+def shard_items(items: pa.Table, shard_size: int) -> list[tuple[str, pa.Table]]:
+    """Sort by (sample_id[, patch_index]) and cut into shards with deterministic ids."""
+    keys = [("sample_id", "ascending")] + ([("patch_index", "ascending")] if "patch_index" in items.column_names else [])
+    items = items.sort_by(keys)
+    shards = []
+    for i, start in enumerate(range(0, items.num_rows, shard_size)):
+        part = items.slice(start, shard_size)
+        digest = hashlib.sha1("\n".join(part["sample_id"].to_pylist()).encode()).hexdigest()[:12]
+        shards.append((f"{i:06d}-{digest}", part.append_column("shard", pa.array([f"{i:06d}-{digest}"] * part.num_rows))))
+    return shards
+
+
+def vectors_to_arrow(vectors: np.ndarray) -> pa.ListArray:
+    """[N, D] float32 → list<float32> (the lake's vector type)."""
+    n, d = vectors.shape
+    values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32)), values)
+
+
+def crop(img: np.ndarray, bbox) -> np.ndarray:
+    """The patch of an H×W×3 image under a relative [x, y, w, h] box (at least 1×1 pixel, clipped to the image)."""
+    h, w = img.shape[:2]
+    x, y, bw, bh = (float(v) for v in bbox)
+    x0, y0 = min(max(int(np.floor(x * w)), 0), w - 1), min(max(int(np.floor(y * h)), 0), h - 1)
+    x1, y1 = max(min(int(np.ceil((x + bw) * w)), w), x0 + 1), max(min(int(np.ceil((y + bh) * h)), h), y0 + 1)
+    return img[y0:y1, x0:x1]
+
+
+def decode_shard(batch: pa.Table, *, model_name: str | None, model_kwargs: dict, lake_uri: str, run_id: str,
+                 dataset: str) -> dict[str, np.ndarray]:
+    """Read and decode one shard's images (cropping boxes when the shard has a bbox column), then preprocess."""
+    from brain.lake import plain_strings
+
+    batch = plain_strings(batch)
+    model = get_model(model_name, **model_kwargs)
+    boxes = batch["bbox"].to_pylist() if "bbox" in batch.column_names else None
+    keep, pixels, errors, cache = [], [], [], {}
+    for row, (sample_id, uri) in enumerate(zip(batch["sample_id"].to_pylist(), batch["uri"].to_pylist())):
+        try:
+            if uri not in cache:  # patches of one image are adjacent: decode it once
+                cache = {uri: images.load(uri)}
+            img = cache[uri]
+            pixels.append(crop(img, boxes[row]) if boxes is not None else img)
+            keep.append(row)
+        except images.ImageError as err:
+            cache = {}
+            if not errors or errors[-1]["uri"] != uri:
+                errors.append(dict(run_id=run_id, dataset=dataset, uri=uri, stage="decode",
+                                   reason=f"sample {sample_id}: {err}", recorded_at=dt.datetime.now(dt.timezone.utc)))
+    shard = batch["shard"][0].as_py()
+    if errors:
+        Lake(lake_uri).stage("ingest_errors", run_id, pa.Table.from_pylist(errors, schema=INGEST_ERRORS),
+                             name=f"shard-{shard}")
+    kept = batch.take(keep)
+    out = {"sample_id": np.array(kept["sample_id"].to_pylist(), dtype=object)}
+    if boxes is not None:
+        out["patch_index"] = np.array(kept["patch_index"].to_pylist(), dtype=np.int32)
+        out["label"] = np.array(kept["label"].to_pylist(), dtype=object)
+        out["bbox"] = np.array(kept["bbox"].to_pylist(), dtype=np.float32).reshape(-1, 4)
+    out["shard"] = np.array([shard] * len(keep), dtype=object)
+    out["pixels"] = model.preprocess(pixels)
+    return out
+
+
+# -- what the actor writes per kind of job --------------------------------------------------------------
+def embedding_rows(model, batch: dict, run_id: str, options: dict) -> pa.Table:
+    vectors = _in_batches(model, model.embed, batch["pixels"], lambda: np.zeros((0, model.embedding_dim or 0), np.float32))
+    return pa.table({"run_id": pa.array([run_id] * len(vectors), pa.string()),
+                     "sample_id": pa.array(batch["sample_id"].tolist(), pa.string()),
+                     "vector": vectors_to_arrow(vectors)})
+
+
+def patch_rows(model, batch: dict, run_id: str, options: dict) -> pa.Table:
+    rows = embedding_rows(model, batch, run_id, options)
+    return pa.table({"run_id": rows["run_id"], "sample_id": rows["sample_id"],
+                     "patch_index": pa.array(batch["patch_index"].tolist(), pa.int32()),
+                     "label": pa.array(batch["label"].tolist(), pa.string()),
+                     "bbox": vectors_to_arrow(batch["bbox"].reshape(-1, 4)),
+                     "vector": rows["vector"]})
+
+
+def prediction_rows(model, batch: dict, run_id: str, options: dict) -> pa.Table:
+    from brain.models import Predictions
+
+    n = len(batch["sample_id"])
+    parts = [model.predict(batch["pixels"][i:i + model.batch_size]) for i in range(0, n, model.batch_size)]
+    preds = Predictions.concat(parts) if parts else Predictions([], np.zeros(0, np.float32))
+    return predictions_table(preds, batch["sample_id"].tolist(), run_id, store_logits=options["store_logits"])
+
+
+def predictions_table(preds, sample_ids: list[str], run_id: str, *, store_logits: bool) -> pa.Table:
+    """:class:`~brain.models.Predictions` → rows of the ``predictions`` table."""
+    from brain.schemas import PREDICTIONS
+
+    n = len(sample_ids)
+    if len(preds) != n:
+        raise ValueError(f"{len(preds)} predictions for {n} samples")
+    logits = (vectors_to_arrow(preds.logits) if store_logits and preds.logits is not None
+              else pa.nulls(n, pa.list_(pa.float32())))
+    detections = (pa.array([[dict(label=d.label, bbox=list(d.bbox), confidence=d.confidence) for d in dets]
+                            for dets in preds.detections], PREDICTIONS.field("detections").type)
+                  if preds.detections is not None else pa.nulls(n, PREDICTIONS.field("detections").type))
+    return pa.table({"run_id": pa.array([run_id] * n, pa.string()), "sample_id": pa.array(sample_ids, pa.string()),
+                     "label": pa.array(preds.labels, pa.string()), "confidence": pa.array(preds.confidence, pa.float32()),
+                     "logits": logits, "detections": detections}, schema=PREDICTIONS)
+
+
+ROW_BUILDERS: dict[str, Callable[..., pa.Table]] = {
+    "embeddings": embedding_rows, "patch_embeddings": patch_rows, "predictions": prediction_rows}
+
+
+def _in_batches(model, step, pixels: np.ndarray, empty) -> np.ndarray:
+    out = [step(pixels[i:i + model.batch_size]) for i in range(0, len(pixels), model.batch_size)]
+    return np.concatenate(out).astype(np.float32, copy=False) if out else empty()
+
+
+class ModelActor:
+    """Keeps one loaded model for its life; turns each decoded shard into rows and stages them as its file."""
+
+    def __init__(self, *, table: str, model_name: str | None, model_kwargs: dict, lake_uri: str, run_id: str,
+                 options: dict):
+        self.model = load_model(model_name, **model_kwargs)
+        self.lake, self.table, self.run_id, self.options = Lake(lake_uri), table, run_id, options
+        self.build = ROW_BUILDERS[table]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        shards, counts = [], []
+        for shard in dict.fromkeys(batch["shard"].tolist()):
+            take = np.flatnonzero(batch["shard"] == shard)
+            part = {k: v[take] for k, v in batch.items()}
+            rows = self.build(self.model, part, self.run_id, self.options)
+            self.lake.stage(self.table, self.run_id, rows, name=f"shard-{shard}")
+            shards.append(shard)
+            counts.append(rows.num_rows)
+        return {"shard": np.array(shards, dtype=object), "rows": np.array(counts, dtype=np.int64)}
+
+
+@dataclass
+class PipelineSpec:
+    """One job's use of the pipeline."""
+
+    table: str  # embeddings | patch_embeddings | predictions
+    brain_key: str
+    method: str
+    items: pa.Table  # sample_id, uri[, patch_index, label, bbox]
+    model_name: str | None
+    model_kwargs: dict[str, Any]
+    shard_size: int
+    resume: bool
+    options: dict[str, Any] = field(default_factory=dict)
+    input_key: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # what must match for a run to be resumed
+    after_commit: Callable[[Lake, "runs.Run"], None] | None = None
+
+
+def resumable_run(lake: Lake, brain_key: str, dataset: str, settings: dict[str, Any]) -> str | None:
+    """The newest run with this brain key if it did not succeed and was started with the same settings."""
+    table = lake.read("runs", columns=["run_id", "brain_key", "dataset", "status", "config", "started_at"])
+    table = table.filter(pc.and_(pc.equal(table["brain_key"], brain_key), pc.equal(table["dataset"], dataset)))
+    if table.num_rows == 0:
+        return None
+    newest = table.sort_by([("started_at", "descending")]).slice(0, 1).to_pylist()[0]
+    if newest["status"] == "succeeded":
+        return None
+    return newest["run_id"] if json.loads(newest["config"]).get("_resume_settings") == settings else None
+
+
+def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
+    from jobs.engines import ray_init, ray_where, versions
+
+    lake = Lake(conf.lake)
+    if spec.items.num_rows == 0:
+        raise ValueError(f"nothing to run {spec.method} on in dataset {conf.dataset!r} of {lake.uri}")
+    get_model(spec.model_name, **spec.model_kwargs)  # a missing package or weights file fails here, before Ray
+    settings = json.loads(json.dumps(spec.settings, default=str))
+    run_id = resumable_run(lake, spec.brain_key, conf.dataset, settings) if spec.resume else None
+    ray = ray_init(conf)
+    started = time.perf_counter()
+    gpus = conf.ray.num_gpus_per_actor
+    if gpus is None:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    with runs.track(lake, brain_key=spec.brain_key, method=spec.method, dataset=conf.dataset,
+                    config={**conf.model_dump(), "_resume_settings": settings}, input_key=spec.input_key,
+                    engine_versions=versions("ray", "numpy", "torch", "torchvision"), executed_on=ray_where(),
+                    run_id=run_id, keep_staged=spec.resume) as run:
+        shards = shard_items(spec.items, spec.shard_size)
+        done = {f.rsplit("/", 1)[-1][len("shard-"):-len(".parquet")] for f in lake.staged_files(spec.table, run.run_id)}
+        todo = [part for sid, part in shards if sid not in done]
+        log.info("%s: %d shards, %d already staged (resumed run %s), %d to compute",
+                 spec.method, len(shards), len(shards) - len(todo), run_id, len(todo))
+        if todo:
+            ctx = ray.data.DataContext.get_current()
+            ctx.target_max_block_size = None  # one output block per shard: never split a shard's rows
+            common = dict(model_name=spec.model_name, model_kwargs=spec.model_kwargs, lake_uri=lake.uri,
+                          run_id=run.run_id)
+            (ray.data.from_arrow(todo)
+             .map_batches(decode_shard, batch_format="pyarrow", batch_size=None,
+                          fn_kwargs=dict(**common, dataset=conf.dataset))
+             .map_batches(ModelActor, fn_constructor_kwargs=dict(**common, table=spec.table, options=spec.options),
+                          compute=ray.data.ActorPoolStrategy(size=conf.ray.num_actors), batch_size=None,
+                          batch_format="numpy", num_cpus=conf.ray.actor_num_cpus, num_gpus=gpus)
+             .materialize())
+        run.rows_written[spec.table] = lake.commit_files(spec.table, run.run_id)
+        run.rows_written["ingest_errors"] = lake.commit_files("ingest_errors", run.run_id)
+        run.metrics["shards_reused"] = float(len(shards) - len(todo))
+        if spec.after_commit:
+            spec.after_commit(lake, run)
+    log.info("%s: %d rows (%d not decodable) in %.1f s with model %s on %d actor(s), gpus/actor=%s",
+             spec.method, run.rows_written[spec.table], run.rows_written["ingest_errors"],
+             time.perf_counter() - started, spec.model_name or "default", conf.ray.num_actors, gpus)
+    return run.run_id
+
+
+def model_kwargs(conf: Conf, model_name: str | None, batch_size: int, **extra) -> dict[str, Any]:
+    """Keyword arguments for ``get_model`` from the config's ``models`` section."""
+    kwargs: dict[str, Any] = dict(batch_size=batch_size, **extra)
+    if model_name and model_name != "thumbnail":
+        kwargs.update({k: v for k, v in dict(weights_dir=conf.models.weights_dir, num_threads=conf.models.num_threads,
+                                             input_size=conf.models.input_size).items() if v is not None})
+    return kwargs
