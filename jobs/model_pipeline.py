@@ -1,8 +1,9 @@
 """The sharded, resumable model pipeline on Ray Data that embed, apply-model and patch jobs share.
 
     items (sample_id, uri[, box columns]) sorted by sample_id, cut into shards of `shard_size`
-      → ray.data.from_arrow(one block per shard)
-      → map_batches(decode_shard)   CPU tasks: read + decode (+ crop) + model.preprocess, one shard a batch
+      → ray.data.from_items(one row per shard: its items as Arrow IPC bytes)
+      → map_batches(decode_shard)   CPU tasks: read + decode (+ crop) + model.preprocess; a row out is the
+                                    whole decoded shard as one NumPy buffer (no per-image Ray rows)
       → map_batches(ModelActor)     actors keep the model loaded (1 GPU each when the cluster has GPUs),
                                     run it in batches of `batch_size`, stage `shard-<id>.parquet` themselves
       → commit every staged shard of the run in one Delta transaction
@@ -47,7 +48,7 @@ def shard_items(items: pa.Table, shard_size: int) -> list[tuple[str, pa.Table]]:
     for i, start in enumerate(range(0, items.num_rows, shard_size)):
         part = items.slice(start, shard_size)
         digest = hashlib.sha1("\n".join(part["sample_id"].to_pylist()).encode()).hexdigest()[:12]
-        shards.append((f"{i:06d}-{digest}", part.append_column("shard", pa.array([f"{i:06d}-{digest}"] * part.num_rows))))
+        shards.append((f"{i:06d}-{digest}", part))
     return shards
 
 
@@ -67,40 +68,67 @@ def crop(img: np.ndarray, bbox) -> np.ndarray:
     return img[y0:y1, x0:x1]
 
 
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _from_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
 def decode_shard(batch: pa.Table, *, model_name: str | None, model_kwargs: dict, lake_uri: str, run_id: str,
-                 dataset: str) -> dict[str, np.ndarray]:
-    """Read and decode one shard's images (cropping boxes when the shard has a bbox column), then preprocess."""
+                 dataset: str) -> pa.Table:
+    """Read and decode each shard's images (cropping boxes when the shard has a bbox column), then preprocess.
+
+    A row in is one shard (its items as Arrow IPC); a row out is the same shard decoded: the items kept,
+    and the preprocessed batch as raw bytes with its shape and dtype, so the actor gets one whole shard a call.
+    """
     from brain.lake import plain_strings
 
-    batch = plain_strings(batch)
     model = get_model(model_name, **model_kwargs)
-    boxes = batch["bbox"].to_pylist() if "bbox" in batch.column_names else None
-    keep, pixels, errors, cache = [], [], [], {}
-    for row, (sample_id, uri) in enumerate(zip(batch["sample_id"].to_pylist(), batch["uri"].to_pylist())):
-        try:
-            if uri not in cache:  # patches of one image are adjacent: decode it once
-                cache = {uri: images.load(uri)}
-            img = cache[uri]
-            pixels.append(crop(img, boxes[row]) if boxes is not None else img)
-            keep.append(row)
-        except images.ImageError as err:
-            cache = {}
-            if not errors or errors[-1]["uri"] != uri:
-                errors.append(dict(run_id=run_id, dataset=dataset, uri=uri, stage="decode",
-                                   reason=f"sample {sample_id}: {err}", recorded_at=dt.datetime.now(dt.timezone.utc)))
-    shard = batch["shard"][0].as_py()
-    if errors:
-        Lake(lake_uri).stage("ingest_errors", run_id, pa.Table.from_pylist(errors, schema=INGEST_ERRORS),
-                             name=f"shard-{shard}")
-    kept = batch.take(keep)
-    out = {"sample_id": np.array(kept["sample_id"].to_pylist(), dtype=object)}
-    if boxes is not None:
-        out["patch_index"] = np.array(kept["patch_index"].to_pylist(), dtype=np.int32)
-        out["label"] = np.array(kept["label"].to_pylist(), dtype=object)
-        out["bbox"] = np.array(kept["bbox"].to_pylist(), dtype=np.float32).reshape(-1, 4)
-    out["shard"] = np.array([shard] * len(keep), dtype=object)
-    out["pixels"] = model.preprocess(pixels)
-    return out
+    out = []
+    for shard, data in zip(batch["shard"].to_pylist(), batch["items"].to_pylist()):
+        items = plain_strings(_from_ipc(data))
+        boxes = items["bbox"].to_pylist() if "bbox" in items.column_names else None
+        keep, pixels, errors, cache = [], [], [], {}
+        for row, (sample_id, uri) in enumerate(zip(items["sample_id"].to_pylist(), items["uri"].to_pylist())):
+            try:
+                if uri not in cache:  # patches of one image are adjacent: decode it once
+                    cache = {uri: images.load(uri)}
+                pixels.append(crop(cache[uri], boxes[row]) if boxes is not None else cache[uri])
+                keep.append(row)
+            except images.ImageError as err:
+                cache = {}
+                if not errors or errors[-1]["uri"] != uri:
+                    errors.append(dict(run_id=run_id, dataset=dataset, uri=uri, stage="decode",
+                                       reason=f"sample {sample_id}: {err}",
+                                       recorded_at=dt.datetime.now(dt.timezone.utc)))
+        if errors:
+            Lake(lake_uri).stage("ingest_errors", run_id, pa.Table.from_pylist(errors, schema=INGEST_ERRORS),
+                                 name=f"shard-{shard}")
+        array = np.ascontiguousarray(model.preprocess(pixels))
+        out.append(dict(shard=shard, items=_ipc(items.take(keep).drop_columns(["uri"])),
+                        pixels=array.tobytes(), shape=list(array.shape), dtype=str(array.dtype)))
+    return pa.Table.from_pylist(out, schema=DECODED)
+
+
+DECODED = pa.schema([("shard", pa.string()), ("items", pa.large_binary()), ("pixels", pa.large_binary()),
+                     ("shape", pa.list_(pa.int64())), ("dtype", pa.string())])
+
+
+def _decoded_batch(row: dict) -> dict[str, np.ndarray]:
+    """One decoded shard → the arrays the row builders take."""
+    items = _from_ipc(row["items"])
+    part = {"sample_id": np.array(items["sample_id"].to_pylist(), dtype=object),
+            "pixels": np.frombuffer(row["pixels"], dtype=row["dtype"]).reshape(row["shape"]).copy()}
+    if "bbox" in items.column_names:
+        part["patch_index"] = np.array(items["patch_index"].to_pylist(), dtype=np.int32)
+        part["label"] = np.array(items["label"].to_pylist(), dtype=object)
+        part["bbox"] = np.array(items["bbox"].to_pylist(), dtype=np.float32).reshape(-1, 4)
+    return part
 
 
 # -- what the actor writes per kind of job --------------------------------------------------------------
@@ -164,16 +192,14 @@ class ModelActor:
         self.lake, self.table, self.run_id, self.options = Lake(lake_uri), table, run_id, options
         self.build = ROW_BUILDERS[table]
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: pa.Table) -> pa.Table:
         shards, counts = [], []
-        for shard in dict.fromkeys(batch["shard"].tolist()):
-            take = np.flatnonzero(batch["shard"] == shard)
-            part = {k: v[take] for k, v in batch.items()}
-            rows = self.build(self.model, part, self.run_id, self.options)
-            self.lake.stage(self.table, self.run_id, rows, name=f"shard-{shard}")
-            shards.append(shard)
+        for row in batch.to_pylist():
+            rows = self.build(self.model, _decoded_batch(row), self.run_id, self.options)
+            self.lake.stage(self.table, self.run_id, rows, name=f"shard-{row['shard']}")
+            shards.append(row["shard"])
             counts.append(rows.num_rows)
-        return {"shard": np.array(shards, dtype=object), "rows": np.array(counts, dtype=np.int64)}
+        return pa.table({"shard": pa.array(shards, pa.string()), "rows": pa.array(counts, pa.int64())})
 
 
 @dataclass
@@ -226,20 +252,19 @@ def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
                     run_id=run_id, keep_staged=spec.resume) as run:
         shards = shard_items(spec.items, spec.shard_size)
         done = {f.rsplit("/", 1)[-1][len("shard-"):-len(".parquet")] for f in lake.staged_files(spec.table, run.run_id)}
-        todo = [part for sid, part in shards if sid not in done]
+        todo = [(sid, part) for sid, part in shards if sid not in done]
         log.info("%s: %d shards, %d already staged (resumed run %s), %d to compute",
                  spec.method, len(shards), len(shards) - len(todo), run_id, len(todo))
         if todo:
-            ctx = ray.data.DataContext.get_current()
-            ctx.target_max_block_size = None  # one output block per shard: never split a shard's rows
             common = dict(model_name=spec.model_name, model_kwargs=spec.model_kwargs, lake_uri=lake.uri,
                           run_id=run.run_id)
-            (ray.data.from_arrow(todo)
-             .map_batches(decode_shard, batch_format="pyarrow", batch_size=None,
+            (ray.data.from_items([{"shard": sid, "items": _ipc(part)} for sid, part in todo],
+                                 override_num_blocks=len(todo))
+             .map_batches(decode_shard, batch_format="pyarrow", batch_size=1,
                           fn_kwargs=dict(**common, dataset=conf.dataset))
              .map_batches(ModelActor, fn_constructor_kwargs=dict(**common, table=spec.table, options=spec.options),
-                          compute=ray.data.ActorPoolStrategy(size=conf.ray.num_actors), batch_size=None,
-                          batch_format="numpy", num_cpus=conf.ray.actor_num_cpus, num_gpus=gpus)
+                          compute=ray.data.ActorPoolStrategy(size=conf.ray.num_actors), batch_size=1,
+                          batch_format="pyarrow", num_cpus=conf.ray.actor_num_cpus, num_gpus=gpus)
              .materialize())
         run.rows_written[spec.table] = lake.commit_files(spec.table, run.run_id)
         run.rows_written["ingest_errors"] = lake.commit_files("ingest_errors", run.run_id)
