@@ -98,6 +98,15 @@ class UniquenessConf(_Section):
         return weights
 
 
+class RegisterEmbeddingsConf(_Section):
+    brain_key: str = "embeddings"
+    file: str | None = None  # .parquet (id + vector columns), .npz (sample_id, vector) or .npy (+ ids_file)
+    ids_file: str | None = None  # for .npy: one sample id per line
+    id_column: str = "sample_id"
+    vector_column: str = "vector"
+    samples_column: str | None = None  # a list<float> column of samples, or a field of samples.attributes
+
+
 class Conf(_Section):
     lake: str = "lake"  # a relative folder is taken from the working directory
     dataset: str = "default"
@@ -110,6 +119,7 @@ class Conf(_Section):
     models: ModelsConf = Field(default_factory=ModelsConf)
     apply_model: ApplyModelConf = Field(default_factory=ApplyModelConf)
     patches: PatchesConf = Field(default_factory=PatchesConf)
+    register_embeddings: RegisterEmbeddingsConf = Field(default_factory=RegisterEmbeddingsConf)
 
 
 class ConfError(ValueError):

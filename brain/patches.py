@@ -13,7 +13,17 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
+
+
+def crop(img: np.ndarray, bbox: Sequence[float]) -> np.ndarray:
+    """The patch of an H×W×3 image under a relative [x, y, w, h] box (formula above)."""
+    h, w = img.shape[:2]
+    x, y, bw, bh = (float(v) for v in bbox)
+    x0, y0 = min(max(int(np.floor(x * w)), 0), w - 1), min(max(int(np.floor(y * h)), 0), h - 1)
+    x1, y1 = max(min(int(np.ceil((x + bw) * w)), w), x0 + 1), max(min(int(np.ceil((y + bh) * h)), h), y0 + 1)
+    return img[y0:y1, x0:x1]
 
 
 def patches_from_detections(sample_ids: Sequence[str], detections: Sequence[Sequence[dict] | None], *,

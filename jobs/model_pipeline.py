@@ -35,6 +35,7 @@ from brain import images, runs
 from brain.config import Conf
 from brain.lake import Lake
 from brain.models import get_model, load_model
+from brain.patches import crop
 from brain.schemas import INGEST_ERRORS
 
 log = logging.getLogger("jobs.model_pipeline")
@@ -57,15 +58,6 @@ def vectors_to_arrow(vectors: np.ndarray) -> pa.ListArray:
     n, d = vectors.shape
     values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
     return pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32)), values)
-
-
-def crop(img: np.ndarray, bbox) -> np.ndarray:
-    """The patch of an H×W×3 image under a relative [x, y, w, h] box (at least 1×1 pixel, clipped to the image)."""
-    h, w = img.shape[:2]
-    x, y, bw, bh = (float(v) for v in bbox)
-    x0, y0 = min(max(int(np.floor(x * w)), 0), w - 1), min(max(int(np.floor(y * h)), 0), h - 1)
-    x1, y1 = max(min(int(np.ceil((x + bw) * w)), w), x0 + 1), max(min(int(np.ceil((y + bh) * h)), h), y0 + 1)
-    return img[y0:y1, x0:x1]
 
 
 def _ipc(table: pa.Table) -> bytes:

@@ -110,7 +110,7 @@ def _faster_rcnn(entry: ZooEntry, path: Path, kwargs: dict) -> Model:
 
     def build():
         module = detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=len(classes),
-                                                   min_size=size, max_size=size)
+                                                   min_size=size, max_size=size, box_score_thresh=0.0)
         return _load_state(module, path)
 
     return TorchDetector(build, name=entry.name, classes=classes, **kwargs)
