@@ -41,7 +41,10 @@ def boxes(lake: Lake, conf: Conf) -> tuple[pa.Table, str | None]:
         patches = patches_from_detections(preds["sample_id"].to_pylist(), preds["detections"].to_pylist(),
                                           min_confidence=conf.patches.min_confidence)
         input_key = source
-    return patches.join(samples.select(["sample_id", "uri"]), "sample_id"), input_key
+    uri_of = dict(zip(samples["sample_id"].to_pylist(), samples["uri"].to_pylist()))
+    patches = patches.filter(pa.array([s in uri_of for s in patches["sample_id"].to_pylist()], pa.bool_()))
+    return patches.append_column("uri", pa.array([uri_of[s] for s in patches["sample_id"].to_pylist()],
+                                                 pa.string())), input_key
 
 
 def run(conf: Conf) -> str:
