@@ -212,7 +212,7 @@ class OnnxModel(Model):
     def load(self) -> None:
         if self._session is not None:
             return
-        ort = require("onnxruntime", model=self.name)
+        ort = require("onnxruntime", model=self.name, install="'lakebrain[onnx]'")
         options = ort.SessionOptions()
         if self.num_threads:
             options.intra_op_num_threads = self.num_threads

@@ -148,3 +148,20 @@ def test_register_embeddings_from_a_file(dataset, tmp_path, capsys):
     np.savez(tmp_path / "bad.npz", sample_id=np.array(ids[:2] + ["nope"]), vector=vectors[:3])
     assert brain_main(["register-embeddings", "--file", str(tmp_path / "bad.npz"), "--brain-key", "bad", *args]) == 2
     assert "sample nope: not a sample of dataset" in capsys.readouterr().err
+
+
+def test_a_linear_probe_stores_out_of_fold_predictions_with_logits(dataset):
+    from jobs import embed, linear_probe
+
+    _, conf, paths, _ = dataset
+    embed.run(conf)
+    run_id = linear_probe.run(conf, folds=3)
+    lake = Lake(conf.lake)
+    preds = lake.read("predictions", filter=pc.field("run_id") == run_id)
+    assert preds.num_rows == len(paths) - 1
+    logits = np.array(preds["logits"].to_pylist())
+    assert logits.shape == (len(paths) - 1, 3)
+    classes = json.loads(lake.read_artifact(run_id, "classes.json"))
+    assert preds["label"].to_pylist() == [classes[i] for i in logits.argmax(axis=1)]
+    accuracy = dict(runs.get_run(lake, run_id)["metrics"])["oof_accuracy"]
+    assert accuracy > 0.6  # colour themes per class: a linear model separates them out of fold
