@@ -29,15 +29,13 @@ def run(conf: Conf) -> str:
         raise ValueError(f"dataset {conf.dataset!r} has no samples in {lake.uri}: run `brain ingest` first")
     extra = {"classes": cfg.classes} if cfg.classes else {}
     kwargs = model_kwargs(conf, cfg.model, cfg.batch_size, **extra)
-    if (cfg.model or "thumbnail") in ("thumbnail",):
-        raise ValueError("apply_model.model must name a model that predicts (a zoo classifier or detector, "
-                         "or a TorchScript/ONNX classifier with apply_model.classes): see `brain models list`")
     model = get_model(cfg.model, **kwargs)
     if model.task == "detection":
         kwargs["confidence_thresh"] = cfg.confidence_thresh
     elif not model.has_logits:
-        raise ValueError(f"model {cfg.model!r} does not predict classes (task {model.task!r}); "
-                         "for a TorchScript/ONNX classifier set apply_model.classes")
+        raise ValueError(f"model {model.name!r} does not predict classes (task {model.task!r}): set apply_model.model "
+                         "to a zoo classifier or detector (`brain models list`), or a TorchScript/ONNX classifier "
+                         "with apply_model.classes")
     classes = model.classes
 
     def save_classes(lake: Lake, run) -> None:
