@@ -6,7 +6,6 @@ import pytest
 from brain.models import Detection, Predictions, load_model, wrap
 from brain.models.torch_models import MissingPackageError, require
 from brain.patches import crop, patches_from_detections
-from brain.register import check_ids, to_matrix
 
 torch = pytest.importorskip("torch", reason="torch is the optional extra lakebrain[torch]")
 
@@ -100,14 +99,3 @@ def test_patch_crops_match_their_boxes():
     assert table.to_pylist() == [{"sample_id": "s1", "patch_index": 0, "label": "a", "bbox": [0.0, 0.0, 0.5, 0.5]}]
     with pytest.raises(ValueError, match="sample s9: box 0 bbox"):
         patches_from_detections(["s9"], [[{"label": "a", "bbox": [0, 0, 2, .5]}]])
-
-
-def test_registered_vectors_are_checked_by_sample():
-    with pytest.raises(ValueError, match="sample b: vector has 1 values, the first has 2"):
-        to_matrix([[1, 2], [3]], ["a", "b"])
-    with pytest.raises(ValueError, match="sample b: vector has NaN"):
-        to_matrix(np.array([[1, 2], [np.nan, 0]]), ["a", "b"])
-    with pytest.raises(ValueError, match="sample zz: not a sample of dataset 'd'"):
-        check_ids(["a", "zz"], {"a", "b"}, dataset="d")
-    with pytest.raises(ValueError, match="sample a: appears twice"):
-        check_ids(["a", "a"], {"a"}, dataset="d")
