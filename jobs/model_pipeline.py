@@ -15,6 +15,8 @@ rows of that shard (staged under the same name); the shard's other images are ke
 Resume: with ``resume=True`` a run whose brain key, dataset and job settings match the
 newest unfinished (failed or killed) run continues that run's id; shards already
 staged there are not recomputed, and a failure keeps the staged shards for the next try.
+If that run staged shards the current samples do not make (the dataset changed), the
+job starts a new run instead.
 """
 
 from __future__ import annotations
@@ -224,6 +226,12 @@ def resumable_run(lake: Lake, brain_key: str, dataset: str, settings: dict[str, 
     return newest["run_id"] if json.loads(newest["config"]).get("_resume_settings") == settings else None
 
 
+def staged_shards(lake: Lake, table: str, run_id: str) -> set[str]:
+    """Ids of the shards a run has staged in ``table`` (files ``shard-<id>.parquet``)."""
+    names = (f.rsplit("/", 1)[-1] for f in lake.staged_files(table, run_id))
+    return {n[len("shard-"):-len(".parquet")] for n in names if n.startswith("shard-")}
+
+
 def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
     from jobs.engines import ray_init, ray_where, versions
 
@@ -232,7 +240,12 @@ def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
         raise ValueError(f"nothing to run {spec.method} on in dataset {conf.dataset!r} of {lake.uri}")
     get_model(spec.model_name, **spec.model_kwargs)  # a missing package or weights file fails here, before Ray
     settings = json.loads(json.dumps(spec.settings, default=str))
+    shards = shard_items(spec.items, spec.shard_size)
     run_id = resumable_run(lake, spec.brain_key, conf.dataset, settings) if spec.resume else None
+    if run_id and not staged_shards(lake, spec.table, run_id) <= {sid for sid, _ in shards}:
+        log.info("%s: run %s staged shards of other samples (the dataset changed): starting afresh",
+                 spec.method, run_id)
+        run_id = None
     ray = ray_init(conf)
     started = time.perf_counter()
     gpus = conf.ray.num_gpus_per_actor
@@ -242,8 +255,7 @@ def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
                     config={**conf.model_dump(), "_resume_settings": settings}, input_key=spec.input_key,
                     engine_versions=versions("ray", "numpy", "torch", "torchvision"), executed_on=ray_where(),
                     run_id=run_id, keep_staged=spec.resume) as run:
-        shards = shard_items(spec.items, spec.shard_size)
-        done = {f.rsplit("/", 1)[-1][len("shard-"):-len(".parquet")] for f in lake.staged_files(spec.table, run.run_id)}
+        done = staged_shards(lake, spec.table, run.run_id)
         todo = [(sid, part) for sid, part in shards if sid not in done]
         log.info("%s: %d shards, %d already staged (resumed run %s), %d to compute",
                  spec.method, len(shards), len(shards) - len(todo), run_id, len(todo))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -103,7 +104,7 @@ def test_patch_embeddings_from_ground_truth_boxes(dataset):
 def test_a_failed_run_resumes_without_recomputing_staged_shards(dataset):
     from jobs.model_pipeline import PipelineSpec, run_pipeline
 
-    _, conf, paths, _ = dataset
+    _, conf, paths, corrupt = dataset
     lake = Lake(conf.lake)
     items = lake.read("samples", columns=["sample_id", "uri"])
 
@@ -121,7 +122,7 @@ def test_a_failed_run_resumes_without_recomputing_staged_shards(dataset):
     assert failed["status"] == "failed"
     staged = {f: (lake.staging_dir("embeddings", failed["run_id"]) + "/" + f.rsplit("/", 1)[-1])
               for f in lake.staged_files("embeddings", failed["run_id"])}
-    mtimes = {f: __import__("os").stat(path).st_mtime_ns for f, path in staged.items()}
+    mtimes = {f: os.stat(path).st_mtime_ns for f, path in staged.items()}
     assert len(staged) == 5  # 18 samples in shards of 4
     assert lake.read("embeddings", filter=pc.field("run_id") == failed["run_id"]).num_rows == 0
 
@@ -129,8 +130,18 @@ def test_a_failed_run_resumes_without_recomputing_staged_shards(dataset):
     assert run_id == failed["run_id"]
     info = runs.get_run(lake, "resumable")
     assert info["status"] == "succeeded" and dict(info["metrics"])["shards_reused"] == 5
-    assert {f: __import__("os").stat(p).st_mtime_ns for f, p in staged.items()} == mtimes  # not recomputed
+    assert {f: os.stat(p).st_mtime_ns for f, p in staged.items()} == mtimes  # not recomputed
     assert lake.read("embeddings", filter=pc.field("run_id") == run_id).num_rows == len(paths) - 1
+
+    # a failed run over other samples is not resumed: its shards would not be this dataset's
+    with pytest.raises(RuntimeError, match="died"):
+        run_pipeline(conf, spec(fail))
+    failed_again = runs.get_run(lake, "resumable")["run_id"]
+    items = items.slice(0, 10)
+    fresh = run_pipeline(conf, spec())
+    assert fresh != failed_again
+    expected = sum(uri != str(corrupt) for uri in items["uri"].to_pylist())
+    assert lake.read("embeddings", filter=pc.field("run_id") == fresh).num_rows == expected
 
 
 def test_register_embeddings_from_a_file(dataset, tmp_path, capsys):
