@@ -18,6 +18,9 @@ JOBS = {
     "neighbors": "jobs.neighbors",
     "uniqueness": "jobs.uniqueness",
     "scan": "jobs.scan",
+    "apply-model": "jobs.apply_model",
+    "patch-embeddings": "jobs.patch_embeddings",
+    "register-embeddings": "jobs.register_embeddings",
 }
 
 
@@ -76,6 +79,10 @@ def _cmd_job(args) -> int:
             conf.ingest = conf.ingest.model_copy(update={"source": None, "manifest": None, **updates})
         if args.dataset:
             conf.dataset = args.dataset
+    if args.command == "register-embeddings":
+        updates = {k: v for k, v in dict(file=args.file, ids_file=args.ids, samples_column=args.samples_column,
+                                         brain_key=args.brain_key).items() if v}
+        conf.register_embeddings = conf.register_embeddings.model_copy(update=updates)
     run_id = importlib.import_module(JOBS[args.command]).run(conf)
     print(f"run {run_id} succeeded; lake: {Path(conf.lake).resolve() if '://' not in conf.lake else conf.lake}")
     return 0
@@ -106,6 +113,26 @@ def _cmd_runs(args) -> int:
     elif args.action == "delete":
         run_id = runs.delete_run(lake, args.key)
         console.print(f"deleted run {run_id} ({args.key}) and its rows")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from brain.models import ZOO, available_models, get_model
+
+    console = make_console()
+    if args.action == "list":
+        rows = [dict(name="thumbnail", task="embeddings", embedding_dim=get_model("thumbnail").embedding_dim, packages="",
+                     weights="none (built in; the default model)")]
+        rows += [dict(name=e.name, task=e.task, embedding_dim=e.embedding_dim, packages=", ".join(e.packages),
+                      weights=e.weights_file) for e in ZOO.values()]
+        print_table(console, pa.Table.from_pylist(rows))
+        console.print("also: a TorchScript (.pt/.ts) or ONNX (.onnx) file path as the model name")
+    elif args.name in ZOO:
+        console.print_json(json.dumps(ZOO[args.name].info()))
+    elif args.name in available_models():
+        console.print_json(json.dumps(get_model(args.name).describe()))
+    else:
+        raise ValueError(f"unknown model {args.name!r}; available: {available_models()}")
     return 0
 
 
@@ -170,6 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     submit_p = with_conf(sub.add_parser("submit", help="send a job to a Ray cluster (Jobs API) or Spark (spark-submit)"))
     submit_p.add_argument("job", help="ingest, embed, neighbors, scan, demo (Ray) or uniqueness (Spark)")
     submit_p.set_defaults(func=_cmd_submit)
+    for name, help_text in (("apply-model", "predictions (labels, confidence, logits, detections) on Ray Data"),
+                            ("patch-embeddings", "embeddings of object patches (boxes) on Ray Data")):
+        with_conf(sub.add_parser(name, help=help_text)).set_defaults(func=_cmd_job)
+    reg = with_conf(sub.add_parser("register-embeddings", help="store embeddings computed elsewhere as a run"))
+    reg.add_argument("--file", help=".parquet (sample_id, vector), .npz (sample_id, vector) or .npy (with --ids)")
+    reg.add_argument("--ids", help="for .npy: a text file, one sample id per line")
+    reg.add_argument("--samples-column", help="a samples column or attributes field holding the vectors")
+    reg.add_argument("--brain-key", help="brain key of the run (default: register_embeddings.brain_key)")
+    reg.set_defaults(func=_cmd_job)
+    models_p = sub.add_parser("models", help="the model zoo")
+    models_sub = models_p.add_subparsers(dest="action", required=True)
+    models_sub.add_parser("list")
+    models_sub.add_parser("info").add_argument("name")
+    models_p.set_defaults(func=_cmd_models)
 
     runs_p = with_conf(sub.add_parser("runs", help="the run catalog"))
     runs_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
@@ -197,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfError, ValueError, KeyError, FileNotFoundError) as err:
+    except (ConfError, ValueError, KeyError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -47,6 +47,35 @@ class EmbedConf(_Section):
     model: str | None = None  # None: the default model (see brain.models)
     batch_size: int = Field(256, ge=1)
     where: str | None = None  # SQL predicate over `samples` restricting what is embedded (the run's view)
+    shard_size: int = Field(2048, ge=1)  # samples per shard: one Ray block, one staged file
+    resume: bool = False  # reuse the shards an unfinished run with this brain key already staged
+
+
+class ModelsConf(_Section):
+    weights_dir: str | None = None  # searched before torch's cache; None: $BRAIN_WEIGHTS_DIR
+    num_threads: int | None = None  # torch threads per model actor; None: torch's default
+    input_size: int | None = None  # None: the model's own (224 for the zoo's classifiers)
+
+
+class ApplyModelConf(_Section):
+    brain_key: str = "predictions"
+    model: str | None = None  # a zoo name or a TorchScript/ONNX file (see `brain models list`)
+    classes: list[str] | None = None  # class names of a TorchScript/ONNX classifier, in logit order
+    store_logits: bool = True
+    confidence_thresh: float = Field(0.5, ge=0, le=1)  # detectors: keep detections at least this confident
+    batch_size: int = Field(64, ge=1)
+    shard_size: int = Field(1024, ge=1)
+    resume: bool = False
+
+
+class PatchesConf(_Section):
+    brain_key: str = "patch_embeddings"
+    source: str = "predictions"  # brain key of a predictions run, or `attributes.FIELD` (boxes in samples.attributes)
+    model: str | None = None
+    min_confidence: float = Field(0.0, ge=0, le=1)
+    batch_size: int = Field(256, ge=1)
+    shard_size: int = Field(2048, ge=1)
+    resume: bool = False
 
 
 class NeighborsConf(_Section):
@@ -104,6 +133,15 @@ class SubmitConf(_Section):
     wait: bool = True  # follow the logs until the job ends
 
 
+class RegisterEmbeddingsConf(_Section):
+    brain_key: str = "embeddings"
+    file: str | None = None  # .parquet (id + vector columns), .npz (sample_id, vector) or .npy (+ ids_file)
+    ids_file: str | None = None  # for .npy: one sample id per line
+    id_column: str = "sample_id"
+    vector_column: str = "vector"
+    samples_column: str | None = None  # a list<float> column of samples, or a field of samples.attributes
+
+
 class Conf(_Section):
     lake: str = "lake"  # a relative folder is taken from the working directory
     dataset: str = "default"
@@ -117,6 +155,10 @@ class Conf(_Section):
     walkthrough: WalkthroughConf = Field(default_factory=WalkthroughConf)
     scan: ScanConf = Field(default_factory=ScanConf)
     submit: SubmitConf = Field(default_factory=SubmitConf)
+    models: ModelsConf = Field(default_factory=ModelsConf)
+    apply_model: ApplyModelConf = Field(default_factory=ApplyModelConf)
+    patches: PatchesConf = Field(default_factory=PatchesConf)
+    register_embeddings: RegisterEmbeddingsConf = Field(default_factory=RegisterEmbeddingsConf)
 
 
 class ConfError(ValueError):

@@ -197,11 +197,20 @@ class Lake:
             except FileNotFoundError:
                 pass
 
-    def stage(self, table: str, run_id: str, rows: pa.Table) -> None:
-        """Write rows as one uncommitted Parquet file of the run (safe from many workers at once)."""
+    def stage(self, table: str, run_id: str, rows: pa.Table, *, name: str | None = None) -> None:
+        """Write rows as one uncommitted Parquet file of the run (safe from many workers at once).
+
+        ``name`` gives the file a deterministic name (``NAME.parquet``, replaced if present, written
+        under a temporary name and renamed, so it exists only complete): resumable jobs name files by shard.
+        """
         base = f"{self._table_path(table)}/{STAGING_FOLDER}/{run_id}"
         self._fs.create_dir(base, recursive=True)
-        pq.write_table(self._conform(table, rows), f"{base}/part-{uuid.uuid4().hex}.parquet", filesystem=self._fs)
+        if name is None:
+            pq.write_table(self._conform(table, rows), f"{base}/part-{uuid.uuid4().hex}.parquet", filesystem=self._fs)
+            return
+        tmp = f"{base}/.{name}-{uuid.uuid4().hex}.tmp"
+        pq.write_table(self._conform(table, rows), tmp, filesystem=self._fs)
+        self._fs.move(tmp, f"{base}/{name}.parquet")
 
     def write_files(self, table: str, run_id: str, parts: Iterable[pa.Table]) -> int:
         """Stage Arrow tables as Parquet files and commit them in one transaction."""

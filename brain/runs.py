@@ -73,7 +73,8 @@ def _row(**values: Any) -> pa.Table:
 @contextlib.contextmanager
 def track(lake: Lake, *, brain_key: str, method: str, dataset: str, config: dict[str, Any],
           input_key: str | None = None, engine_versions: dict[str, str] | None = None,
-          executed_on: str = "", sample_filter: str | None = None) -> Iterator[Run]:
+          executed_on: str = "", sample_filter: str | None = None, run_id: str | None = None,
+          keep_staged: bool = False) -> Iterator[Run]:
     """Record a run around a block of work.
 
     ``sample_filter`` is the SQL predicate over ``samples`` selecting what the run was
@@ -81,9 +82,11 @@ def track(lake: Lake, *, brain_key: str, method: str, dataset: str, config: dict
     cluster submission id is read from ``$LAKEBRAIN_SUBMISSION_ID`` when set.
 
     On an exception the run's committed rows are deleted from every result table,
-    its staged files are discarded, and the row says ``failed`` with the error.
+    its staged files are discarded (kept with ``keep_staged``, for a resumable job
+    to pick up), and the row says ``failed`` with the error. ``run_id`` continues
+    an unfinished run (its catalog row is replaced); by default a new id is made.
     """
-    run = Run(lake, uuid.uuid4().hex, brain_key, method, dataset)
+    run = Run(lake, run_id or uuid.uuid4().hex, brain_key, method, dataset)
     started = _now()
     base = dict(run_id=run.run_id, brain_key=brain_key, method=method, dataset=dataset,
                 input_key=input_key, samples_version=lake.version("samples"),
@@ -92,12 +95,13 @@ def track(lake: Lake, *, brain_key: str, method: str, dataset: str, config: dict
                 engine_versions=sorted({"python": platform.python_version(), **(engine_versions or {})}.items()),
                 executed_on=executed_on, submission_id=os.environ.get(SUBMISSION_ENV) or None,
                 sample_filter=sample_filter or dataset_filter(dataset))
-    lake.append("runs", _row(**base, status="running", error=None, finished_at=None, rows_written=[], metrics=[]))
+    running = _row(**base, status="running", error=None, finished_at=None, rows_written=[], metrics=[])
+    lake.upsert("runs", running, key="run_id") if run_id else lake.append("runs", running)
     log.info("run %s (%s, key %r) started", run.run_id, method, brain_key)
     try:
         yield run
     except BaseException as err:
-        _remove_outputs(lake, run.run_id)
+        _remove_outputs(lake, run.run_id, keep_staged=keep_staged)
         lake.upsert("runs", _row(**base, status="failed", error=f"{type(err).__name__}: {err}",
                                  finished_at=_now(), rows_written=[], metrics=[]), key="run_id")
         log.error("run %s (%s) failed: %s", run.run_id, method, err)
@@ -116,11 +120,13 @@ def _runs_with_key(lake: Lake, brain_key: str) -> list[str]:
     return runs.filter(pc.equal(runs["brain_key"], brain_key))["run_id"].to_pylist()
 
 
-def _remove_outputs(lake: Lake, run_id: str) -> None:
+def _remove_outputs(lake: Lake, run_id: str, *, keep_staged: bool = False) -> None:
     for table in RUN_RESULT_TABLES:
         lake.delete_where(table, f"run_id = '{run_id}'")
-        lake.discard_staged(table, run_id)
-    lake.delete_artifacts(run_id)
+        if not keep_staged:
+            lake.discard_staged(table, run_id)
+    if not keep_staged:
+        lake.delete_artifacts(run_id)
 
 
 def abandon_running(lake: Lake, *, dataset: str, keys: list[str], reason: str) -> list[str]:

@@ -58,23 +58,6 @@ UNIQUENESS = pa.schema(
     ]
 )
 
-DETECTION = pa.struct([
-    ("label", pa.string()),
-    ("bbox", pa.list_(pa.float32())),  # [x, y, w, h], relative to the image size
-    ("confidence", pa.float32()),
-])
-
-PREDICTIONS = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("sample_id", pa.string()),
-        ("label", pa.string()),  # predicted class (classification)
-        ("confidence", pa.float32()),
-        ("logits", pa.list_(pa.float32())),  # in the order of the run's config["classes"]
-        ("detections", pa.list_(DETECTION)),  # detection models
-    ]
-)
-
 HARDNESS = pa.schema(
     [
         ("run_id", pa.string()),
@@ -152,6 +135,36 @@ RUNS = pa.schema(
     ]
 )
 
+DETECTION = pa.struct(
+    [
+        ("label", pa.string()),
+        ("bbox", pa.list_(pa.float32())),  # [x, y, w, h] relative to the image's width/height, in [0, 1]
+        ("confidence", pa.float32()),
+    ]
+)
+
+PREDICTIONS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("sample_id", pa.string()),
+        ("label", pa.string()),  # classifier: argmax class; detector: most confident detection (null: none)
+        ("confidence", pa.float32()),  # max softmax probability / that detection's score
+        ("logits", pa.list_(pa.float32())),  # classifiers with store_logits; class order in the run's classes.json
+        ("detections", pa.list_(DETECTION)),  # detectors: those with confidence >= confidence_thresh
+    ]
+)
+
+PATCH_EMBEDDINGS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("sample_id", pa.string()),
+        ("patch_index", pa.int32()),  # position of the box in the sample's detections list
+        ("label", pa.string()),
+        ("bbox", pa.list_(pa.float32())),  # [x, y, w, h] relative, as in DETECTION
+        ("vector", pa.list_(pa.float32())),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "samples": SAMPLES,
     "embeddings": EMBEDDINGS,
@@ -163,6 +176,7 @@ TABLES: dict[str, pa.Schema] = {
     "mistakenness": MISTAKENNESS,
     "label_quality_classes": LABEL_QUALITY_CLASSES,
     "label_confusion": LABEL_CONFUSION,
+    "patch_embeddings": PATCH_EMBEDDINGS,
     "runs": RUNS,
 }
 

@@ -72,6 +72,12 @@ def run(conf: Conf) -> str:
     stage("embeddings (Ray Data)", lambda: embed.run(conf))
     stage("kNN graph (FAISS on Ray)", lambda: neighbors.run(conf))
     run_id = stage("uniqueness (Spark)", lambda: uniqueness.run(conf))
+    from brain import runs
+    from jobs import linear_probe
+
+    probe = stage("predictions with logits: logistic regression, out of fold", lambda: linear_probe.run(conf))
+    console.print(f"  out-of-fold accuracy {dict(runs.get_run(lake, probe)['metrics'])['oof_accuracy']:.3f}; "
+                  f"rows in `predictions` under brain key {conf.apply_model.brain_key!r}")
 
     for title, order in (("most unique", "DESC"), ("least unique", "ASC")):
         table = sql.query(lake, TOP_SQL.format(key=conf.uniqueness.brain_key, order=order))

@@ -1,6 +1,6 @@
 """Label-quality jobs: hardness and mistakenness from a predictions run (math in brain.methods).
 
-    predictions (logits, run config["classes"]) ⋈ samples (given labels) [+ kNN run]
+    predictions (logits; class order in the run's classes.json) ⋈ samples (given labels) [+ kNN run]
       → brain.methods.hardness.hardness                   → `hardness`
       → brain.methods.mistakenness.classification/label_issues → `mistakenness`
       → Spark: per-class counts, issues, mean score; given × suggested confusion
@@ -40,9 +40,11 @@ class ScoredSet:
 
 def read_predictions(lake: Lake, predictions_key: str, dataset: str) -> ScoredSet:
     run = runs.latest_succeeded(lake, predictions_key)
-    classes = json.loads(run["config"]).get("classes")
-    if not classes:
-        raise ValueError(f"predictions run {predictions_key!r} records no classes (config['classes'])")
+    try:
+        classes = json.loads(lake.read_artifact(run["run_id"], "classes.json"))
+    except FileNotFoundError:
+        raise ValueError(f"predictions run {predictions_key!r} has no classes.json: it holds no class logits "
+                         f"(a detector's, or stored without store_logits)") from None
     preds = lake.read("predictions", columns=["sample_id", "logits"], filter=pc.field("run_id") == run["run_id"])
     samples = lake.read("samples", columns=["sample_id", "label"], filter=pc.field("dataset") == dataset)
     # Arrow's hash join cannot carry list columns: select by membership, then look labels up.

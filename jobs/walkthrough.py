@@ -2,9 +2,10 @@
 
     digits PNGs → a copy of the dataset with 20% of its labels flipped to another class
       (seeded; the true label and a `flipped` flag kept in `samples.attributes`)
-    → a model trained on the noisy labels with out-of-fold predictions (k-fold logistic
-      regression on the pixels: every sample is scored by a model that never saw it)
-    → `predictions` with logits → embeddings + kNN graph → hardness and mistakenness
+    → embeddings + kNN graph → a model trained on the noisy labels with out-of-fold
+      predictions (k-fold logistic regression on the embeddings, jobs.linear_probe: every
+      sample is scored by a model that never saw it) → `predictions` with logits
+    → hardness and mistakenness
     → how many flipped labels are among the top-k mistakenness samples (k = number flipped)
       and the AUROC, recorded as the walkthrough run's metrics.
 """
@@ -21,10 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from brain import images, ingest, runs
+from brain import ingest, runs
 from brain.config import Conf
 from brain.lake import Lake
-from brain.schemas import PREDICTIONS
 
 log = logging.getLogger("jobs.walkthrough")
 
@@ -47,20 +47,6 @@ def precision_at_k(scores: np.ndarray, is_mistake: np.ndarray) -> float:
     return float(is_mistake[np.argsort(-scores, kind="stable")[:k]].mean()) if k else float("nan")
 
 
-def out_of_fold_logits(features: np.ndarray, labels: np.ndarray, *, folds: int, seed: int) -> np.ndarray:
-    """log p(class | x) from a logistic regression that never trained on x (k-fold)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-    from threadpoolctl import threadpool_limits
-
-    # One BLAS thread: small fits are many times slower with threads competing on 2 busy cores.
-    with threadpool_limits(1):
-        probs = cross_val_predict(LogisticRegression(max_iter=1000), features, labels, method="predict_proba",
-                                  cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
-    return np.log(np.clip(probs, 1e-12, None))
-
-
 def write_noisy_manifest(source: Path, manifest: Path, *, fraction: float, seed: int) -> int:
     files = ingest.discover_folder(source)
     classes = sorted({f.label for f in files})
@@ -71,8 +57,7 @@ def write_noisy_manifest(source: Path, manifest: Path, *, fraction: float, seed:
 
 
 def run(conf: Conf) -> str:
-    from jobs import demo, embed, ingest as ingest_job, label_quality, neighbors
-    from jobs.embed import vectors_to_arrow
+    from jobs import demo, embed, ingest as ingest_job, label_quality, linear_probe, neighbors
 
     lake, cfg = Lake(conf.lake), conf.walkthrough
     ds = cfg.dataset
@@ -89,34 +74,19 @@ def run(conf: Conf) -> str:
     lq = conf.label_quality
     lq.predictions_key, lq.neighbors_key = f"{ds}_predictions", f"{ds}_knn"
     lq.hardness_key, lq.brain_key = f"{ds}_hardness", f"{ds}_mistakenness"
+    conf.apply_model.brain_key = lq.predictions_key
     ingest_job.run(conf)
-
-    samples = lake.read("samples", columns=["sample_id", "uri", "label", "attributes"],
-                        filter=pc.field("dataset") == ds).sort_by("sample_id")
-    features = np.stack([images.load(uri)[..., 0].reshape(-1) for uri in samples["uri"].to_pylist()])
-    features = features.astype(np.float64) / 255.0  # pixels in [0, 1]
-    classes = sorted(set(samples["label"].to_pylist()))
-    labels = np.array([classes.index(label) for label in samples["label"].to_pylist()])
-    flipped = np.array([json.loads(a)["flipped"] for a in samples["attributes"].to_pylist()])
-
-    with runs.track(lake, brain_key=lq.predictions_key, method="predictions", dataset=ds, executed_on="driver",
-                    config={**conf.model_dump(), "classes": classes,
-                            "model": f"LogisticRegression, {cfg.folds}-fold out-of-fold, on pixels"}) as pred_run:
-        logits = out_of_fold_logits(features, labels, folds=cfg.folds, seed=cfg.seed)
-        best = logits.argmax(axis=1)
-        rows = pa.table({"run_id": [pred_run.run_id] * len(labels), "sample_id": samples["sample_id"],
-                         "label": [classes[i] for i in best], "confidence": np.exp(logits.max(axis=1)).astype(np.float32),
-                         "logits": vectors_to_arrow(logits.astype(np.float32)),
-                         "detections": pa.nulls(len(labels), PREDICTIONS.field("detections").type)})
-        pred_run.rows_written["predictions"] = lake.write_files("predictions", pred_run.run_id, [rows])
 
     embed.run(conf)
     neighbors.run(conf)
+    linear_probe.run(conf, folds=cfg.folds)
     label_quality.run_hardness(conf)
     mistake_run = label_quality.run_mistakenness(conf)
 
     from sklearn.metrics import roc_auc_score
 
+    samples = lake.read("samples", columns=["sample_id", "attributes"], filter=pc.field("dataset") == ds)
+    flipped = [json.loads(a)["flipped"] for a in samples["attributes"].to_pylist()]
     scored = lake.read("mistakenness", columns=["sample_id", "mistakenness", "is_issue"],
                        filter=pc.field("run_id") == mistake_run).sort_by("sample_id")
     is_flipped = dict(zip(samples["sample_id"].to_pylist(), flipped))

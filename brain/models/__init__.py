@@ -1,15 +1,24 @@
 """Models: the interface, the registry, and ``load_model``.
 
 The default model is ``thumbnail`` (:mod:`brain.models.thumbnail`): it needs no
-weights, so the demo and the tests run on a machine that cannot download any.
+weights and no torch, so the demo and the tests run on a machine that cannot
+download any. Zoo models (:mod:`brain.models.zoo`: torchvision classifiers and
+detector, open_clip) load weights from a local file only.
+
+A model name is one of: a built-in (``thumbnail``), a zoo entry (``resnet-50``, …),
+or a path to a TorchScript (``.pt``/``.ts``) or ONNX (``.onnx``) file, which is
+wrapped with :func:`brain.models.torch_models.wrap`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
-from brain.models.base import Model
+from brain.models.base import Detection, Model, Predictions
 from brain.models.thumbnail import ThumbnailModel
+from brain.models.torch_models import TORCHSCRIPT_SUFFIXES, MissingPackageError, wrap
+from brain.models.zoo import ZOO, WeightsNotFoundError
 
 DEFAULT_MODEL = "thumbnail"
 
@@ -19,17 +28,22 @@ _REGISTRY: dict[str, Callable[..., Model]] = {
 
 
 def available_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(_REGISTRY) + sorted(ZOO)
 
 
 def get_model(name: str | None = None, **kwargs) -> Model:
-    """A model by name (None: the default model), not loaded yet: enough to ``preprocess``."""
+    """A model by name or file path (None: the default model), not loaded yet: enough to ``preprocess``."""
     name = name or DEFAULT_MODEL
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; available: {available_models()}") from None
-    return factory(**kwargs)
+    if name in _REGISTRY:
+        kwargs.pop("weights_dir", None)
+        return _REGISTRY[name](**kwargs)
+    if name in ZOO:
+        return ZOO[name].make(**kwargs)
+    if Path(name).suffix in (*TORCHSCRIPT_SUFFIXES, ".onnx"):
+        kwargs.pop("weights_dir", None)
+        return wrap(name, **kwargs)
+    raise ValueError(f"unknown model {name!r}; available: {available_models()} "
+                     f"or a TorchScript (.pt/.ts) or ONNX (.onnx) file path")
 
 
 def load_model(name: str | None = None, **kwargs) -> Model:
@@ -39,4 +53,5 @@ def load_model(name: str | None = None, **kwargs) -> Model:
     return model
 
 
-__all__ = ["Model", "DEFAULT_MODEL", "available_models", "get_model", "load_model"]
+__all__ = ["Model", "Predictions", "Detection", "DEFAULT_MODEL", "available_models", "get_model", "load_model",
+           "wrap", "ZOO", "WeightsNotFoundError", "MissingPackageError"]

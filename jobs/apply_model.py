@@ -1,0 +1,58 @@
+"""Apply a model to a dataset on Ray Data and store its predictions in `predictions`.
+
+    samples → decode tasks → ModelActor (model.predict, in batches of apply_model.batch_size)
+      → one staged file per shard → one commit; the class names go to the run's artifact classes.json
+
+Rows: run_id, sample_id, label, confidence, logits (classifiers, when `store_logits`),
+detections (detectors: label, bbox [x, y, w, h] relative, confidence ≥ `confidence_thresh`).
+Hardness and mistakenness read these rows by run (`brain runs info <brain_key>`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pyarrow.compute as pc
+
+from brain.config import Conf
+from brain.lake import Lake
+from brain.models import get_model
+from jobs.model_pipeline import PipelineSpec, model_kwargs, run_pipeline
+
+
+def run(conf: Conf) -> str:
+    cfg = conf.apply_model
+    lake = Lake(conf.lake)
+    samples = lake.read("samples", columns=["sample_id", "uri"], filter=pc.field("dataset") == conf.dataset)
+    if samples.num_rows == 0:
+        raise ValueError(f"dataset {conf.dataset!r} has no samples in {lake.uri}: run `brain ingest` first")
+    extra = {"classes": cfg.classes} if cfg.classes else {}
+    kwargs = model_kwargs(conf, cfg.model, cfg.batch_size, **extra)
+    model = get_model(cfg.model, **kwargs)
+    if model.task == "detection":
+        kwargs["confidence_thresh"] = cfg.confidence_thresh
+    elif not model.has_logits:
+        raise ValueError(f"model {model.name!r} does not predict classes (task {model.task!r}): set apply_model.model "
+                         "to a zoo classifier or detector (`brain models list`), or a TorchScript/ONNX classifier "
+                         "with apply_model.classes")
+    classes = model.classes
+
+    def save_classes(lake: Lake, run) -> None:
+        lake.write_artifact(run.run_id, "classes.json", json.dumps(classes).encode())
+
+    return run_pipeline(conf, PipelineSpec(
+        table="predictions", brain_key=cfg.brain_key, method="predictions", items=samples, model_name=cfg.model,
+        model_kwargs=kwargs, shard_size=cfg.shard_size, resume=cfg.resume,
+        options=dict(store_logits=cfg.store_logits), after_commit=save_classes,
+        settings=dict(model=cfg.model, kwargs=kwargs, shard_size=cfg.shard_size, store_logits=cfg.store_logits)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs._entry import job_main
+
+    return job_main(run, __doc__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
