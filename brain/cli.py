@@ -17,6 +17,8 @@ JOBS = {
     "embed": "jobs.embed",
     "neighbors": "jobs.neighbors",
     "uniqueness": "jobs.uniqueness",
+    "label-quality": "jobs.label_quality",
+    "walkthrough": "jobs.walkthrough",
     "scan": "jobs.scan",
     "apply-model": "jobs.apply_model",
     "patch-embeddings": "jobs.patch_embeddings",
@@ -185,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                             ("embed", "embeddings on Ray Data"),
                             ("neighbors", "FAISS kNN graph on Ray"),
                             ("uniqueness", "uniqueness on Spark"),
+                            ("label-quality", "hardness and mistakenness of a predictions run (+ Spark per-class tables)"),
+                            ("walkthrough", "the label-mistake walkthrough on the digits"),
                             ("scan", "incremental scan of the dataset's sources (what a scheduler runs)")):
         with_conf(sub.add_parser(name, help=help_text)).set_defaults(func=_cmd_job)
     ing = with_conf(sub.add_parser("ingest", help="register a dataset's images"))

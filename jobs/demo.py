@@ -1,7 +1,8 @@
 """The demo: scikit-learn's digits (1,797 real labelled images) end to end on the embedded default.
 
     digits → PNG files in class folders (train/ and test/) → ingest → embeddings (Ray Data)
-      → kNN graph (FAISS on Ray) → uniqueness (Spark) → the 10 most and least unique samples
+      → kNN graph (FAISS on Ray) → uniqueness (Spark) → predictions with out-of-fold logits
+      → the label-mistake walkthrough (jobs.walkthrough) → the 10 most and least unique samples
 
 Every stage is its own job reading and writing the lake; the demo only runs them in order.
 """
@@ -73,17 +74,25 @@ def run(conf: Conf) -> str:
     stage("kNN graph (FAISS on Ray)", lambda: neighbors.run(conf))
     run_id = stage("uniqueness (Spark)", lambda: uniqueness.run(conf))
     from brain import runs
-    from jobs import linear_probe
+    from jobs import linear_probe, walkthrough
 
     probe = stage("predictions with logits: logistic regression, out of fold", lambda: linear_probe.run(conf))
     console.print(f"  out-of-fold accuracy {dict(runs.get_run(lake, probe)['metrics'])['oof_accuracy']:.3f}; "
                   f"rows in `predictions` under brain key {conf.apply_model.brain_key!r}")
 
+    walk = stage(f"label-mistake walkthrough ({conf.walkthrough.noise_fraction:.0%} of labels flipped, "
+                 f"dataset {conf.walkthrough.dataset!r})", lambda: walkthrough.run(conf))
+    found = dict(runs.get_run(lake, walk)["metrics"])
+    console.print(f"  {found['precision_at_k'] * found['flipped']:.0f} of the {found['flipped']:.0f} flipped labels are "
+                  f"among the top {found['flipped']:.0f} mistakenness samples (precision@k {found['precision_at_k']:.3f}), "
+                  f"AUROC {found['auroc']:.4f}; {found['flagged']:.0f} flagged as issues, "
+                  f"{found['flagged_precision']:.1%} of them truly flipped")
+
     for title, order in (("most unique", "DESC"), ("least unique", "ASC")):
         table = sql.query(lake, TOP_SQL.format(key=conf.uniqueness.brain_key, order=order))
         console.print(f"\n[bold]10 {title} samples[/bold]")
         print_table(console, table)
-    counts = sql.query(lake, "SELECT (SELECT count(*) FROM samples) AS samples, "
+    counts = sql.query(lake, f"SELECT (SELECT count(*) FROM samples WHERE dataset = '{conf.dataset}') AS samples, "
                              "(SELECT count(*) FROM uniqueness) AS uniqueness_rows").to_pylist()[0]
     console.print("\n[bold]stage timings[/bold]: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     console.print(f"[bold]lake[/bold]: {lake.uri}  ({counts['samples']} samples, "

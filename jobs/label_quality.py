@@ -80,6 +80,16 @@ def label_indices(scored: ScoredSet) -> np.ndarray:
     return out
 
 
+def labelled(scored: ScoredSet, dataset: str) -> tuple[ScoredSet, np.ndarray]:
+    """The samples that carry a label (the others cannot be checked), with their class indices."""
+    keep = [i for i, label in enumerate(scored.labels) if label is not None]
+    if not keep:
+        raise ValueError(f"dataset {dataset!r} has no labelled samples to check")
+    scored = ScoredSet([scored.sample_ids[i] for i in keep], [scored.labels[i] for i in keep],
+                       scored.logits[keep], scored.classes)
+    return scored, label_indices(scored)
+
+
 def knn_rows(lake: Lake, neighbors_key: str, sample_ids: list[str]) -> np.ndarray:
     """The kNN run's neighbour lists as row positions in ``sample_ids`` (-1: not in the set)."""
     run = runs.latest_succeeded(lake, neighbors_key)
@@ -117,13 +127,7 @@ def run_mistakenness(conf: Conf) -> str:
     from jobs.spark_lake import read_table
 
     lake, cfg = Lake(conf.lake), conf.label_quality
-    scored = read_predictions(lake, cfg.predictions_key, conf.dataset)
-    labelled = [i for i, label in enumerate(scored.labels) if label is not None]
-    if not labelled:
-        raise ValueError(f"dataset {conf.dataset!r} has no labelled samples to check")
-    scored = ScoredSet([scored.sample_ids[i] for i in labelled], [scored.labels[i] for i in labelled],
-                       scored.logits[labelled], scored.classes)
-    labels = label_indices(scored)
+    scored, labels = labelled(read_predictions(lake, cfg.predictions_key, conf.dataset), conf.dataset)
     knn = knn_rows(lake, cfg.neighbors_key, scored.sample_ids) if cfg.neighbors_key else None
     spark = spark_session(conf)
     started = time.perf_counter()
@@ -156,14 +160,21 @@ def run_mistakenness(conf: Conf) -> str:
     return run.run_id
 
 
+def run(conf: Conf) -> str:
+    """Hardness, then mistakenness (with its Spark aggregates); returns the mistakenness run id.
+
+    The inputs are checked first (logits present and as wide as the classes, every given label
+    one of the classes), so bad predictions fail before either table is written.
+    """
+    labelled(read_predictions(Lake(conf.lake), conf.label_quality.predictions_key, conf.dataset), conf.dataset)
+    run_hardness(conf)
+    return run_mistakenness(conf)
+
+
 def main(argv: list[str] | None = None) -> int:
     from jobs._entry import job_main
 
-    def both(conf: Conf) -> str:
-        run_hardness(conf)
-        return run_mistakenness(conf)
-
-    return job_main(both, __doc__, argv)
+    return job_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":
