@@ -76,6 +76,30 @@ class UniquenessConf(_Section):
         return weights
 
 
+class DuplicatesConf(_Section):
+    brain_key: str = "duplicates"
+    neighbors_key: str = "knn"
+    method: Literal["near", "exact"] = "near"  # exact: equal content hashes
+    thresh: float | None = Field(None, ge=0)  # embedding distance; None: see brain.methods.duplicates
+    fraction: float | None = Field(None, gt=0, lt=1)  # or: the threshold making this fraction duplicates
+    verify: bool = True  # candidates confirmed on aligned pixels (brain.methods.duplicates.aligned_similarity)
+    candidate_thresh: float = Field(0.5, ge=0)  # verify: embedding distance of the candidate pairs
+    min_ncc: float = Field(0.92, ge=-1, le=1)  # verify: aligned correlation of a duplicate
+    max_iterations: int = Field(100, ge=1)  # label propagation rounds (≥ the largest group's diameter)
+
+
+class UniqueConf(_Section):
+    brain_key: str = "unique"
+    embeddings_key: str = "embeddings"
+    n: int = Field(100, ge=1)
+    metric: Literal["cosine", "l2"] = "cosine"
+
+
+class LeaksConf(_Section):
+    brain_key: str = "leaks"
+    duplicates_key: str = "duplicates"
+
+
 class Conf(_Section):
     lake: str = "lake"  # a relative folder is taken from the working directory
     dataset: str = "default"
@@ -85,6 +109,9 @@ class Conf(_Section):
     embed: EmbedConf = Field(default_factory=EmbedConf)
     neighbors: NeighborsConf = Field(default_factory=NeighborsConf)
     uniqueness: UniquenessConf = Field(default_factory=UniquenessConf)
+    duplicates: DuplicatesConf = Field(default_factory=DuplicatesConf)
+    unique: UniqueConf = Field(default_factory=UniqueConf)
+    leaks: LeaksConf = Field(default_factory=LeaksConf)
 
 
 class ConfError(ValueError):

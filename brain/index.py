@@ -265,3 +265,12 @@ def self_knn(vectors: np.ndarray, k: int, *, metric: str = "cosine", spec: Index
         b = min(n, a + batch_size)
         dist[a:b], ids[a:b] = knn_graph(index, vectors[a:b], np.arange(a, b), k, metric=metric)
     return dist, ids
+
+
+def exact_distances(query: np.ndarray, vectors: np.ndarray, *, metric: str) -> np.ndarray:
+    """Distances [N] from one query vector [D] to every row of ``vectors`` [N, D], in the metric's units."""
+    q, x = prepare(np.reshape(query, (1, -1)), metric=metric)[0], prepare(vectors, metric=metric)
+    if q.shape[0] != x.shape[1]:
+        raise ValueError(f"query has dimension {q.shape[0]}, the vectors {x.shape[1]}")
+    sq = np.maximum(np.einsum("ij,ij->i", x, x) - 2.0 * (x @ q) + q @ q, 0.0)
+    return (sq / 2.0 if metric == "cosine" else np.sqrt(sq)).astype(np.float32)

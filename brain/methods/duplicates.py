@@ -94,6 +94,22 @@ def threshold_for_fraction(n: int, src: np.ndarray, dst: np.ndarray, dist: np.nd
     return float(forest[min(forest.size, int(np.ceil(fraction * n))) - 1])
 
 
+def resolve_threshold(*, thresh: float | None, fraction: float | None, verify: bool,
+                      candidate_thresh: float = CANDIDATE_THRESH) -> tuple[float | None, bool]:
+    """(edge threshold, verify on pixels?) from the options; None: compute it from ``fraction``.
+
+    fraction → (None, False); thresh → (thresh, verify); neither → (candidate_thresh,
+    True) when verifying, else (DEFAULT_THRESH, False).
+    """
+    if thresh is not None and fraction is not None:
+        raise ValueError("give thresh or fraction, not both")
+    if fraction is not None:
+        return None, False
+    if thresh is not None:
+        return thresh, verify
+    return (candidate_thresh, True) if verify else (DEFAULT_THRESH, False)
+
+
 def group_duplicates(n: int, src: np.ndarray, dst: np.ndarray, dist: np.ndarray,
                      thresh: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Duplicates in the graph at ``thresh``: arrays (kept, duplicate, distance), one row per duplicate."""
@@ -130,8 +146,7 @@ def find_duplicates(vectors: np.ndarray, thresh: float | None = None, fraction: 
     threshold, IVF above). Give ``thresh`` or ``fraction``, not both; neither:
     ``DEFAULT_THRESH``.
     """
-    if thresh is not None and fraction is not None:
-        raise ValueError("give thresh or fraction, not both")
+    thresh, _ = resolve_threshold(thresh=thresh, fraction=fraction, verify=False)
     n = len(vectors)
     if n < 2:
         return {}
@@ -140,7 +155,7 @@ def find_duplicates(vectors: np.ndarray, thresh: float | None = None, fraction: 
     edges = (src, ids.reshape(-1), dist.reshape(-1).astype(np.float64))
     if fraction is not None:
         thresh = threshold_for_fraction(n, *edges, fraction)
-    return as_neighbors_map(*group_duplicates(n, *edges, DEFAULT_THRESH if thresh is None else thresh))
+    return as_neighbors_map(*group_duplicates(n, *edges, thresh))
 
 
 def exact_duplicates(hashes: np.ndarray) -> dict[int, list[tuple[int, float]]]:
