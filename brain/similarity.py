@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from brain import index as knn_index
-from brain import runs, sql
+from brain import runs
 from brain.lake import Lake, plain_strings
 
 
@@ -39,6 +39,17 @@ def _embeddings(lake: Lake, run_id: str, sample_ids: list[str] | None = None) ->
         return [], np.zeros((0, 0), np.float32)
     vectors = table["vector"].combine_chunks()
     return table["sample_id"].to_pylist(), vectors.flatten().to_numpy().reshape(table.num_rows, -1)
+
+
+def _where(lake: Lake, where: str) -> list[str]:
+    """Sample ids matching a SQL condition over ``samples`` (DuckDB over the table's plain-string rows)."""
+    import duckdb
+
+    samples = plain_strings(lake.read("samples"))  # noqa: F841 (DuckDB reads the local by name)
+    try:
+        return duckdb.sql(f"SELECT sample_id FROM samples WHERE {where}").to_arrow_table()["sample_id"].to_pylist()
+    except duckdb.Error as err:
+        raise ValueError(f"--where {where!r} is not a valid condition over samples: {err}") from None
 
 
 def similar(lake: Lake, key: str, *, sample_id: str | None = None, vector: np.ndarray | None = None, k: int = 15,
@@ -70,8 +81,7 @@ def similar(lake: Lake, key: str, *, sample_id: str | None = None, vector: np.nd
     else:
         subset = None
         if where is not None:
-            subset = plain_strings(sql.query(lake, f"SELECT sample_id FROM samples WHERE {where}"))
-            subset = subset["sample_id"].to_pylist()
+            subset = _where(lake, where)
         names, vecs = _embeddings(lake, meta["embeddings_run_id"], subset)
         if not names:
             return pa.table({"sample_id": pa.array([], pa.string()), "distance": pa.array([], pa.float32())})
