@@ -2,6 +2,7 @@
 
     digits → PNG files in class folders (train/ and test/) → ingest → embeddings (Ray Data)
       → kNN graph (FAISS on Ray) → uniqueness (Spark) → the 10 most and least unique samples
+      → near-duplicates (Spark) → leaks between train and test (Spark) → a unique subset of 100
 
 Every stage is its own job reading and writing the lake; the demo only runs them in order.
 """
@@ -47,12 +48,19 @@ def write_digits(folder: Path, *, test_fraction: float = 0.2, seed: int = 0) -> 
     return len(pixels)
 
 
+def line(lake: Lake, query: str) -> str:
+    """One SQL row as 'name value, …'."""
+    from brain import sql
+
+    return ", ".join(f"{k} {v}" for k, v in sql.query(lake, query).to_pylist()[0].items())
+
+
 def run(conf: Conf) -> str:
     from rich.console import Console
 
     from brain import sql
     from brain.cli import print_table
-    from jobs import embed, ingest, neighbors, uniqueness
+    from jobs import duplicates, embed, ingest, leaks, neighbors, unique, uniqueness
 
     console = Console()
     lake = Lake(conf.lake)
@@ -79,6 +87,14 @@ def run(conf: Conf) -> str:
         table = sql.query(lake, TOP_SQL.format(key=conf.uniqueness.brain_key, order=order))
         console.print(f"\n[bold]10 {title} samples[/bold]")
         print_table(console, table)
+    stage("near-duplicates (Spark)", lambda: duplicates.run(conf))
+    console.print("  " + line(lake, "SELECT count(*) AS duplicates, count(DISTINCT group_id) AS groups FROM duplicates"))
+    stage("leaks between splits (Spark)", lambda: leaks.run(conf))
+    console.print("  " + line(lake, "SELECT count(*) AS leaked_duplicates, "
+                                    "count(DISTINCT group_id) AS groups_across_splits FROM leaks"))
+    stage("unique subset", lambda: unique.run(conf))
+    console.print("  " + line(lake, "SELECT count(*) AS unique_samples, count(DISTINCT s.label) AS labels_covered "
+                                    "FROM \"unique\" u JOIN samples s USING (sample_id)"))
     counts = sql.query(lake, "SELECT (SELECT count(*) FROM samples) AS samples, "
                              "(SELECT count(*) FROM uniqueness) AS uniqueness_rows").to_pylist()[0]
     console.print("\n[bold]stage timings[/bold]: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
@@ -86,6 +102,8 @@ def run(conf: Conf) -> str:
                   f"{counts['uniqueness_rows']} uniqueness rows)")
     print(f"try:  brain sql \"{TRY_SQL}\"")
     print("      brain runs list")
+    print("      brain sql \"SELECT split, kept_split, count(*) AS n FROM leaks GROUP BY ALL\"")
+    print("      brain similar --id SAMPLE_ID -k 5 --where \"split = 'test'\"")
     return run_id
 
 
