@@ -79,7 +79,7 @@ class IndexSpec:
 
 
 def choose_spec(n: int, d: int, *, metric: str = "cosine", kind: str = "auto", flat_threshold: int = 50_000,
-                pq_threshold: int = 20_000_000, nlist: int | None = None, nprobe: int = 16,
+                pq_threshold: int = 20_000_000, nlist: int | None = None, nprobe: int = 8,
                 pq_m: int | None = None, train_size: int | None = None) -> IndexSpec:
     """The index for ``n`` vectors of dimension ``d``: flat below ``flat_threshold``, IVF above.
 
@@ -112,7 +112,7 @@ def train_empty_index(sample: np.ndarray, spec: IndexSpec) -> faiss.Index:
     x = prepare(sample, metric=spec.metric)
     d = x.shape[1]
     if spec.kind == "flat":
-        return faiss.IndexIDMap2(faiss.IndexFlatL2(d))
+        return faiss.IndexIDMap(faiss.IndexFlatL2(d))
     quantizer = faiss.IndexFlatL2(d)
     if spec.kind == "ivf_flat":
         index = faiss.IndexIVFFlat(quantizer, d, spec.nlist, faiss.METRIC_L2)

@@ -14,6 +14,7 @@ from PIL import Image
 from tests.conftest import local_conf
 
 from brain import index, runs, sql
+from brain.cli import main as brain_main
 from brain.config import IngestConf
 from brain.lake import Lake, plain_strings
 from brain.methods import duplicates
@@ -130,6 +131,13 @@ def test_duplicates_unique_and_leaks_on_spark(tmp_path, ray_session, spark):
                             "WHERE d.brain_key = 'exact_duplicates'").to_pylist()
     assert [sorted([r["kept"], r["uri"]]) for r in exact] == [sorted([first, byte_copy])]
 
+    # fraction: the threshold makes exactly ceil(fraction·N) duplicates (distinct distances)
+    conf.duplicates = conf.duplicates.model_copy(update=dict(method="near", brain_key="by_fraction", fraction=0.1))
+    dup_job.run(conf)
+    n = sql.query(lake, "SELECT count(*) AS n FROM samples")["n"][0].as_py()
+    by_fraction = sql.query(lake, "SELECT count(*) AS n FROM duplicates WHERE brain_key = 'by_fraction'")
+    assert by_fraction["n"][0].as_py() == int(np.ceil(0.1 * n))
+
     # unique subset: the k-center picks over the same vectors
     picks = sql.query(lake, "SELECT sample_id FROM \"unique\" ORDER BY rank")["sample_id"].to_pylist()
     emb = plain_strings(lake.read("embeddings", columns=["sample_id", "vector"]))
@@ -148,3 +156,8 @@ def test_duplicates_unique_and_leaks_on_spark(tmp_path, ray_session, spark):
     d = index.exact_distances(qv, vectors[test_rows], metric="cosine")
     assert np.allclose(np.sort(d)[:4], top["distance"].to_numpy(), atol=1e-5)
     assert pc.all(pc.greater_equal(top["distance"], 0)).as_py()
+    out = tmp_path / "similar.json"
+    assert brain_main(["similar", "--lake", lake.uri, "--id", query, "-k", "4", "--where", "split = 'test'",
+                       "--format", "json", "--out", str(out)]) == 0
+    assert [json.loads(line)["sample_id"] for line in out.read_text().splitlines()] == top["sample_id"].to_pylist()
+    assert brain_main(["similar", "--lake", lake.uri, "--id", "no-such-sample"]) == 2
