@@ -91,3 +91,15 @@ def test_aligned_similarity_sees_through_shift_and_brightness_not_other_images()
     shifted = camera[102:102 + TILE, 102:102 + TILE]
     assert duplicates.aligned_similarity(a, np.round(shifted * 0.85).astype(np.uint8)) > 0.95
     assert duplicates.aligned_similarity(a, camera[300:300 + TILE, 300:300 + TILE]) < 0.9
+
+
+def test_index_kind_follows_the_size():
+    assert index.choose_spec(1000, 128).kind == "flat"
+    ivf = index.choose_spec(1_000_000, 128)
+    assert (ivf.kind, ivf.nlist, ivf.train_size) == ("ivf_flat", 4000, 160_000)
+    pq = index.choose_spec(30_000_000, 128)
+    assert pq.kind == "ivf_pq" and 128 % pq.pq_m == 0
+    with pytest.raises(ValueError, match="pq_m=5"):
+        index.choose_spec(100_000, 128, kind="ivf_pq", pq_m=5)
+    with pytest.raises(ValueError, match="index kind"):
+        index.choose_spec(10, 4, kind="hnsw")
