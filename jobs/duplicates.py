@@ -95,7 +95,7 @@ def near_rows(spark, lake: Lake, conf: Conf, run_id: str, metrics: dict[str, flo
         edges = with_uris.select("a", "b", "distance", "uri_a", "uri_b").mapInArrow(
             lambda it: verified(it, min_ncc), "a string, b string, distance double")
     edges = edges.localCheckpoint()
-    metrics["candidate_pairs" if verify else "pairs"] = float(edges.count())
+    metrics["verified_pairs" if verify else "pairs"] = float(edges.count())
     labels = components(spark, edges, cfg.max_iterations)
     nearest = (edges.select(F.col("a").alias("id"), "distance")
                .union(edges.select(F.col("b").alias("id"), "distance")).groupBy("id")
