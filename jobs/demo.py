@@ -91,7 +91,8 @@ def run(conf: Conf) -> str:
     # verifies on pixels only the closest candidate pairs (≤ 0.05), not every pair ≤ the default 0.5.
     dup_conf = conf.model_copy(update={"duplicates": conf.duplicates.model_copy(update={"candidate_thresh": 0.05})})
     stage("near-duplicates (Spark)", lambda: duplicates.run(dup_conf))
-    console.print("  " + line(lake, "SELECT count(*) AS duplicates, count(DISTINCT group_id) AS groups FROM duplicates"))
+    console.print("  " + line(lake, "SELECT count(*) AS duplicates, count(DISTINCT group_id) AS groups "
+                                    "FROM duplicates"))
     stage("leaks between splits (Spark)", lambda: leaks.run(conf))
     console.print("  " + line(lake, "SELECT count(*) AS leaked_duplicates, "
                                     "count(DISTINCT group_id) AS groups_across_splits FROM leaks"))
