@@ -23,6 +23,9 @@ JOBS = {
     "apply-model": "jobs.apply_model",
     "patch-embeddings": "jobs.patch_embeddings",
     "register-embeddings": "jobs.register_embeddings",
+    "duplicates": "jobs.duplicates",
+    "unique": "jobs.unique",
+    "leaks": "jobs.leaks",
 }
 
 
@@ -154,6 +157,19 @@ def _cmd_sql(args) -> int:
     return _write_result(table, args.format, args.out)
 
 
+def _cmd_similar(args) -> int:
+    import numpy as np
+
+    from brain.similarity import similar
+
+    vector = None
+    if args.vector:
+        vector = np.load(args.vector) if args.vector.endswith(".npy") else np.loadtxt(args.vector, delimiter=",")
+    table = similar(_lake(args), args.key, sample_id=args.id, vector=vector, k=args.k, reverse=args.reverse,
+                    where=args.where)
+    return _write_result(table, args.format, args.out)
+
+
 def _write_result(table: pa.Table, fmt: str, out: str | None) -> int:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -189,7 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                             ("uniqueness", "uniqueness on Spark"),
                             ("label-quality", "hardness and mistakenness of a predictions run (+ Spark per-class tables)"),
                             ("walkthrough", "the label-mistake walkthrough on the digits"),
-                            ("scan", "incremental scan of the dataset's sources (what a scheduler runs)")):
+                            ("scan", "incremental scan of the dataset's sources (what a scheduler runs)"),
+                            ("duplicates", "near or exact duplicate groups on Spark"),
+                            ("unique", "a unique (k-center) subset of n samples"),
+                            ("leaks", "duplicates across splits on Spark")):
         with_conf(sub.add_parser(name, help=help_text)).set_defaults(func=_cmd_job)
     ing = with_conf(sub.add_parser("ingest", help="register a dataset's images"))
     ing.add_argument("--source", help="folder in class-per-subfolder layout")
@@ -235,6 +254,19 @@ def build_parser() -> argparse.ArgumentParser:
     sql_p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     sql_p.add_argument("--out", help="file to write (csv/json default to stdout)")
     sql_p.set_defaults(func=_cmd_sql)
+
+    sim = with_conf(sub.add_parser("similar", help="the samples nearest a sample or a vector"))
+    sim.add_argument("--key", default="knn", help="brain key of the kNN run whose index to query")
+    query = sim.add_mutually_exclusive_group(required=True)
+    query.add_argument("--id", help="sample id of the query")
+    query.add_argument("--vector", help="a .npy file or a comma-separated text file holding the query vector")
+    sim.add_argument("-k", type=int, default=15)
+    sim.add_argument("--reverse", action="store_true", help="the least similar samples instead")
+    sim.add_argument("--where", help="SQL condition over samples restricting the results, e.g. \"split = 'test'\"")
+    sim.add_argument("--lake", help="lake folder or URI (default: the config's)")
+    sim.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    sim.add_argument("--out", help="file to write (csv/json default to stdout)")
+    sim.set_defaults(func=_cmd_similar)
     return parser
 
 

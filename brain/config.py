@@ -84,6 +84,13 @@ class NeighborsConf(_Section):
     k: int = Field(10, ge=1)
     metric: Literal["cosine", "l2"] = "cosine"
     shards: int = Field(2, ge=1)  # query shards searched by parallel Ray tasks
+    index: Literal["auto", "flat", "ivf_flat", "ivf_pq"] = "auto"  # see brain.index.choose_spec
+    flat_threshold: int = Field(50_000, ge=1)  # auto: exact flat index below this many vectors
+    pq_threshold: int = Field(20_000_000, ge=1)  # auto: ivf_pq (compressed) from this many vectors
+    nlist: int | None = Field(None, ge=1)  # None: 4·sqrt(N)
+    nprobe: int = Field(8, ge=1)  # IVF lists scanned per query
+    index_shards: int = Field(1, ge=1)  # index shards built by parallel Ray tasks (rows split evenly)
+    recall_queries: int = Field(2000, ge=0)  # random samples whose neighbours are checked against exact search
 
 
 class UniquenessConf(_Section):
@@ -142,6 +149,30 @@ class RegisterEmbeddingsConf(_Section):
     samples_column: str | None = None  # a list<float> column of samples, or a field of samples.attributes
 
 
+class DuplicatesConf(_Section):
+    brain_key: str = "duplicates"
+    neighbors_key: str = "knn"
+    method: Literal["near", "exact"] = "near"  # exact: equal content hashes
+    thresh: float | None = Field(None, ge=0)  # embedding distance; None: see brain.methods.duplicates
+    fraction: float | None = Field(None, gt=0, lt=1)  # or: the threshold making this fraction duplicates
+    verify: bool = True  # candidates confirmed on aligned pixels (brain.methods.duplicates.aligned_similarity)
+    candidate_thresh: float = Field(0.5, ge=0)  # verify: embedding distance of the candidate pairs
+    min_ncc: float = Field(0.92, ge=-1, le=1)  # verify: aligned correlation of a duplicate
+    max_iterations: int = Field(100, ge=1)  # label propagation rounds (≥ the largest group's diameter)
+
+
+class UniqueConf(_Section):
+    brain_key: str = "unique"
+    embeddings_key: str = "embeddings"
+    n: int = Field(100, ge=1)
+    metric: Literal["cosine", "l2"] = "cosine"
+
+
+class LeaksConf(_Section):
+    brain_key: str = "leaks"
+    duplicates_key: str = "duplicates"
+
+
 class Conf(_Section):
     lake: str = "lake"  # a relative folder is taken from the working directory
     dataset: str = "default"
@@ -159,6 +190,9 @@ class Conf(_Section):
     apply_model: ApplyModelConf = Field(default_factory=ApplyModelConf)
     patches: PatchesConf = Field(default_factory=PatchesConf)
     register_embeddings: RegisterEmbeddingsConf = Field(default_factory=RegisterEmbeddingsConf)
+    duplicates: DuplicatesConf = Field(default_factory=DuplicatesConf)
+    unique: UniqueConf = Field(default_factory=UniqueConf)
+    leaks: LeaksConf = Field(default_factory=LeaksConf)
 
 
 class ConfError(ValueError):

@@ -12,6 +12,19 @@ list merged with its nearest fresh vectors — its new k nearest are among
 (old k nearest) ∪ (k nearest fresh), which is exact — and only fresh rows and rows
 that lost a neighbour (removed or changed) are searched against the whole index.
 
+Index types (``choose_spec``): an exact ``flat`` index below ``flat_threshold``
+vectors; above it an inverted file, ``ivf_flat`` (raw vectors in ``nlist`` k-means
+lists, ``nlist = 4·√N`` by default, the ``nprobe`` nearest lists scanned per
+query), or ``ivf_pq`` above ``pq_threshold`` (vectors compressed by product
+quantisation, ``pq_m`` bytes each, for memory). The coarse quantiser is trained
+once on a random sample (``train_size`` rows); shards are copies of the trained
+empty index, each filled with its slice of the vectors under their global row ids
+(``build_shard``), so shards can be built in parallel anywhere. A query searches
+every shard and the per-shard top-k lists are merged (``search``). Approximate
+results are checked against exact search with ``recall_at_k``:
+
+    recall@k = mean over queries q of |approx_k(q) ∩ exact_k(q)| / k
+
 A GPU index is used when ``faiss.get_num_gpus() > 0`` (a faiss GPU build on a
 machine with GPUs), the CPU one otherwise; results are the same. Indexes travel
 between processes as ``serialize``d byte arrays (always the CPU form).
@@ -19,10 +32,18 @@ between processes as ``serialize``d byte arrays (always the CPU form).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
-import faiss
-import numpy as np
+# OpenMP threads that spin while waiting slow FAISS down several-fold on a shared
+# machine; sleep instead (only effective before OpenMP starts; an explicit setting wins).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +66,97 @@ def prepare(vectors: np.ndarray, *, metric: str) -> np.ndarray:
     return x
 
 
-def build_index(vectors: np.ndarray, *, metric: str = "cosine", gpu: bool = True) -> faiss.Index:
-    """An exact index over ``vectors`` (prepared here); on GPU when one is present and ``gpu``."""
+KINDS = ("flat", "ivf_flat", "ivf_pq")
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """What index to build; ``asdict`` goes to the run catalog."""
+
+    kind: str = "flat"
+    metric: str = "cosine"
+    nlist: int = 0  # inverted lists (ivf_*)
+    nprobe: int = 0  # lists scanned per query (ivf_*)
+    pq_m: int = 0  # bytes per vector (ivf_pq)
+    train_size: int = 0  # vectors the quantiser is trained on
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def choose_spec(n: int, d: int, *, metric: str = "cosine", kind: str = "auto", flat_threshold: int = 50_000,
+                pq_threshold: int = 20_000_000, nlist: int | None = None, nprobe: int = 8,
+                pq_m: int | None = None, train_size: int | None = None) -> IndexSpec:
+    """The index for ``n`` vectors of dimension ``d``: flat below ``flat_threshold``, IVF above.
+
+    ``kind="auto"``: ``flat`` if n < flat_threshold, ``ivf_pq`` if n ≥ pq_threshold,
+    else ``ivf_flat``. Defaults: nlist = 4·√n (at most n/39, so every list gets
+    training points), train_size = min(n, 40·nlist), pq_m = the largest divisor
+    of d that is ≤ d/4.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if kind == "auto":
+        kind = "flat" if n < flat_threshold else "ivf_pq" if n >= pq_threshold else "ivf_flat"
+    if kind not in KINDS:
+        raise ValueError(f"index kind must be 'auto' or one of {KINDS}, got {kind!r}")
+    if kind == "flat":
+        return IndexSpec("flat", metric)
+    nlist = int(nlist or max(1, min(round(4 * np.sqrt(n)), n // 39)))
+    if not 1 <= nlist <= n:
+        raise ValueError(f"nlist={nlist} must be in [1, {n}] for {n} vectors")
+    if pq_m is None and kind == "ivf_pq":
+        pq_m = max(m for m in range(1, max(1, d // 4) + 1) if d % m == 0)
+    if kind == "ivf_pq" and d % pq_m:
+        raise ValueError(f"pq_m={pq_m} must divide the dimension {d}")
+    return IndexSpec(kind, metric, nlist, max(1, min(nprobe, nlist)), pq_m or 0,
+                     int(min(n, train_size or 40 * nlist)))
+
+
+def train_empty_index(sample: np.ndarray, spec: IndexSpec) -> faiss.Index:
+    """An empty index of ``spec`` (ids are the caller's), its quantiser trained on ``sample`` (prepared here)."""
+    x = prepare(sample, metric=spec.metric)
+    d = x.shape[1]
+    if spec.kind == "flat":
+        return faiss.IndexIDMap(faiss.IndexFlatL2(d))
+    quantizer = faiss.IndexFlatL2(d)
+    if spec.kind == "ivf_flat":
+        index = faiss.IndexIVFFlat(quantizer, d, spec.nlist, faiss.METRIC_L2)
+    else:
+        index = faiss.IndexIVFPQ(quantizer, d, spec.nlist, spec.pq_m, 8)
+    if x.shape[0] < spec.nlist:
+        raise ValueError(f"{x.shape[0]} training vectors for nlist={spec.nlist} lists: need at least nlist")
+    index.train(x)
+    index.nprobe = spec.nprobe
+    return index
+
+
+def build_shard(empty_index_blob: np.ndarray, vectors: np.ndarray, row_ids: np.ndarray, *,
+                metric: str) -> np.ndarray:
+    """A copy of a trained empty index filled with ``vectors`` under ids ``row_ids``; serialized."""
+    index = faiss.deserialize_index(empty_index_blob)
+    index.add_with_ids(prepare(vectors, metric=metric), np.ascontiguousarray(row_ids, dtype=np.int64))
+    return faiss.serialize_index(index)
+
+
+def build_index(vectors: np.ndarray, *, metric: str = "cosine", gpu: bool = True, spec: IndexSpec | None = None,
+                seed: int = 0) -> faiss.Index:
+    """One index over ``vectors`` (rows are ids 0..N−1); exact unless ``spec`` says otherwise.
+
+    An IVF quantiser is trained on ``spec.train_size`` rows drawn with ``seed``.
+    On GPU when one is present and ``gpu``.
+    """
+    spec = spec or IndexSpec("flat", metric)
+    if spec.metric != metric:
+        raise ValueError(f"spec metric {spec.metric!r} differs from metric {metric!r}")
     x = prepare(vectors, metric=metric)
-    index = faiss.IndexFlatL2(x.shape[1])
-    index.add(x)
+    if spec.kind == "flat":
+        index = faiss.IndexFlatL2(x.shape[1])
+        index.add(x)
+    else:
+        sample = x[np.sort(np.random.default_rng(seed).choice(len(x), spec.train_size, replace=False))]
+        index = train_empty_index(sample, IndexSpec(**{**spec.as_dict(), "metric": "l2"}))
+        index.add(x)
     return to_gpu_if_available(index) if gpu else index
 
 
@@ -71,26 +178,46 @@ def deserialize(blob: np.ndarray) -> faiss.Index:
     return to_gpu_if_available(faiss.deserialize_index(blob))
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int, *, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest rows of ``index`` for each query: (distances [Q, k], row ids [Q, k])."""
-    k = min(k, index.ntotal)
-    sq, ids = index.search(prepare(queries, metric=metric), k)
-    sq = np.maximum(sq, 0.0)
+def search(index: faiss.Index | Sequence[faiss.Index], queries: np.ndarray, k: int, *,
+           metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest rows for each query: (distances [Q, k], row ids [Q, k]).
+
+    ``index`` may be a list of shards holding disjoint rows: each is searched and
+    the per-shard lists merged by distance. Missing results (an IVF probe that
+    found fewer than k rows) have id −1 and distance inf.
+    """
+    shards = [index] if isinstance(index, faiss.Index) else list(index)
+    k = min(k, sum(s.ntotal for s in shards))
+    x = prepare(queries, metric=metric)
+    found = [s.search(x, k) for s in shards]
+    sq = np.concatenate([f[0] for f in found], axis=1) if len(found) > 1 else found[0][0]
+    ids = np.concatenate([f[1] for f in found], axis=1) if len(found) > 1 else found[0][1]
+    if len(found) > 1:
+        order = np.argsort(np.where(ids < 0, np.inf, sq), axis=1, kind="stable")[:, :k]
+        sq, ids = np.take_along_axis(sq, order, 1), np.take_along_axis(ids, order, 1)
+    sq = np.where(ids < 0, np.inf, np.maximum(sq, 0.0))
     dist = sq / 2.0 if metric == "cosine" else np.sqrt(sq)
     return dist.astype(np.float32), ids
 
 
-def knn_graph(index: faiss.Index, queries: np.ndarray, query_rows: np.ndarray, k: int, *,
+def knn_graph(index: faiss.Index | Sequence[faiss.Index], queries: np.ndarray, query_rows: np.ndarray, k: int, *,
               metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Each query's ``k`` nearest neighbours in ``index``, itself excluded.
+    """Each query's ``k`` nearest neighbours in ``index`` (one index or its shards), itself excluded.
 
-    ``query_rows[i]`` is query i's own row in the index. One extra neighbour is
+    ``query_rows[i]`` is query i's own row id in the index. One extra neighbour is
     searched; the query's own row is removed wherever it ranks (an exact
-    duplicate may tie with it), else the farthest result is dropped.
+    duplicate may tie with it), else the farthest result is dropped. Queries an
+    IVF probe left short of k+1 results are searched again over every list.
     """
-    if k >= index.ntotal:
-        raise ValueError(f"k={k} needs more than {index.ntotal} indexed vectors (k must be < N)")
-    dist, ids = search(index, queries, k + 1, metric=metric)
+    shards = [index] if isinstance(index, faiss.Index) else list(index)
+    total = sum(s.ntotal for s in shards)
+    if k >= total:
+        raise ValueError(f"k={k} needs more than {total} indexed vectors (k must be < N)")
+    dist, ids = search(shards, queries, k + 1, metric=metric)
+    short = np.flatnonzero((ids < 0).any(axis=1))
+    if short.size:
+        with _probing_all(shards):
+            dist[short], ids[short] = search(shards, np.asarray(queries)[short], k + 1, metric=metric)
     is_self = ids == np.asarray(query_rows)[:, None]
     no_self = ~is_self.any(axis=1)
     is_self[no_self, -1] = True  # drop the farthest where self was not returned
@@ -134,3 +261,60 @@ def update_knn_graph(vectors: np.ndarray, fresh: np.ndarray, old_rows: np.ndarra
     elif merged.size:
         dist[merged], rows[merged] = old_dist[merged], old_rows[merged]
     return dist, rows, int(searched.size)
+
+
+@contextlib.contextmanager
+def _probing_all(shards: list[faiss.Index]):
+    """IVF shards scan every list inside the block (exact within the shard)."""
+    ivfs = [faiss.extract_index_ivf(s) for s in shards if _is_ivf(s)]
+    saved = [ivf.nprobe for ivf in ivfs]
+    try:
+        for ivf in ivfs:
+            ivf.nprobe = ivf.nlist
+        yield
+    finally:
+        for ivf, nprobe in zip(ivfs, saved):
+            ivf.nprobe = nprobe
+
+
+def _is_ivf(index: faiss.Index) -> bool:
+    try:
+        faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return False
+    return True
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean over queries of |found_k ∩ exact_k| / k for id arrays [Q, k]."""
+    found, exact = np.asarray(found), np.asarray(exact)
+    if found.shape != exact.shape or found.ndim != 2 or found.size == 0:
+        raise ValueError(f"found {found.shape} and exact {exact.shape} must be the same non-empty [Q, k] shape")
+    hits = sum(len(np.intersect1d(f, e)) for f, e in zip(found, exact))
+    return hits / exact.size
+
+
+def self_knn(vectors: np.ndarray, k: int, *, metric: str = "cosine", spec: IndexSpec | None = None,
+             batch_size: int = 65_536, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The kNN graph of ``vectors`` in one process: every row's k nearest other rows (dist, ids [N, k]).
+
+    The index follows ``spec`` (default: ``choose_spec`` for the size); queries go
+    in batches of ``batch_size`` so memory stays ~ the index plus one batch.
+    """
+    spec = spec or choose_spec(len(vectors), np.shape(vectors)[1], metric=metric)
+    index = build_index(vectors, metric=metric, gpu=True, spec=spec, seed=seed)
+    n = len(vectors)
+    dist, ids = np.empty((n, k), np.float32), np.empty((n, k), np.int64)
+    for a in range(0, n, batch_size):
+        b = min(n, a + batch_size)
+        dist[a:b], ids[a:b] = knn_graph(index, vectors[a:b], np.arange(a, b), k, metric=metric)
+    return dist, ids
+
+
+def exact_distances(query: np.ndarray, vectors: np.ndarray, *, metric: str) -> np.ndarray:
+    """Distances [N] from one query vector [D] to every row of ``vectors`` [N, D], in the metric's units."""
+    q, x = prepare(np.reshape(query, (1, -1)), metric=metric)[0], prepare(vectors, metric=metric)
+    if q.shape[0] != x.shape[1]:
+        raise ValueError(f"query has dimension {q.shape[0]}, the vectors {x.shape[1]}")
+    sq = np.maximum(np.einsum("ij,ij->i", x, x) - 2.0 * (x @ q) + q @ q, 0.0)
+    return (sq / 2.0 if metric == "cosine" else np.sqrt(sq)).astype(np.float32)

@@ -218,10 +218,14 @@ def _result_rows(table: str) -> Callable[[Lake, dict[str, Any]], pa.Table]:
     return load
 
 
-def _faiss_index(lake: Lake, run: dict[str, Any]):
+def _faiss_index(lake: Lake, run: dict[str, Any]) -> list:
+    """A kNN run's index shards (``index-<i>.faiss``, as many as ``index.json`` says); search them
+    together with :func:`brain.index.search`."""
     from brain import index
 
-    return index.deserialize(np.frombuffer(lake.read_artifact(run["run_id"], "index.faiss"), dtype=np.uint8))
+    meta = json.loads(lake.read_artifact(run["run_id"], "index.json"))
+    return [index.deserialize(np.frombuffer(lake.read_artifact(run["run_id"], f"index-{i}.faiss"), dtype=np.uint8))
+            for i in range(meta["shards"])]
 
 
 # What load_results returns, by run method; add an entry for a new method.

@@ -165,6 +165,40 @@ PATCH_EMBEDDINGS = pa.schema(
     ]
 )
 
+DUPLICATES = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("method", pa.string()),  # near (embedding graph, verified on pixels) | exact (content hash)
+        ("group_id", pa.string()),  # = kept_sample_id: the group's lowest sample id
+        ("kept_sample_id", pa.string()),
+        ("sample_id", pa.string()),  # a duplicate of the kept sample
+        ("distance", pa.float64()),  # to its nearest group member (0 for exact)
+    ]
+)
+
+UNIQUE = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("sample_id", pa.string()),
+        ("rank", pa.int32()),  # pick order of the k-center greedy selection, from 0
+    ]
+)
+
+LEAKS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("group_id", pa.string()),
+        ("kept_sample_id", pa.string()),
+        ("kept_split", pa.string()),
+        ("sample_id", pa.string()),  # a duplicate in another split than its kept sample
+        ("split", pa.string()),
+        ("distance", pa.float64()),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "samples": SAMPLES,
     "embeddings": EMBEDDINGS,
@@ -178,6 +212,9 @@ TABLES: dict[str, pa.Schema] = {
     "label_confusion": LABEL_CONFUSION,
     "patch_embeddings": PATCH_EMBEDDINGS,
     "runs": RUNS,
+    "duplicates": DUPLICATES,
+    "unique": UNIQUE,
+    "leaks": LEAKS,
 }
 
 # Tables whose rows belong to one run: deleting a run deletes its rows here.

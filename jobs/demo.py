@@ -1,7 +1,8 @@
 """The demo: scikit-learn's digits (1,797 real labelled images) end to end on the embedded default.
 
     digits → PNG files in class folders (train/ and test/) → ingest → embeddings (Ray Data)
-      → kNN graph (FAISS on Ray) → uniqueness (Spark) → predictions with out-of-fold logits
+      → kNN graph (FAISS on Ray) → uniqueness (Spark) → near-duplicates (Spark) → leaks between
+      train and test (Spark) → a unique subset of 100 → predictions with out-of-fold logits
       → the label-mistake walkthrough (jobs.walkthrough) → the 10 most and least unique samples
 
 Every stage is its own job reading and writing the lake; the demo only runs them in order.
@@ -48,10 +49,18 @@ def write_digits(folder: Path, *, test_fraction: float = 0.2, seed: int = 0) -> 
     return len(pixels)
 
 
+def line(lake: Lake, query: str) -> str:
+    """One SQL row as 'name value, …'."""
+    from brain import sql
+
+    return ", ".join(f"{k} {v}" for k, v in sql.query(lake, query).to_pylist()[0].items())
+
+
 def run(conf: Conf) -> str:
     from brain import sql
+    from brain import runs
     from brain.cli import make_console, print_table
-    from jobs import embed, ingest, neighbors, uniqueness
+    from jobs import duplicates, embed, ingest, leaks, linear_probe, neighbors, unique, uniqueness, walkthrough
 
     console = make_console()
     lake = Lake(conf.lake)
@@ -73,8 +82,18 @@ def run(conf: Conf) -> str:
     stage("embeddings (Ray Data)", lambda: embed.run(conf))
     stage("kNN graph (FAISS on Ray)", lambda: neighbors.run(conf))
     run_id = stage("uniqueness (Spark)", lambda: uniqueness.run(conf))
-    from brain import runs
-    from jobs import linear_probe, walkthrough
+    # Digits are 8×8: their thumbnails all lie within cosine distance 0.2 of each other, so the demo
+    # verifies on pixels only the closest candidate pairs (≤ 0.05), not every pair ≤ the default 0.5.
+    dup_conf = conf.model_copy(update={"duplicates": conf.duplicates.model_copy(update={"candidate_thresh": 0.05})})
+    stage("near-duplicates (Spark)", lambda: duplicates.run(dup_conf))
+    console.print("  " + line(lake, "SELECT count(*) AS duplicates, count(DISTINCT group_id) AS groups "
+                                    "FROM duplicates"))
+    stage("leaks between splits (Spark)", lambda: leaks.run(conf))
+    console.print("  " + line(lake, "SELECT count(*) AS leaked_duplicates, "
+                                    "count(DISTINCT group_id) AS groups_across_splits FROM leaks"))
+    stage("unique subset", lambda: unique.run(conf))
+    console.print("  " + line(lake, "SELECT count(*) AS unique_samples, count(DISTINCT s.label) AS labels_covered "
+                                    "FROM \"unique\" u JOIN samples s USING (sample_id)"))
 
     probe = stage("predictions with logits: logistic regression, out of fold", lambda: linear_probe.run(conf))
     console.print(f"  out-of-fold accuracy {dict(runs.get_run(lake, probe)['metrics'])['oof_accuracy']:.3f}; "
@@ -99,6 +118,8 @@ def run(conf: Conf) -> str:
                   f"{counts['uniqueness_rows']} uniqueness rows)")
     print(f"try:  brain sql \"{TRY_SQL}\"")
     print("      brain runs list")
+    print("      brain sql \"SELECT split, kept_split, count(*) AS n FROM leaks GROUP BY ALL\"")
+    print("      brain similar --id SAMPLE_ID -k 5 --where \"split = 'test'\"")
     return run_id
 
 

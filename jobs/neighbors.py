@@ -1,13 +1,20 @@
-"""kNN job: a FAISS index over an embeddings run and every sample's k nearest neighbours.
+"""kNN job: sharded FAISS indexes over an embeddings run and every sample's k nearest neighbours.
 
-The driver builds the (CPU) index once and puts it in Ray's object store; Ray tasks
-search query shards in parallel (on a GPU when the cluster has one) and each writes
-its shard to `neighbors`' staging folder; the driver commits all shards at once.
-The index file is saved with the run (``_artifacts/<run_id>/index.faiss``).
+    embeddings → index spec for the size (brain.index.choose_spec: flat / IVF-Flat / IVF-PQ)
+      → quantiser trained once on a random sample (driver)
+      → index shards filled in parallel by Ray tasks (rows split evenly, global row ids)
+      → query shards searched by Ray tasks against every index shard, results merged
+        (on a GPU when the cluster has one) → `neighbors` staging → one Delta commit
+      → recall@k of the graph vs exact search on `recall_queries` random samples → run.metrics
+
+Saved with the run (``_artifacts/<run_id>/``): ``index-<i>.faiss`` (one per shard),
+``index.json`` (the spec, shard count, embeddings run) and ``sample_ids.parquet``
+(row id → sample id), which ``brain.similarity`` reloads for queries.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import sys
@@ -16,6 +23,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from brain import index as knn_index
 from brain import runs
@@ -39,17 +47,47 @@ def read_vectors(lake: Lake, run_id: str) -> tuple[pa.Array, np.ndarray]:
     return table["sample_id"].combine_chunks(), vectors.flatten().to_numpy().reshape(len(lengths), lengths[0])
 
 
-def search_shard(index_blob: np.ndarray, vectors: np.ndarray, ids: pa.Array, start: int, stop: int, *,
-                 k: int, metric: str, lake_uri: str, run_id: str, threads: int) -> int:
-    """Search rows [start, stop) against the index and stage their neighbour lists."""
+def search_shard(shard_blobs: list[np.ndarray], vectors: np.ndarray, ids: pa.Array, start: int, stop: int, *,
+                 k: int, metric: str, lake_uri: str, run_id: str, threads: int,
+                 check_rows: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """Search rows [start, stop) against every index shard and stage their neighbour lists.
+
+    Returns (rows searched, the ``check_rows`` in this range, their neighbour row ids).
+    """
     import faiss
 
     faiss.omp_set_num_threads(threads)
-    index = knn_index.deserialize(index_blob)
+    shards = [knn_index.deserialize(blob) for blob in shard_blobs]
     rows = np.arange(start, stop)
-    dist, nbr = knn_index.knn_graph(index, vectors[start:stop], rows, k, metric=metric)
+    dist, nbr = knn_index.knn_graph(shards, vectors[start:stop], rows, k, metric=metric)
     Lake(lake_uri).stage("neighbors", run_id, graph_rows(run_id, ids, ids.slice(start, stop - start), dist, nbr))
-    return len(rows)
+    mine = check_rows[(check_rows >= start) & (check_rows < stop)]
+    return len(rows), mine, nbr[mine - start]
+
+
+def build_shard(empty_blob: np.ndarray, vectors: np.ndarray, start: int, stop: int, *, metric: str,
+                threads: int) -> np.ndarray:
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    return knn_index.build_shard(empty_blob, vectors[start:stop], np.arange(start, stop), metric=metric)
+
+
+def save_index(lake: Lake, run_id: str, shard_blobs: list[np.ndarray], spec: knn_index.IndexSpec,
+               embeddings_run_id: str, ids: pa.Array) -> None:
+    """The run's index files: ``index-<i>.faiss`` per shard, ``index.json``, ``sample_ids.parquet``."""
+    for i, blob in enumerate(shard_blobs):
+        lake.write_artifact(run_id, f"index-{i}.faiss", blob.tobytes())
+    lake.write_artifact(run_id, "index.json", json.dumps(
+        {**spec.as_dict(), "shards": len(shard_blobs), "embeddings_run_id": embeddings_run_id}).encode())
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"sample_id": ids}), sink)
+    lake.write_artifact(run_id, "sample_ids.parquet", sink.getvalue().to_pybytes())
+
+
+def _bounds(n: int, parts: int) -> list[tuple[int, int]]:
+    cuts = np.linspace(0, n, max(1, min(parts, n)) + 1).astype(int)
+    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
 def graph_rows(run_id: str, ids: pa.Array, query_ids: pa.Array, dist: np.ndarray, nbr: np.ndarray) -> pa.Table:
@@ -103,8 +141,9 @@ def update(conf: Conf, *, previous: str, fresh_ids: pa.Array) -> str:
         old_rows, old_dist = previous_graph(lake, previous, ids, cfg.k)
         fresh = pc.is_in(ids, fresh_ids).to_numpy(zero_copy_only=False)
         dist, nbr, searched = knn_index.update_knn_graph(vectors, fresh, old_rows, old_dist, cfg.k, metric=cfg.metric)
-        index = knn_index.build_index(vectors, metric=cfg.metric, gpu=False)
-        lake.write_artifact(run.run_id, "index.faiss", knn_index.serialize(index).tobytes())
+        spec = knn_index.choose_spec(len(ids), vectors.shape[1], metric=cfg.metric, kind="flat")
+        save_index(lake, run.run_id, [knn_index.serialize(knn_index.build_index(vectors, metric=cfg.metric, gpu=False))],
+                   spec, source["run_id"], ids)
         run.rows_written["neighbors"] = lake.write_files("neighbors", run.run_id, [graph_rows(run.run_id, ids, ids, dist, nbr)])
         run.metrics["searched"] = float(searched)
     log.info("neighbors: k=%d graph updated (%d of %d rows searched) in %.1f s", cfg.k, searched, len(ids),
@@ -125,24 +164,45 @@ def run(conf: Conf) -> str:
                     engine_versions=versions("ray", "faiss-cpu", "faiss-gpu-cu12"), executed_on=ray_where(),
                     sample_filter=source["sample_filter"]) as run:
         ids, vectors = read_vectors(lake, source["run_id"])
-        if cfg.k >= len(ids):
-            raise ValueError(f"neighbors.k={cfg.k} must be smaller than the {len(ids)} embedded samples")
-        blob = knn_index.serialize(knn_index.build_index(vectors, metric=cfg.metric, gpu=False))
-        lake.write_artifact(run.run_id, "index.faiss", blob.tobytes())
+        n = len(ids)
+        if cfg.k >= n:
+            raise ValueError(f"neighbors.k={cfg.k} must be smaller than the {n} embedded samples")
+        spec = knn_index.choose_spec(n, vectors.shape[1], metric=cfg.metric, kind=cfg.index,
+                                     flat_threshold=cfg.flat_threshold, pq_threshold=cfg.pq_threshold,
+                                     nlist=cfg.nlist, nprobe=cfg.nprobe)
+        rng = np.random.default_rng(0)
+        train_rows = np.sort(rng.choice(n, spec.train_size, replace=False)) if spec.train_size else np.arange(1)
+        empty = knn_index.serialize(knn_index.train_empty_index(vectors[train_rows], spec))
         gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // cfg.shards)
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // max(cfg.shards, cfg.index_shards))
+        vectors_ref, ids_ref, empty_ref = ray.put(vectors), ray.put(ids), ray.put(empty)
+        builder = ray.remote(build_shard).options(num_cpus=cpus)
+        shard_refs = [builder.remote(empty_ref, vectors_ref, a, b, metric=cfg.metric, threads=cpus)
+                      for a, b in _bounds(n, cfg.index_shards)]
+        shard_blobs = ray.get(shard_refs)
+        shards_ref = ray.put(shard_blobs)
+        save_index(lake, run.run_id, shard_blobs, spec, source["run_id"], ids)
+
+        check = np.sort(rng.choice(n, min(n, cfg.recall_queries), replace=False))
         task = ray.remote(search_shard).options(num_cpus=cpus, num_gpus=gpus)
-        blob_ref, vectors_ref, ids_ref = ray.put(blob), ray.put(vectors), ray.put(ids)
-        bounds = np.linspace(0, len(ids), cfg.shards + 1).astype(int)
-        done = ray.get([task.remote(blob_ref, vectors_ref, ids_ref, int(a), int(b), k=cfg.k, metric=cfg.metric,
-                                    lake_uri=lake.uri, run_id=run.run_id, threads=cpus)
-                        for a, b in zip(bounds[:-1], bounds[1:]) if b > a])
+        done = ray.get([task.remote(shards_ref, vectors_ref, ids_ref, a, b, k=cfg.k, metric=cfg.metric,
+                                    lake_uri=lake.uri, run_id=run.run_id, threads=cpus, check_rows=check)
+                        for a, b in _bounds(n, cfg.shards)])
         run.rows_written["neighbors"] = lake.commit_files("neighbors", run.run_id)
-        if not run.rows_written["neighbors"] == sum(done) == len(ids):
-            raise RuntimeError(f"neighbors: {len(ids)} samples but {sum(done)} searched and "
+        if not run.rows_written["neighbors"] == sum(d[0] for d in done) == n:
+            raise RuntimeError(f"neighbors: {n} samples but {sum(d[0] for d in done)} searched and "
                                f"{run.rows_written['neighbors']} committed")
-    log.info("neighbors: k=%d %s graph over %d samples in %d shards in %.1f s", cfg.k, cfg.metric,
-             len(ids), cfg.shards, time.perf_counter() - started)
+        if check.size:
+            found = np.concatenate([d[2] for d in done])
+            rows = np.concatenate([d[1] for d in done])
+            exact = knn_index.knn_graph(knn_index.build_index(vectors, metric=cfg.metric), vectors[rows], rows,
+                                        cfg.k, metric=cfg.metric)[1]
+            run.metrics["recall_at_k"] = knn_index.recall_at_k(found, exact)
+        run.metrics.update(n=float(n), k=float(cfg.k), nlist=float(spec.nlist), nprobe=float(spec.nprobe),
+                           index_shards=float(len(shard_blobs)), train_size=float(spec.train_size))
+    log.info("neighbors: k=%d %s graph over %d samples, %s index in %d shards, recall@k %.4f, %.1f s", cfg.k,
+             cfg.metric, n, spec.kind, len(shard_blobs), run.metrics.get("recall_at_k", float("nan")),
+             time.perf_counter() - started)
     return run.run_id
 
 

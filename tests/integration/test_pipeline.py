@@ -60,7 +60,7 @@ def test_every_sample_is_embedded_and_has_k_neighbours(pipeline):
                                      nbr["distances"].to_pylist()):
         assert len(ids) == conf.neighbors.k and sample_id not in ids
         assert dists == sorted(dists)
-    assert lake.read_artifact(run_ids["neighbors"], "index.faiss")
+    assert lake.read_artifact(run_ids["neighbors"], "index-0.faiss")
 
 
 def test_uniqueness_values(pipeline):

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -45,8 +47,9 @@ def test_load_results_by_method(lake):
     vectors = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
     with runs.track(lake, brain_key="knn", method="neighbors", dataset="d", config={}) as run:
         blob = index.serialize(index.build_index(vectors, gpu=False))
-        lake.write_artifact(run.run_id, "index.faiss", blob.tobytes())
-    loaded = runs.load_results(lake, "knn")
+        lake.write_artifact(run.run_id, "index-0.faiss", blob.tobytes())
+        lake.write_artifact(run.run_id, "index.json", json.dumps({"shards": 1}).encode())
+    (loaded,) = runs.load_results(lake, "knn")
     assert loaded.ntotal == 5
     _, ids = index.search(loaded, vectors[2:3], 1, metric="cosine")
     assert ids[0, 0] == 2

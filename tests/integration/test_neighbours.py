@@ -1,0 +1,163 @@
+"""Neighbours at scale on real engines: IVF kNN job + recall, similarity with a subset,
+near/exact duplicates on Spark, unique subset, leaks across splits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from PIL import Image
+from tests.conftest import local_conf
+
+from brain import index, runs, sql
+from brain.cli import main as brain_main
+from brain.config import IngestConf
+from brain.lake import Lake, plain_strings
+from brain.methods import duplicates
+from brain.similarity import similar
+
+pytestmark = pytest.mark.integration
+
+
+def _write_embeddings(lake: Lake, vectors: np.ndarray) -> list[str]:
+    ids = [f"s{i:05d}" for i in range(len(vectors))]
+    with runs.track(lake, brain_key="embeddings", method="embeddings", dataset="pets", config={}) as run:
+        run.rows_written["embeddings"] = lake.write_files("embeddings", run.run_id, [pa.table({
+            "run_id": pa.array([run.run_id] * len(ids)), "sample_id": pa.array(ids),
+            "vector": pa.array(list(vectors), pa.list_(pa.float32()))})])
+    return ids
+
+
+def test_ivf_knn_job_records_recall_and_serves_queries(tmp_path, ray_session):
+    from jobs import neighbors
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(30, 16))
+    x = (centres[rng.integers(0, 30, 3000)] + 0.3 * rng.normal(size=(3000, 16))).astype(np.float32)
+    lake = Lake(tmp_path / "lake")
+    ids = _write_embeddings(lake, x)
+    conf = local_conf(lake.uri)
+    conf.neighbors = conf.neighbors.model_copy(update=dict(k=5, flat_threshold=500, index_shards=2, shards=2,
+                                                            recall_queries=300))
+    run_id = neighbors.run(conf)
+
+    meta = json.loads(lake.read_artifact(run_id, "index.json"))
+    assert meta["kind"] == "ivf_flat" and meta["shards"] == 2 and meta["nlist"] > 1
+    metrics = dict(runs.get_run(lake, "knn")["metrics"])
+    assert metrics["recall_at_k"] >= 0.9 and metrics["nlist"] == meta["nlist"]
+    graph = plain_strings(lake.read("neighbors")).sort_by("sample_id")
+    assert graph.num_rows == 3000
+    found = np.array([[int(s[1:]) for s in row] for row in graph["neighbor_ids"].to_pylist()])
+    _, exact = index.self_knn(x, 5, spec=index.IndexSpec("flat", "cosine"))
+    rows = rng.choice(3000, 300, replace=False)
+    assert abs(index.recall_at_k(found[rows], exact[rows]) - metrics["recall_at_k"]) < 0.05
+
+    # similarity: the saved shards answer a query like exact search; a subset returns only its samples
+    top = similar(lake, "knn", sample_id=ids[7], k=5)
+    assert ids[7] not in top["sample_id"].to_pylist() and len(top) == 5
+    assert index.recall_at_k(np.array([[int(s[1:]) for s in top["sample_id"].to_pylist()]]), exact[7:8]) >= 0.8
+    by_vector = similar(lake, "knn", vector=x[7], k=6)
+    assert by_vector["sample_id"][0].as_py() == ids[7]
+
+
+def _tile_lake(root):
+    """Real photo tiles in train/test folders, with altered copies (some across splits) and a byte copy."""
+    from tests.quality.tiles import dataset
+
+    tiles, source, kind = dataset(copies_per_alteration=3, seed=1)
+    copies = np.flatnonzero(source >= 0)
+    sources = sorted(set(source[copies].tolist()))
+    originals = sources + [r for r in np.flatnonzero(source < 0).tolist() if r not in sources][:60 - len(sources)]
+    split_of = {o: ("train" if i % 2 else "test") for i, o in enumerate(originals)}
+    flip = {"train": "test", "test": "train"}
+    for i, r in enumerate(copies):  # every other copy sits in the other split than its original
+        split_of[int(r)] = flip[split_of[int(source[r])]] if i % 2 else split_of[int(source[r])]
+    paths = {}
+    for r in [*originals, *copies.tolist()]:
+        path = root / split_of[r] / "tiles" / f"tile-{r:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(tiles[r]).save(path)
+        paths[r] = path
+    byte_copy = root / "test" / "tiles" / "copy-of-0.png"
+    shutil.copyfile(paths[originals[0]], byte_copy)
+    origin = {str(p): int(r if source[r] < 0 else source[r]) for r, p in paths.items()}
+    origin[str(byte_copy)] = originals[0]
+    return origin, str(paths[originals[0]]), str(byte_copy)
+
+
+def test_duplicates_unique_and_leaks_on_spark(tmp_path, ray_session, spark):
+    from jobs import duplicates as dup_job
+    from jobs import embed, ingest, leaks, neighbors, unique
+
+    origin, first, byte_copy = _tile_lake(tmp_path / "images")
+    conf = local_conf(tmp_path / "lake", ingest=IngestConf(source=str(tmp_path / "images")))
+    conf.neighbors.k = 5
+    conf.unique.n = 8
+    for job in (ingest, embed, neighbors, dup_job, leaks, unique):
+        job.run(conf)
+    lake = Lake(conf.lake)
+    rows = sql.query(lake, "SELECT d.kept_sample_id AS kept, d.sample_id, k.uri AS kept_uri, s.uri, s.split, "
+                           "k.split AS kept_split FROM duplicates d JOIN samples s USING (sample_id) "
+                           "JOIN samples k ON k.sample_id = d.kept_sample_id").to_pylist()
+    group_of = {}
+    for row in rows:
+        group_of[row["uri"]] = group_of[row["kept_uri"]] = row["kept"]
+    # every copy is grouped with its original, and no group mixes two originals
+    by_origin = {}
+    for uri, o in origin.items():
+        by_origin.setdefault(o, []).append(uri)
+    for members in by_origin.values():
+        if len(members) > 1:
+            assert len({group_of.get(u) for u in members}) == 1 and group_of.get(members[0]) is not None, members
+    for kept in set(group_of.values()):
+        assert len({origin[u] for u, g in group_of.items() if g == kept}) == 1
+
+    # leaks: exactly the duplicates whose split differs from their kept sample's
+    leaked = sql.query(lake, "SELECT sample_id, split, kept_split FROM leaks").to_pylist()
+    expected = {r["sample_id"] for r in rows if r["split"] != r["kept_split"]}
+    assert {r["sample_id"] for r in leaked} == expected and expected
+    metrics = dict(runs.get_run(lake, "leaks")["metrics"])
+    assert metrics == {"leaks:test|train": float(len(expected))}
+
+    # exact duplicates by content hash: the byte copy only
+    conf.duplicates = conf.duplicates.model_copy(update=dict(method="exact", brain_key="exact_duplicates"))
+    dup_job.run(conf)
+    exact = sql.query(lake, "SELECT k.uri AS kept, s.uri FROM duplicates d JOIN samples s USING (sample_id) "
+                            "JOIN samples k ON k.sample_id = d.kept_sample_id "
+                            "WHERE d.brain_key = 'exact_duplicates'").to_pylist()
+    assert [sorted([r["kept"], r["uri"]]) for r in exact] == [sorted([first, byte_copy])]
+
+    # fraction: the threshold makes exactly ceil(fraction·N) duplicates (distinct distances)
+    conf.duplicates = conf.duplicates.model_copy(update=dict(method="near", brain_key="by_fraction", fraction=0.1))
+    dup_job.run(conf)
+    n = sql.query(lake, "SELECT count(*) AS n FROM samples")["n"][0].as_py()
+    by_fraction = sql.query(lake, "SELECT count(*) AS n FROM duplicates WHERE brain_key = 'by_fraction'")
+    assert by_fraction["n"][0].as_py() == int(np.ceil(0.1 * n))
+
+    # unique subset: the k-center picks over the same vectors
+    picks = sql.query(lake, "SELECT sample_id FROM \"unique\" ORDER BY rank")["sample_id"].to_pylist()
+    emb = plain_strings(lake.read("embeddings", columns=["sample_id", "vector"]))
+    vectors = np.stack(emb["vector"].to_numpy(zero_copy_only=False))
+    expected_picks = duplicates.find_unique(vectors, 8)
+    assert picks == [emb["sample_id"][int(i)].as_py() for i in expected_picks]
+
+    # similarity restricted to a subset returns only that subset, nearest first, like exact search
+    splits = sql.query(lake, "SELECT sample_id, split FROM samples ORDER BY sample_id").to_pylist()
+    split_of = {r["sample_id"]: r["split"] for r in splits}
+    query = next(s for s, split in split_of.items() if split == "train")
+    top = similar(lake, "knn", sample_id=query, k=4, where="split = 'test'")
+    assert len(top) == 4 and {split_of[s] for s in top["sample_id"].to_pylist()} == {"test"}
+    test_rows = [i for i, s in enumerate(emb["sample_id"].to_pylist()) if split_of[s] == "test"]
+    qv = vectors[emb["sample_id"].to_pylist().index(query)]
+    d = index.exact_distances(qv, vectors[test_rows], metric="cosine")
+    assert np.allclose(np.sort(d)[:4], top["distance"].to_numpy(), atol=1e-5)
+    assert pc.all(pc.greater_equal(top["distance"], 0)).as_py()
+    out = tmp_path / "similar.json"
+    assert brain_main(["similar", "--lake", lake.uri, "--id", query, "-k", "4", "--where", "split = 'test'",
+                       "--format", "json", "--out", str(out)]) == 0
+    assert [json.loads(line)["sample_id"] for line in out.read_text().splitlines()] == top["sample_id"].to_pylist()
+    assert brain_main(["similar", "--lake", lake.uri, "--id", "no-such-sample"]) == 2

@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+from scipy.sparse.csgraph import connected_components
+
+from brain import index
+from brain.methods import duplicates
+
+
+def clustered(n, d=16, centres=20, spread=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centres, d))
+    return (c[rng.integers(0, centres, n)] + spread * rng.normal(size=(n, d))).astype(np.float32)
+
+
+def with_copies(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(300, 12)).astype(np.float32)
+    copies = rng.choice(300, 30, replace=False)
+    noisy = x[copies] + 0.01 * rng.normal(size=(30, 12)).astype(np.float32)
+    return np.vstack([x, noisy, x[copies[:3]]]), copies
+
+
+def test_find_duplicates_groups_are_components_of_the_thresholded_graph():
+    x, copies = with_copies()
+    found = duplicates.find_duplicates(x, thresh=0.01)
+    # exact reference: components of all pairs within the threshold
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    dist = 1 - xn @ xn.T
+    np.fill_diagonal(dist, np.inf)
+    _, labels = connected_components(dist <= 0.01, directed=False)
+    expected = {}
+    for i, lab in enumerate(labels):
+        expected.setdefault(lab, []).append(i)
+    expected = {min(m): sorted(set(m) - {min(m)}) for m in expected.values() if len(m) > 1}
+    assert {k: sorted(d for d, _ in v) for k, v in found.items()} == expected
+    assert set(found) == set(copies.tolist())  # the originals (lowest index) are kept
+    assert all(0 <= dist_ <= 0.01 for v in found.values() for _, dist_ in v)
+
+
+def test_fraction_sets_the_number_of_duplicates():
+    x, _ = with_copies(1)
+    found = duplicates.find_duplicates(x, fraction=0.05)
+    assert sum(len(v) for v in found.values()) == int(np.ceil(0.05 * len(x)))
+    with pytest.raises(ValueError, match="not both"):
+        duplicates.find_duplicates(x, thresh=0.1, fraction=0.1)
+
+
+def test_default_threshold_is_documented_and_used():
+    x, _ = with_copies(2)
+    assert duplicates.find_duplicates(x) == duplicates.find_duplicates(x, thresh=duplicates.DEFAULT_THRESH)
+
+
+def test_exact_duplicates_by_hash():
+    found = duplicates.exact_duplicates(np.array(["a", "b", "a", "c", "b", "a"]))
+    assert found == {0: [(2, 0.0), (5, 0.0)], 1: [(4, 0.0)]}
+    with pytest.raises(ValueError, match=r"rows \[1\]"):
+        duplicates.exact_duplicates(np.array(["a", None]))
+
+
+def test_find_unique_spreads_over_clusters():
+    rng = np.random.default_rng(3)
+    centres = np.eye(6, 8, dtype=np.float32) * 10
+    x = np.repeat(centres, 50, axis=0) + 0.05 * rng.normal(size=(300, 8)).astype(np.float32)
+    picked = duplicates.find_unique(x, 6, metric="l2")
+    assert len(set(picked.tolist())) == 6
+    assert sorted(set((picked // 50).tolist())) == list(range(6))  # one per cluster
+    with pytest.raises(ValueError, match="n=301"):
+        duplicates.find_unique(x, 301)
+
+
+def test_ivf_graph_recall_and_sharded_search_match_exact():
+    x = clustered(6000)
+    spec = index.choose_spec(len(x), x.shape[1], flat_threshold=1000)
+    assert spec.kind == "ivf_flat" and spec.nlist > 1
+    _, approx = index.self_knn(x, 10, spec=spec)
+    _, exact = index.self_knn(x, 10, spec=index.IndexSpec("flat", "cosine"))
+    assert index.recall_at_k(approx, exact) >= 0.95
+    # flat shards holding disjoint rows give the exact graph once merged
+    empty = index.serialize(index.train_empty_index(x[:1], index.IndexSpec("flat", "cosine")))
+    shards = [index.deserialize(index.build_shard(empty, x[a:a + 2000], np.arange(a, a + 2000), metric="cosine"))
+              for a in range(0, 6000, 2000)]
+    _, merged = index.knn_graph(shards, x[:500], np.arange(500), 10, metric="cosine")
+    assert index.recall_at_k(merged, exact[:500]) >= 0.999
+
+
+def test_aligned_similarity_sees_through_shift_and_brightness_not_other_images():
+    from tests.quality.tiles import TILE, photos
+
+    camera = photos()[1]
+    a = camera[100:100 + TILE, 100:100 + TILE]
+    shifted = camera[102:102 + TILE, 102:102 + TILE]
+    assert duplicates.aligned_similarity(a, np.round(shifted * 0.85).astype(np.uint8)) > 0.95
+    assert duplicates.aligned_similarity(a, camera[300:300 + TILE, 300:300 + TILE]) < 0.9
+
+
+def test_index_kind_follows_the_size():
+    assert index.choose_spec(1000, 128).kind == "flat"
+    ivf = index.choose_spec(1_000_000, 128)
+    assert (ivf.kind, ivf.nlist, ivf.train_size) == ("ivf_flat", 4000, 160_000)
+    pq = index.choose_spec(30_000_000, 128)
+    assert pq.kind == "ivf_pq" and 128 % pq.pq_m == 0
+    with pytest.raises(ValueError, match="pq_m=5"):
+        index.choose_spec(100_000, 128, kind="ivf_pq", pq_m=5)
+    with pytest.raises(ValueError, match="index kind"):
+        index.choose_spec(10, 4, kind="hnsw")
