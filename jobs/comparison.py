@@ -9,7 +9,9 @@
 
 Verdict bands: L < 0.6 huge gap, 0.6–0.8 small gap, 0.8–1.2 fine, > 1.2 gap (the predict set is
 more typical than the fit set, e.g. it covers only its dense modes). The fits run on the driver:
-they see a bounded sample, and the cross-fitting (``folds`` fits per class) is the whole cost.
+they see a bounded sample, and the cross-fitting (``folds`` fits per class) is the whole cost. They
+run with one BLAS thread: the per-class, per-fold matrices are small, and on a shared 2-core machine
+multi-threaded BLAS turned the digits comparison's 0.8 s of CPU into 41 s (threads spinning).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import time
 
 import pyarrow as pa
+from threadpoolctl import threadpool_limits
 
 from brain import runs, vectors
 from brain.config import Conf
@@ -52,15 +55,15 @@ def run(conf: Conf) -> str:
         (fit_rows, fit_x), (predict_rows, predict_x) = chosen["fit"], chosen["predict"]
         labelled = fit_rows["label"].null_count == 0 and predict_rows["label"].null_count == 0
         options = dict(folds=cfg.folds, seed=fcfg.seed, **density_params(fcfg))
+        fit_labels, predict_labels = (rows["label"].to_numpy(zero_copy_only=False).astype(str)
+                                      for rows in (fit_rows, predict_rows))
         try:
-            if labelled:
-                report = fam.compare_per_class(fit_x, fit_rows["label"].to_numpy(zero_copy_only=False).astype(str),
-                                               predict_x,
-                                               predict_rows["label"].to_numpy(zero_copy_only=False).astype(str),
-                                               **options)
-                ratio, per_class = report.ratio, report.per_class
-            else:
-                ratio, per_class = fam.compare(fit_x, predict_x, **options), {}
+            with threadpool_limits(1):
+                if labelled:
+                    report = fam.compare_per_class(fit_x, fit_labels, predict_x, predict_labels, **options)
+                    ratio, per_class = report.ratio, report.per_class
+                else:
+                    ratio, per_class = fam.compare(fit_x, predict_x, **options), {}
         except ValueError as err:
             raise ValueError(f"comparison of {fit_set.spec!r} with {predict_set.spec!r}: {err}") from None
         run.metrics["ratio"] = ratio

@@ -2,6 +2,11 @@
 
     digits → PNG files in class folders (train/ and test/) → ingest → embeddings (Ray Data)
       → kNN graph (FAISS on Ray) → uniqueness (Spark) → the 10 most and least unique samples
+      → familiarity fit on train, every sample scored (Spark) → L(train → test) comparison
+      → 2-D map (visualization.method, UMAP by default, on Ray) → plot under LAKE/plots/
+
+UMAP's first run in a fresh environment compiles numba code (~60 s, cached on disk for later
+runs, ~2 s then); `brain demo --set visualization.method=pca` skips it.
 
 Every stage is its own job reading and writing the lake; the demo only runs them in order.
 """
@@ -50,7 +55,9 @@ def write_digits(folder: Path, *, test_fraction: float = 0.2, seed: int = 0) -> 
 def run(conf: Conf) -> str:
     from brain import sql
     from brain.cli import make_console, print_table
-    from jobs import embed, ingest, neighbors, uniqueness
+    from brain import lake_plots
+    from brain.cli import print_comparison
+    from jobs import comparison, embed, familiarity, ingest, neighbors, uniqueness, visualization
 
     console = make_console()
     lake = Lake(conf.lake)
@@ -77,6 +84,20 @@ def run(conf: Conf) -> str:
         table = sql.query(lake, TOP_SQL.format(key=conf.uniqueness.brain_key, order=order))
         console.print(f"\n[bold]10 {title} samples[/bold]")
         print_table(console, table)
+    fam_conf = conf.model_copy(update={
+        "familiarity": conf.familiarity.model_copy(update={"fit_split": "train"}),
+        "comparison": conf.comparison.model_copy(update={"fit": f"{conf.embed.brain_key}@train",
+                                                         "predict": f"{conf.embed.brain_key}@test"}),
+        "visualization": conf.visualization.model_copy(update={"embeddings_key": conf.embed.brain_key})})
+    stage("familiarity fit on train, scored (Spark)", lambda: familiarity.run(fam_conf))
+    comparison_id = stage("comparison train → test", lambda: comparison.run(fam_conf))
+    print_comparison(console, fam_conf, comparison_id)
+    stage(f"{conf.visualization.method} map (Ray)", lambda: visualization.run(fam_conf))
+    plot = Path(lake.uri) / "plots" / f"{conf.visualization.brain_key}.html"
+    stage("plot", lambda: lake_plots.plot_run(
+        lake, conf.visualization.brain_key, html_path=plot, png_path=plot.with_suffix(".png"), color_by="label",
+        size_by=f"uniqueness@{conf.uniqueness.brain_key}"))
+    console.print(f"  map: {plot} (and {plot.with_suffix('.png').name})")
     counts = sql.query(lake, "SELECT (SELECT count(*) FROM samples) AS samples, "
                              "(SELECT count(*) FROM uniqueness) AS uniqueness_rows").to_pylist()[0]
     console.print("\n[bold]stage timings[/bold]: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
@@ -84,6 +105,7 @@ def run(conf: Conf) -> str:
                   f"{counts['uniqueness_rows']} uniqueness rows)")
     print(f"try:  brain sql \"{TRY_SQL}\"")
     print("      brain runs list")
+    print(f"      brain plot {conf.visualization.brain_key} --color-by familiarity.percentile --out map.html")
     return run_id
 
 

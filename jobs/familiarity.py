@@ -8,6 +8,9 @@
            → `familiarity` (score = NLL, percentile among the fit sample's scores)
            → per label, the extremes_count most and least familiar → `familiarity_extremes`
 
+Fits and scoring use one BLAS thread (threadpoolctl): Spark already runs one Python worker per
+core, and on a shared machine multi-threaded BLAS over these small matrices mostly spins.
+
 Spark rather than Ray for scoring: scoring is a map over a join of two lake tables
 (embeddings and samples, for the per-label/per-split model), followed by a group-by
 label; Spark does the join, the shuffle and the per-group step, and its workers
@@ -24,6 +27,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
+from threadpoolctl import threadpool_limits
 
 from brain import runs, vectors
 from brain.config import Conf, FamiliarityConf
@@ -64,11 +68,13 @@ def fit_model(lake: Lake, cfg: FamiliarityConf, fit_set: vectors.VectorSet) -> t
     x = vectors.read_vectors(lake, fit_set.run_id, chosen["sample_id"].combine_chunks())
     groups = groups_of(chosen, cfg.per, f"fit set {fit_set.spec!r}")
     try:
-        model = fam.fit(x, groups, seed=cfg.seed, **density_params(cfg))
+        with threadpool_limits(1):
+            model = fam.fit(x, groups, seed=cfg.seed, **density_params(cfg))
     except ValueError as err:
         raise ValueError(f"familiarity fit on {fit_set.spec!r} ({x.shape[0]} samples, "
                          f"gaussian_count={cfg.gaussian_count}): {err}") from None
-    return model, np.sort(model.score(x, groups)), rows.num_rows
+    with threadpool_limits(1):
+        return model, np.sort(model.score(x, groups)), rows.num_rows
 
 
 def load_model(lake: Lake, run_id: str) -> tuple[fam.FamiliarityModel, np.ndarray]:
@@ -87,7 +93,8 @@ def score_batches(batches: Iterator[pa.RecordBatch], *, lake_uri: str, model_run
             continue
         x = vectors.matrix(batch, embeddings_run_id)
         groups = groups_of(pa.Table.from_batches([batch]), per, f"embeddings run {embeddings_run_id}")
-        scores = model.score(x, groups)
+        with threadpool_limits(1):
+            scores = model.score(x, groups)
         percentile = 100.0 * np.searchsorted(fit_scores, scores, side="right") / fit_scores.shape[0]
         yield pa.RecordBatch.from_arrays(
             [batch.column("sample_id"), batch.column("label"), pa.array(scores), pa.array(percentile)],

@@ -6,7 +6,6 @@ a train/test split) and the same digits rotated by 90 degrees as a second datase
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import re
@@ -16,32 +15,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from PIL import Image
-from tests.conftest import local_conf
+from tests.conftest import local_conf, write_embeddings_run
 
 from brain import runs, sql, vectors
 from brain.cli import main as brain_main
 from brain.lake import Lake
 from brain.methods.familiarity import FamiliarityModel
-from brain.schemas import EMBEDDINGS, SAMPLES
 
 pytestmark = pytest.mark.integration
 
 N = 300
-
-
-def write_embeddings_run(lake: Lake, dataset: str, key: str, vectors_: np.ndarray, labels, splits) -> list[str]:
-    """Samples of ``dataset`` and a succeeded embeddings run ``key`` holding ``vectors_``."""
-    ids = [f"{dataset}-{i:04d}" for i in range(len(vectors_))]
-    now = dt.datetime.now(dt.timezone.utc)
-    lake.append("samples", pa.Table.from_pylist(
-        [dict(sample_id=s, dataset=dataset, uri=f"/data/{s}.png", split=sp, label=lb, width=8, height=8,
-              content_hash=s, size_bytes=64, attributes="{}", ingested_at=now)
-         for s, lb, sp in zip(ids, labels, splits)], schema=SAMPLES))
-    with runs.track(lake, brain_key=key, method="embeddings", dataset=dataset, config={}) as run:
-        lake.append("embeddings", pa.table({
-            "run_id": [run.run_id] * len(ids), "sample_id": ids,
-            "vector": pa.array(vectors_.astype(np.float32).tolist(), pa.list_(pa.float32()))}, schema=EMBEDDINGS))
-    return ids
 
 
 @pytest.fixture(scope="module")
