@@ -181,3 +181,22 @@ def test_nan_vector_names_the_sample(tmp_path):
     assert runs.get_run(lake, "familiarity")["status"] == "failed"
     assert not lake.exists("familiarity") or lake.read("familiarity").num_rows == 0
     assert re.search("NaN", runs.get_run(lake, "familiarity")["error"])
+
+
+def test_umap_fit_on_a_sample_places_the_rest_by_class(digits_lake, ray_session):
+    """The fitted UMAP travels to Ray tasks and places unseen digits next to fitted digits of their class."""
+    from jobs import visualization
+
+    lake, conf = digits_lake
+    conf = conf.model_copy(deep=True)
+    conf.visualization.method, conf.visualization.max_fit_samples, conf.visualization.brain_key = "umap", 150, "umap"
+    run_id = visualization.run(conf)
+    assert dict(runs.get_run(lake, "umap")["metrics"])["projected"] == N - 150
+    rows = sql.query(lake, f"SELECT v.x, v.y, s.label FROM visualization v JOIN samples s USING (sample_id) "
+                           f"WHERE v.run_id = '{run_id}' ORDER BY sample_id")
+    xy = np.column_stack([rows["x"].to_numpy(), rows["y"].to_numpy()])
+    labels = np.asarray(rows["label"].to_pylist())
+    assert xy.shape == (N, 2) and np.isfinite(xy).all()
+    # leave-one-out 1-NN label agreement in the map: digits classes stay together
+    distance = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.diag(np.full(N, np.inf))
+    assert (labels[distance.argmin(axis=1)] == labels).mean() > 0.8
