@@ -26,6 +26,9 @@ JOBS = {
     "duplicates": "jobs.duplicates",
     "unique": "jobs.unique",
     "leaks": "jobs.leaks",
+    "familiarity": "jobs.familiarity",
+    "compare": "jobs.comparison",
+    "visualize": "jobs.visualization",
 }
 
 
@@ -88,8 +91,57 @@ def _cmd_job(args) -> int:
         updates = {k: v for k, v in dict(file=args.file, ids_file=args.ids, samples_column=args.samples_column,
                                          brain_key=args.brain_key).items() if v}
         conf.register_embeddings = conf.register_embeddings.model_copy(update=updates)
+    if args.command == "compare":
+        conf.comparison = conf.comparison.model_copy(
+            update={k: v for k, v in dict(fit=args.fit, predict=args.predict).items() if v})
     run_id = importlib.import_module(JOBS[args.command]).run(conf)
     print(f"run {run_id} succeeded; lake: {Path(conf.lake).resolve() if '://' not in conf.lake else conf.lake}")
+    if args.command == "compare":
+        print_comparison(make_console(), conf, run_id)
+    return 0
+
+
+def print_comparison(console, conf, run_id: str) -> None:
+    """L(fit → predict) overall and per class, from a comparison run's table."""
+    from brain import sql
+    from brain.lake import Lake
+
+    table = sql.query(Lake(conf.lake), "SELECT coalesce(label, '(overall)') AS label, ratio, verdict "
+                                       f"FROM familiarity_comparison WHERE run_id = '{run_id}' "
+                                       "ORDER BY label IS NOT NULL, label")
+    overall = table.slice(0, 1).to_pylist()[0]
+    console.print(f"L({conf.comparison.fit} → {conf.comparison.predict}) = {overall['ratio']:.3f}: "
+                  f"[bold]{overall['verdict']}[/bold]  (bands: < 0.6 huge gap, 0.6–0.8 small gap, "
+                  "0.8–1.2 fine, > 1.2 gap)")
+    if table.num_rows > 1:
+        print_table(console, table)
+
+
+def _cmd_plot(args) -> int:
+    from brain import lake_plots
+
+    lake = _lake(args)
+    sources = [s for s in (args.highlight_sql, args.highlight_file, args.unique) if s]
+    if len(sources) > 1:
+        raise ConfError("give at most one of --highlight-sql, --highlight-file, --unique")
+    highlight, name = [], "highlighted"
+    if args.unique:
+        from brain.schemas import TABLES
+
+        if "unique" not in TABLES:
+            raise ConfError("this lake has no `unique` table; pass the ids with --highlight-sql or --highlight-file")
+        from brain import runs
+
+        run_id = runs.latest_succeeded(lake, args.unique)["run_id"]
+        highlight, name = lake_plots.highlight_ids(
+            lake, query=f"SELECT sample_id FROM \"unique\" WHERE run_id = '{run_id}'"), "unique"
+    elif args.highlight_sql or args.highlight_file:
+        highlight = lake_plots.highlight_ids(lake, query=args.highlight_sql, path=args.highlight_file)
+    out = Path(args.out or Path(lake.uri) / "plots" / f"{args.key}.html")
+    png = None if args.no_png else Path(args.png or out.with_suffix(".png"))
+    for path in lake_plots.plot_run(lake, args.key, html_path=out, png_path=png, color_by=args.color_by,
+                                    size_by=args.size_by, highlight=highlight, highlight_name=name):
+        print(f"wrote {path}")
     return 0
 
 
@@ -208,8 +260,28 @@ def build_parser() -> argparse.ArgumentParser:
                             ("scan", "incremental scan of the dataset's sources (what a scheduler runs)"),
                             ("duplicates", "near or exact duplicate groups on Spark"),
                             ("unique", "a unique (k-center) subset of n samples"),
-                            ("leaks", "duplicates across splits on Spark")):
+                            ("leaks", "duplicates across splits on Spark"),
+                            ("familiarity", "fit a familiarity model on embeddings, score samples on Spark"),
+                            ("visualize", "2-D/3-D map of embeddings (umap|tsne|pca) on Ray")):
         with_conf(sub.add_parser(name, help=help_text)).set_defaults(func=_cmd_job)
+    cmp_p = with_conf(sub.add_parser("compare", help="dataset comparison L(fit → predict) with a verdict"))
+    cmp_p.add_argument("--fit", help="vector set NAME[@SPLIT]: an embeddings brain key or a dataset name, "
+                                     "optionally one split (e.g. embeddings@train)")
+    cmp_p.add_argument("--predict", help="vector set compared with the fit set (e.g. embeddings@test)")
+    cmp_p.set_defaults(func=_cmd_job)
+    plot_p = with_conf(sub.add_parser("plot", help="HTML + PNG scatter of a visualization run"))
+    plot_p.add_argument("key", help="brain key of a visualization run")
+    plot_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
+    plot_p.add_argument("--color-by", help="samples column (label, split...) or TABLE[.COLUMN][@KEY], "
+                                           "e.g. uniqueness, familiarity.percentile")
+    plot_p.add_argument("--size-by", help="numeric column, same forms as --color-by")
+    plot_p.add_argument("--out", help="HTML file (default: LAKE/plots/KEY.html)")
+    plot_p.add_argument("--png", help="PNG file (default: the HTML's path with .png)")
+    plot_p.add_argument("--no-png", action="store_true", help="write the HTML only")
+    plot_p.add_argument("--highlight-sql", help="SQL whose first column holds sample ids to outline")
+    plot_p.add_argument("--highlight-file", help="file of sample ids (one per line) to outline")
+    plot_p.add_argument("--unique", metavar="KEY", help="outline the samples of a `unique` table run")
+    plot_p.set_defaults(func=_cmd_plot)
     ing = with_conf(sub.add_parser("ingest", help="register a dataset's images"))
     ing.add_argument("--source", help="folder in class-per-subfolder layout")
     ing.add_argument("--manifest", help="CSV or Parquet manifest with a uri column")

@@ -173,6 +173,39 @@ class LeaksConf(_Section):
     duplicates_key: str = "duplicates"
 
 
+class FamiliarityConf(_Section):
+    brain_key: str = "familiarity"
+    embeddings_key: str = "embeddings"  # the embeddings run the model is fit on
+    fit_split: str | None = None  # fit only on samples of this split (e.g. train); None: all
+    score_key: str | None = None  # embeddings run to score; None: the fit run (every sample)
+    per: Literal["label", "split"] | None = None  # one density per label or per split
+    reduced_dims: int = Field(40, ge=1)
+    gaussian_count: int = Field(5, ge=1)
+    covariance_type: Literal["full", "diag"] = "full"
+    convergence_threshold: float = Field(1e-3, gt=0)
+    max_iterations: int = Field(100, ge=1)
+    max_fit_samples: int = Field(100_000, ge=2)  # fit on a random sample of at most this many rows
+    seed: int = 0
+    extremes_count: int = Field(10, ge=1)  # most/least familiar samples kept per label
+
+
+class ComparisonConf(_Section):
+    brain_key: str = "comparison"
+    fit: str | None = None  # EMBEDDINGS_KEY_OR_DATASET[@SPLIT], see brain.comparison
+    predict: str | None = None
+    folds: int = Field(5, ge=2)  # cross-fitting folds (density parameters: the familiarity section)
+
+
+class VisualizationConf(_Section):
+    brain_key: str = "visualization"
+    embeddings_key: str = "embeddings"
+    method: Literal["umap", "tsne", "pca"] = "umap"
+    num_dims: Literal[2, 3] = 2
+    max_fit_samples: int = Field(50_000, ge=5)  # fit the map on this many; place the rest in parallel
+    seed: int = 0
+    shards: int = Field(4, ge=1)  # Ray tasks placing the rows outside the fit sample
+
+
 class Conf(_Section):
     lake: str = "lake"  # a relative folder is taken from the working directory
     dataset: str = "default"
@@ -193,6 +226,9 @@ class Conf(_Section):
     duplicates: DuplicatesConf = Field(default_factory=DuplicatesConf)
     unique: UniqueConf = Field(default_factory=UniqueConf)
     leaks: LeaksConf = Field(default_factory=LeaksConf)
+    familiarity: FamiliarityConf = Field(default_factory=FamiliarityConf)
+    comparison: ComparisonConf = Field(default_factory=ComparisonConf)
+    visualization: VisualizationConf = Field(default_factory=VisualizationConf)
 
 
 class ConfError(ValueError):

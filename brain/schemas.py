@@ -199,6 +199,49 @@ LEAKS = pa.schema(
     ]
 )
 
+FAMILIARITY = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("sample_id", pa.string()),
+        ("score", pa.float64()),  # negative log-likelihood under the run's model: higher = less familiar
+        ("percentile", pa.float64()),  # % of the model's fit samples with a score <= this one
+    ]
+)
+
+FAMILIARITY_EXTREMES = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("label", pa.string()),  # null: samples without a label
+        ("which_end", pa.string()),  # most | least (familiar)
+        ("rank", pa.int32()),  # 0 = the most familiar ("most") or the least familiar ("least")
+        ("sample_id", pa.string()),
+        ("score", pa.float64()),
+    ]
+)
+
+FAMILIARITY_COMPARISON = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("label", pa.string()),  # null: the overall ratio
+        ("ratio", pa.float64()),  # L(fit -> predict), in [0, 2]
+        ("verdict", pa.string()),  # huge gap | small gap | fine | gap
+    ]
+)
+
+VISUALIZATION = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("sample_id", pa.string()),
+        ("x", pa.float64()),
+        ("y", pa.float64()),
+        ("z", pa.float64()),  # null for 2-D maps
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "samples": SAMPLES,
     "embeddings": EMBEDDINGS,
@@ -215,6 +258,10 @@ TABLES: dict[str, pa.Schema] = {
     "duplicates": DUPLICATES,
     "unique": UNIQUE,
     "leaks": LEAKS,
+    "familiarity": FAMILIARITY,
+    "familiarity_extremes": FAMILIARITY_EXTREMES,
+    "familiarity_comparison": FAMILIARITY_COMPARISON,
+    "visualization": VISUALIZATION,
 }
 
 # Tables whose rows belong to one run: deleting a run deletes its rows here.

@@ -4,6 +4,11 @@
       → kNN graph (FAISS on Ray) → uniqueness (Spark) → near-duplicates (Spark) → leaks between
       train and test (Spark) → a unique subset of 100 → predictions with out-of-fold logits
       → the label-mistake walkthrough (jobs.walkthrough) → the 10 most and least unique samples
+      → familiarity fit on train, every sample scored (Spark) → L(train → test) comparison
+      → 2-D map (visualization.method, UMAP by default, on Ray) → plot under LAKE/plots/
+
+UMAP's first run in a fresh environment compiles numba code (~60 s, cached on disk for later
+runs, ~2 s then); `brain demo --set visualization.method=pca` skips it.
 
 Every stage is its own job reading and writing the lake; the demo only runs them in order.
 """
@@ -60,7 +65,10 @@ def run(conf: Conf) -> str:
     from brain import sql
     from brain import runs
     from brain.cli import make_console, print_table
-    from jobs import duplicates, embed, ingest, leaks, linear_probe, neighbors, unique, uniqueness, walkthrough
+    from brain import lake_plots
+    from brain.cli import print_comparison
+    from jobs import (comparison, duplicates, embed, familiarity, ingest, leaks, linear_probe, neighbors, unique,
+                      uniqueness, visualization, walkthrough)
 
     console = make_console()
     lake = Lake(conf.lake)
@@ -111,6 +119,20 @@ def run(conf: Conf) -> str:
         table = sql.query(lake, TOP_SQL.format(key=conf.uniqueness.brain_key, order=order))
         console.print(f"\n[bold]10 {title} samples[/bold]")
         print_table(console, table)
+    fam_conf = conf.model_copy(update={
+        "familiarity": conf.familiarity.model_copy(update={"fit_split": "train"}),
+        "comparison": conf.comparison.model_copy(update={"fit": f"{conf.embed.brain_key}@train",
+                                                         "predict": f"{conf.embed.brain_key}@test"}),
+        "visualization": conf.visualization.model_copy(update={"embeddings_key": conf.embed.brain_key})})
+    stage("familiarity fit on train, scored (Spark)", lambda: familiarity.run(fam_conf))
+    comparison_id = stage("comparison train → test", lambda: comparison.run(fam_conf))
+    print_comparison(console, fam_conf, comparison_id)
+    stage(f"{conf.visualization.method} map (Ray)", lambda: visualization.run(fam_conf))
+    plot = Path(lake.uri) / "plots" / f"{conf.visualization.brain_key}.html"
+    stage("plot", lambda: lake_plots.plot_run(
+        lake, conf.visualization.brain_key, html_path=plot, png_path=plot.with_suffix(".png"), color_by="label",
+        size_by=f"uniqueness@{conf.uniqueness.brain_key}"))
+    console.print(f"  map: {plot} (and {plot.with_suffix('.png').name})")
     counts = sql.query(lake, f"SELECT (SELECT count(*) FROM samples WHERE dataset = '{conf.dataset}') AS samples, "
                              "(SELECT count(*) FROM uniqueness) AS uniqueness_rows").to_pylist()[0]
     console.print("\n[bold]stage timings[/bold]: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
@@ -120,6 +142,7 @@ def run(conf: Conf) -> str:
     print("      brain runs list")
     print("      brain sql \"SELECT split, kept_split, count(*) AS n FROM leaks GROUP BY ALL\"")
     print("      brain similar --id SAMPLE_ID -k 5 --where \"split = 'test'\"")
+    print(f"      brain plot {conf.visualization.brain_key} --color-by familiarity.percentile --out map.html")
     return run_id
 
 

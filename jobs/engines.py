@@ -18,6 +18,9 @@ def ray_init(conf: Conf):
 
     if ray.is_initialized():
         return ray
+    # Ray's tqdm support replaces builtins.print with a Python function, which numba cannot compile:
+    # UMAP fits above 4,096 rows (pynndescent) then fail to compile in a process that started Ray.
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     address = conf.ray.address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(include_dashboard=conf.ray.include_dashboard, log_to_driver=True,
                   logging_level=logging.WARNING, configure_logging=True)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import pyarrow as pa
 from PIL import Image
 
+from brain import runs
 from brain.config import Conf, SparkConf
 from brain.lake import Lake
+from brain.schemas import EMBEDDINGS, SAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,3 +94,18 @@ def spark():
     session = spark_session(local_conf("unused"))
     yield session
     session.stop()
+
+
+def write_embeddings_run(lake: Lake, dataset: str, key: str, vectors_: np.ndarray, labels, splits) -> list[str]:
+    """Samples of ``dataset`` and a succeeded embeddings run ``key`` holding ``vectors_``."""
+    ids = [f"{dataset}-{i:04d}" for i in range(len(vectors_))]
+    now = dt.datetime.now(dt.timezone.utc)
+    lake.append("samples", pa.Table.from_pylist(
+        [dict(sample_id=s, dataset=dataset, uri=f"/data/{s}.png", split=sp, label=lb, width=8, height=8,
+              content_hash=s, size_bytes=64, attributes="{}", ingested_at=now)
+         for s, lb, sp in zip(ids, labels, splits)], schema=SAMPLES))
+    with runs.track(lake, brain_key=key, method="embeddings", dataset=dataset, config={}) as run:
+        lake.append("embeddings", pa.table({
+            "run_id": [run.run_id] * len(ids), "sample_id": ids,
+            "vector": pa.array(vectors_.astype(np.float32).tolist(), pa.list_(pa.float32()))}, schema=EMBEDDINGS))
+    return ids

@@ -58,7 +58,7 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, Self
+from typing import IO, Any, Literal, Protocol, Self
 
 import numpy as np
 from scipy.special import logsumexp
@@ -260,8 +260,8 @@ class FamiliarityModel:
                 out[rows] = _scores_of(density, x[rows], "vectors")
         return out
 
-    def save(self, path: str | Path) -> Path:
-        """Write the model to ``path`` as an ``.npz`` of arrays plus a JSON header (no pickle).
+    def save(self, path: str | Path | IO[bytes]) -> Path | IO[bytes]:
+        """Write the model to ``path`` (or a binary file object) as an ``.npz`` of arrays plus a JSON header (no pickle).
 
         Only :class:`PcaGmmDensity` models can be saved; custom strategies
         persist themselves.
@@ -277,15 +277,18 @@ class FamiliarityModel:
         for i, density in enumerate(self.densities_):
             for key, value in density._state().items():
                 arrays[f"density{i}.{key}"] = value
+        if hasattr(path, "write"):
+            np.savez(path, **arrays)
+            return path
         path = Path(path)
         with path.open("wb") as f:
             np.savez(f, **arrays)
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> FamiliarityModel:
-        """Read a model written by :meth:`save`."""
-        with np.load(Path(path), allow_pickle=False) as data:
+    def load(cls, path: str | Path | IO[bytes]) -> FamiliarityModel:
+        """Read a model written by :meth:`save` (from a path or a binary file object)."""
+        with np.load(path if hasattr(path, "read") else Path(path), allow_pickle=False) as data:
             header = json.loads(str(data["header"]))
             if header.get("format") != _FORMAT:
                 raise ValueError(f"{path} is not a {_FORMAT} file")

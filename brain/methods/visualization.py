@@ -37,7 +37,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-__all__ = ["compute_visualization", "compute_visualization_sampled", "numba_cache_dir"]
+__all__ = ["compute_visualization", "compute_visualization_sampled", "fit_map", "import_umap", "numba_cache_dir"]
 
 Method = Literal["umap", "tsne", "pca"]
 _TSNE_PCA_DIMS = 50
@@ -60,7 +60,7 @@ def compute_visualization(
     x = _check(vectors, method, num_dims)
     if method == "tsne":
         return _tsne(x, num_dims, seed, params)
-    return _fit_map(x, method, num_dims, seed, params)[1]
+    return fit_map(x, method, num_dims, seed, params)[1]
 
 
 def compute_visualization_sampled(
@@ -92,7 +92,7 @@ def compute_visualization_sampled(
             f"> max_fit_samples={max_fit_samples}; use method='umap' or 'pca', or raise max_fit_samples"
         )
     in_fit[np.random.default_rng(seed).choice(x.shape[0], size=max_fit_samples, replace=False)] = True
-    model, fitted = _fit_map(x[in_fit], method, num_dims, seed, params)
+    model, fitted = fit_map(x[in_fit], method, num_dims, seed, params)
     coords = np.empty((x.shape[0], num_dims))
     coords[in_fit] = fitted
     coords[~in_fit] = model.transform(x[~in_fit])
@@ -105,13 +105,20 @@ def numba_cache_dir() -> Path:
     return Path(base) / "lakebrain" / "numba"
 
 
-def _fit_map(
+def fit_map(
     x: np.ndarray, method: Method, num_dims: int, seed: int, params: dict[str, Any]
 ) -> tuple[Any, np.ndarray]:
+    """A fitted UMAP or PCA (its ``transform`` places new rows) and the coordinates of ``x``.
+
+    t-SNE has no ``transform``: use :func:`compute_visualization` for it.
+    """
+    if method == "tsne":
+        raise ValueError("method='tsne' has no transform; use compute_visualization")
+    x = _check(x, method, num_dims)
     if method == "pca":
         model = PCA(n_components=num_dims, random_state=seed, **params)
         return model, model.fit_transform(x)
-    umap = _import_umap()
+    umap = import_umap()
     options = {"n_neighbors": min(15, x.shape[0] - 1), "min_dist": 0.1, "n_jobs": 1, **params}
     model = umap.UMAP(n_components=num_dims, random_state=seed, **options)
     return model, np.asarray(model.fit_transform(x), dtype=np.float64)
@@ -125,7 +132,7 @@ def _tsne(x: np.ndarray, num_dims: int, seed: int, params: dict[str, Any]) -> np
 
 
 @functools.cache
-def _import_umap() -> ModuleType:
+def import_umap() -> ModuleType:
     """Import umap with numba's on-disk cache on for its jitted functions (module docstring)."""
     os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir()))
     import umap
