@@ -72,13 +72,16 @@ def run(conf: Conf, *, sample_ids: list[str] | None = None, carry_from: str | No
         keep = view.filter(pc.invert(pc.is_in(view["sample_id"], todo["sample_id"])))
         run.metrics["carried"] = float(carry_forward(lake, carry_from, run.run_id, keep))
 
+    def count(lake: Lake, run: runs.Run) -> None:
+        run.metrics["embedded"] = float(run.rows_written["embeddings"] - run.metrics.get("carried", 0.0))
+
     kwargs = model_kwargs(conf, conf.embed.model, conf.embed.batch_size)
     return run_pipeline(conf, PipelineSpec(
         table="embeddings", brain_key=conf.embed.brain_key, method="embeddings",
         items=todo.select(["sample_id", "uri"]), model_name=conf.embed.model, model_kwargs=kwargs,
         shard_size=conf.embed.shard_size, resume=conf.embed.resume, in_process=in_process,
         sample_filter=runs.dataset_filter(conf.dataset, conf.embed.where),
-        before_commit=carry if carry_from is not None else None,
+        before_commit=carry if carry_from is not None else None, after_commit=count,
         settings=dict(model=conf.embed.model, kwargs=kwargs, shard_size=conf.embed.shard_size)))
 
 
