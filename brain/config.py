@@ -112,6 +112,12 @@ class LabelQualityConf(_Section):
     hardness_key: str = "hardness"
     brain_key: str = "mistakenness"
     method: Literal["margin", "self_confidence", "fiftyone", "fiftyone_confidence"] = "margin"
+    # detection mistakenness
+    ground_truth: str = "attributes.detections"  # boxes per sample: a field of samples.attributes
+    detection_key: str = "detection_mistakenness"
+    iou_threshold: float = Field(0.5, gt=0, lt=1)
+    missing_confidence: float = Field(0.95, ge=0, le=1)
+    copy_missing: bool = False  # write ground truth + possibly missing objects to `detection_labels`
 
 
 class WalkthroughConf(_Section):

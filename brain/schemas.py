@@ -79,6 +79,36 @@ MISTAKENNESS = pa.schema(
     ]
 )
 
+DETECTION_MISTAKENNESS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("sample_id", pa.string()),
+        ("mistakenness", pa.float64()),  # max over the sample's matched objects; -1 when none matched
+        ("mistakenness_loc", pa.float64()),
+        ("num_missing", pa.int64()),  # confident predictions no ground truth matched
+        ("num_spurious", pa.int64()),  # ground-truth objects no prediction matched
+    ]
+)
+
+DETECTION_OBJECTS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("sample_id", pa.string()),
+        ("source", pa.string()),  # ground_truth | prediction
+        ("object_index", pa.int32()),  # position in the sample's list of that source
+        ("label", pa.string()),
+        ("bbox", pa.list_(pa.float32())),
+        ("confidence", pa.float32()),
+        ("mistakenness", pa.float64()),  # ground truth: class mistakenness of its match (-1 unmatched)
+        ("mistakenness_loc", pa.float64()),
+        ("iou", pa.float64()),
+        ("possible_missing", pa.bool_()),  # predictions only
+        ("possible_spurious", pa.bool_()),  # ground truth only
+    ]
+)
+
 LABEL_QUALITY_CLASSES = pa.schema(
     [
         ("run_id", pa.string()),
@@ -151,6 +181,15 @@ PREDICTIONS = pa.schema(
         ("confidence", pa.float32()),  # max softmax probability / that detection's score
         ("logits", pa.list_(pa.float32())),  # classifiers with store_logits; class order in the run's classes.json
         ("detections", pa.list_(DETECTION)),  # detectors: those with confidence >= confidence_thresh
+    ]
+)
+
+DETECTION_LABELS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("sample_id", pa.string()),
+        # a new labels version: the ground truth plus the possibly missing objects (copy_missing)
+        ("detections", pa.list_(DETECTION)),
     ]
 )
 
@@ -251,6 +290,9 @@ TABLES: dict[str, pa.Schema] = {
     "predictions": PREDICTIONS,
     "hardness": HARDNESS,
     "mistakenness": MISTAKENNESS,
+    "detection_mistakenness": DETECTION_MISTAKENNESS,
+    "detection_objects": DETECTION_OBJECTS,
+    "detection_labels": DETECTION_LABELS,
     "label_quality_classes": LABEL_QUALITY_CLASSES,
     "label_confusion": LABEL_CONFUSION,
     "patch_embeddings": PATCH_EMBEDDINGS,
