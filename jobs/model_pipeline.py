@@ -105,7 +105,7 @@ def decode_shard(batch: pa.Table, *, model_name: str | None, model_kwargs: dict,
             Lake(lake_uri).stage("ingest_errors", run_id, pa.Table.from_pylist(errors, schema=INGEST_ERRORS),
                                  name=f"shard-{shard}")
         array = np.ascontiguousarray(model.preprocess(pixels))
-        out.append(dict(shard=shard, items=_ipc(items.take(keep).drop_columns(["uri"])),
+        out.append(dict(shard=shard, items=_ipc(items.take(pa.array(keep, pa.int64())).drop_columns(["uri"])),
                         pixels=array.tobytes(), shape=list(array.shape), dtype=str(array.dtype)))
     return pa.Table.from_pylist(out, schema=DECODED)
 
