@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from brain import index as knn_index
-from brain import runs
+from brain import runs, sql
 from brain.lake import Lake, plain_strings
 
 
@@ -42,13 +42,10 @@ def _embeddings(lake: Lake, run_id: str, sample_ids: list[str] | None = None) ->
 
 
 def _where(lake: Lake, where: str) -> list[str]:
-    """Sample ids matching a SQL condition over ``samples`` (DuckDB over the table's plain-string rows)."""
-    import duckdb
-
-    samples = plain_strings(lake.read("samples"))  # noqa: F841 (DuckDB reads the local by name)
+    """Sample ids matching a SQL condition over ``samples``."""
     try:
-        return duckdb.sql(f"SELECT sample_id FROM samples WHERE {where}").to_arrow_table()["sample_id"].to_pylist()
-    except duckdb.Error as err:
+        return sql.query(lake, f"SELECT sample_id FROM samples WHERE {where}")["sample_id"].to_pylist()
+    except ValueError as err:
         raise ValueError(f"--where {where!r} is not a valid condition over samples: {err}") from None
 
 

@@ -12,6 +12,10 @@ from brain.schemas import TABLES
 def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection where each existing lake table is a view of its committed rows."""
     con = duckdb.connect()
+    # delta-rs records string columns as string_view; when DuckDB pushes a filter into the Arrow
+    # dataset, pyarrow prunes row groups by comparing string_view statistics with a string literal
+    # and has no kernel for it ("WHERE split = 'test'" fails). Filters then run in DuckDB.
+    con.execute("SET disabled_optimizers = 'filter_pushdown'")
     for name in TABLES:
         if lake.exists(name):
             con.register(name, lake.dataset(name))
