@@ -8,9 +8,10 @@ them two ways with the same batch size and torch threads:
 * ray: ``jobs.embed.run`` (decode tasks → model actor → one staged file per shard → commit).
 
 Start-up and steady state are reported apart. Start-up is the time until the first
-``shard_size`` images are embedded (plain: model load + those batches; ray: Ray start,
-actor start, first shard staged, read from the staged files' modification times);
-steady-state images/s counts the images after that over the time after that.
+embeddings exist: plain: model load + the first batch; ray: Ray start, actor start and
+the first shard staged (the pipeline's first shard is one batch), read from the staged
+files' modification times. Steady-state images/s counts the images after that over the
+time after that.
 
     .venv/bin/python bench/embed_throughput.py [--n 20000] [--batch-size 256] [--threads 2]
 """
@@ -124,7 +125,7 @@ def main() -> None:
     samples = Lake(lake_path).read("samples", columns=["sample_id", "uri"]).sort_by("sample_id")
     uris = samples["uri"].to_pylist()
     vectors, plain_start, plain_ips = plain_loop(uris, str(work / "cnn.pt"), batch_size=args.batch_size,
-                                                 threads=args.threads, warm=args.shard_size)
+                                                 threads=args.threads, warm=min(args.batch_size, args.shard_size))
     print(f"plain loop: start-up {plain_start:.2f} s, steady {plain_ips:.0f} images/s", flush=True)
 
     run_id, ray_init_s, ray_start, ray_ips, ray_total = ray_job(lake_path, str(work / "cnn.pt"), batch_size=args.batch_size,

@@ -1,6 +1,7 @@
 """The sharded, resumable model pipeline on Ray Data that embed, apply-model and patch jobs share.
 
     items (sample_id, uri[, box columns]) sorted by sample_id, cut into shards of `shard_size`
+      (the first shard: one model batch, so results and errors show as soon as the model is up)
       → ray.data.from_items(one row per shard: its items as Arrow IPC bytes)
       → map_batches(decode_shard)   CPU tasks: read + decode (+ crop) + model.preprocess; a row out is the
                                     whole decoded shard as one NumPy buffer (no per-image Ray rows)
@@ -44,13 +45,21 @@ from brain.schemas import INGEST_ERRORS
 log = logging.getLogger("jobs.model_pipeline")
 
 
-def shard_items(items: pa.Table, shard_size: int) -> list[tuple[str, pa.Table]]:
-    """Sort by (sample_id[, patch_index]) and cut into shards with deterministic ids."""
+def shard_items(items: pa.Table, shard_size: int, first_shard_size: int | None = None) -> list[tuple[str, pa.Table]]:
+    """Sort by (sample_id[, patch_index]) and cut into shards with deterministic ids.
+
+    The first shard holds ``first_shard_size`` items (default: ``shard_size``), the others ``shard_size``.
+    A small first shard (one model batch) makes the first results, or the model's first error, come out
+    as soon as the model actor is up instead of after a whole shard has been decoded and run.
+    """
     keys = [("sample_id", "ascending")] + ([("patch_index", "ascending")] if "patch_index" in items.column_names else [])
     items = items.sort_by(keys)
+    first = min(first_shard_size or shard_size, shard_size)
+    starts = [0, *range(first, items.num_rows, shard_size)] if items.num_rows else []
+    ends = [*starts[1:], items.num_rows]
     shards = []
-    for i, start in enumerate(range(0, items.num_rows, shard_size)):
-        part = items.slice(start, shard_size)
+    for i, (start, end) in enumerate(zip(starts, ends)):
+        part = items.slice(start, end - start)
         digest = hashlib.sha1("\n".join(part["sample_id"].to_pylist()).encode()).hexdigest()[:12]
         shards.append((f"{i:06d}-{digest}", part))
     return shards
@@ -244,7 +253,7 @@ def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
         raise ValueError(f"nothing to run {spec.method} on in dataset {conf.dataset!r} of {lake.uri}")
     get_model(spec.model_name, **spec.model_kwargs)  # a missing package or weights file fails here, before Ray
     settings = json.loads(json.dumps(spec.settings, default=str))
-    shards = shard_items(spec.items, spec.shard_size)
+    shards = shard_items(spec.items, spec.shard_size, first_shard_size=spec.model_kwargs.get("batch_size"))
     run_id = resumable_run(lake, spec.brain_key, conf.dataset, settings) if spec.resume else None
     if run_id and not staged_shards(lake, spec.table, run_id) <= {sid for sid, _ in shards}:
         log.info("%s: run %s staged shards of other samples (the dataset changed): starting afresh",

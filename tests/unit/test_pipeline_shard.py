@@ -14,3 +14,16 @@ def test_a_shard_with_no_readable_image(lake, tmp_path):
     assert staged["rows"].to_pylist() == [0]
     assert lake.commit_files("ingest_errors", "r") == 2
     assert lake.commit_files("embeddings", "r") == 0
+
+
+def test_shards_start_with_one_batch_and_keep_their_ids():
+    from jobs.model_pipeline import shard_items
+
+    items = pa.table({"sample_id": [f"s{i:03d}" for i in range(25)][::-1], "uri": ["u"] * 25})
+    shards = shard_items(items, 10, first_shard_size=4)
+    assert [part.num_rows for _, part in shards] == [4, 10, 10, 1]
+    assert shards[0][1]["sample_id"].to_pylist() == ["s000", "s001", "s002", "s003"]
+    assert [sid for sid, _ in shards] == [sid for sid, _ in shard_items(items, 10, first_shard_size=4)]
+    assert [part.num_rows for _, part in shard_items(items, 10)] == [10, 10, 5]
+    assert [part.num_rows for _, part in shard_items(items, 10, first_shard_size=50)] == [10, 10, 5]
+    assert shard_items(items.slice(0, 0), 10, first_shard_size=4) == []
