@@ -27,7 +27,6 @@ class RayConf(_Section):
     actor_num_cpus: float = Field(0.5, gt=0)  # fractional, so read tasks are never starved
     num_actors: int = Field(1, ge=1)
     num_gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
-    read_parallelism: int = Field(4, ge=1)
 
 
 class SparkConf(_Section):

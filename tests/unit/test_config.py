@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from brain.config import ConfError, load_conf
@@ -33,3 +35,10 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("lake: [unclosed\n")
     with pytest.raises(ConfError, match="not valid YAML"):
         load_conf(bad)
+
+
+@pytest.mark.parametrize("name", ["conf-ray.yaml", "conf-spark-standalone.yaml", "conf-spark-k8s.yaml"])
+def test_shipped_cluster_configs_are_valid(name):
+    """They must load with the current schema (sections forbid unknown keys) and point at a shared lake."""
+    conf = load_conf(Path(__file__).resolve().parents[2] / "cluster" / name)
+    assert conf.lake.startswith("s3://")
