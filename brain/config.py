@@ -88,6 +88,7 @@ class NeighborsConf(_Section):
     pq_threshold: int = Field(20_000_000, ge=1)  # auto: ivf_pq (compressed) from this many vectors
     nlist: int | None = Field(None, ge=1)  # None: 4·sqrt(N)
     nprobe: int = Field(8, ge=1)  # IVF lists scanned per query
+    pq_refine_m: int | None = Field(None, ge=0)  # ivf_pq re-ranking code bytes (None: ≈ d/2; 0: no re-ranking)
     index_shards: int = Field(1, ge=1)  # index shards built by parallel Ray tasks (rows split evenly)
     recall_queries: int = Field(2000, ge=0)  # random samples whose neighbours are checked against exact search
 

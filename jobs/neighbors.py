@@ -169,7 +169,7 @@ def run(conf: Conf) -> str:
             raise ValueError(f"neighbors.k={cfg.k} must be smaller than the {n} embedded samples")
         spec = knn_index.choose_spec(n, vectors.shape[1], metric=cfg.metric, kind=cfg.index,
                                      flat_threshold=cfg.flat_threshold, pq_threshold=cfg.pq_threshold,
-                                     nlist=cfg.nlist, nprobe=cfg.nprobe)
+                                     nlist=cfg.nlist, nprobe=cfg.nprobe, refine_m=cfg.pq_refine_m)
         rng = np.random.default_rng(0)
         train_rows = np.sort(rng.choice(n, spec.train_size, replace=False)) if spec.train_size else np.arange(1)
         empty = knn_index.serialize(knn_index.train_empty_index(vectors[train_rows], spec))
