@@ -176,3 +176,43 @@ def test_a_linear_probe_stores_out_of_fold_predictions_with_logits(dataset):
     assert preds["label"].to_pylist() == [classes[i] for i in logits.argmax(axis=1)]
     accuracy = dict(runs.get_run(lake, run_id)["metrics"])["oof_accuracy"]
     assert accuracy > 0.6  # colour themes per class: a linear model separates them out of fold
+
+
+def test_a_zoo_detector_runs_in_the_ray_actors_and_stores_relative_boxes(dataset, tmp_path):
+    torch = pytest.importorskip("torch")
+    detection = pytest.importorskip("torchvision.models.detection")
+    from brain.models import ZOO
+    from jobs import apply_model
+
+    root, conf, paths, corrupt = dataset
+    torch.manual_seed(0)  # random weights the test saves where the zoo looks for the COCO file
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.save(detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91).state_dict(),
+               weights / ZOO["faster-rcnn-resnet50-fpn"].weights_file)
+    conf = conf.model_copy(deep=True)
+    conf.apply_model.model, conf.apply_model.brain_key = "faster-rcnn-resnet50-fpn", "detector"
+    conf.apply_model.confidence_thresh, conf.apply_model.shard_size, conf.apply_model.batch_size = 0.011, 4, 2
+    conf.models.weights_dir, conf.models.input_size = str(weights), 96
+    run_id = apply_model.run(conf)
+
+    lake = Lake(conf.lake)
+    preds = lake.read("predictions", filter=pc.field("run_id") == run_id).sort_by("sample_id")
+    assert preds.num_rows == len(paths) - 1 and preds["logits"].null_count == preds.num_rows
+    samples = lake.read("samples", columns=["sample_id", "uri"])
+    uri_of = dict(zip(samples["sample_id"].to_pylist(), samples["uri"].to_pylist()))
+    stored = preds["detections"].to_pylist()
+    assert any(stored), "a random detector proposes boxes above a near-uniform confidence"
+    with load_model("faster-rcnn-resnet50-fpn", weights_dir=str(weights), input_size=96,
+                    confidence_thresh=0.011) as model:
+        expected = model.predict_all([brain_images.load(uri_of[s]) for s in preds["sample_id"].to_pylist()])
+    for dets, want in zip(stored, expected.detections):
+        for d in dets:
+            x, y, w, h = d["bbox"]
+            assert 0 <= x <= 1 and 0 <= y <= 1 and w >= 0 and h >= 0 and x + w <= 1 + 1e-6 and y + h <= 1 + 1e-6
+            assert d["label"] in model.classes and d["confidence"] >= 0.011
+        # the same detections as in this process (compared as sorted scores: float noise may swap ties)
+        np.testing.assert_allclose(sorted(d["confidence"] for d in dets)[-5:],
+                                   sorted(d.confidence for d in want)[-5:], atol=1e-4)
+    top = [max(d["confidence"] for d in dets) if dets else 0.0 for dets in stored]
+    np.testing.assert_allclose(preds["confidence"].to_numpy(), top, rtol=1e-6)
