@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
 
 from brain.config import Conf, ConfError, load_conf
 
@@ -36,3 +37,20 @@ def job_main(run: Callable[[Conf], str], description: str, argv: list[str] | Non
     run_id = run(conf)
     print(f"run {run_id} succeeded; lake: {conf.lake}")
     return 0
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a job script's process with ``code``: engines stopped in order, output flushed, then ``os._exit``.
+
+    The interpreter's own teardown is skipped on purpose: there, native thread pools (Arrow's,
+    DuckDB's) intermittently abort with "terminate called without an active exception"
+    (apache/arrow#34314, duckdb/duckdb#13904), which turned a job that had already committed
+    its run into exit 134 under spark-submit.
+    """
+    from jobs.engines import stop_engines
+
+    stop_engines()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

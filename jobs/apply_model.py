@@ -11,7 +11,6 @@ Hardness and mistakenness read these rows by run (`brain runs info <brain_key>`)
 from __future__ import annotations
 
 import json
-import sys
 
 import pyarrow.compute as pc
 
@@ -55,4 +54,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs._entry import exit_process
+
+    exit_process(main())

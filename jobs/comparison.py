@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import sys
 import time
 
 import pyarrow as pa
@@ -87,4 +86,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs._entry import exit_process
+
+    exit_process(main())

@@ -16,7 +16,6 @@ Every stage is its own job reading and writing the lake; the demo only runs them
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -153,4 +152,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs._entry import exit_process
+
+    exit_process(main())

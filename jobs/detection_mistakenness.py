@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -116,4 +115,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs._entry import exit_process
+
+    exit_process(main())

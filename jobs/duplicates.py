@@ -18,7 +18,6 @@ lie below that quantile) and are not collected.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Iterator
 
@@ -167,4 +166,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs._entry import exit_process
+
+    exit_process(main())

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import sys
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -92,4 +91,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs._entry import exit_process
+
+    exit_process(main())

@@ -63,6 +63,21 @@ def spark_session(conf: Conf):
     return spark
 
 
+def stop_engines() -> None:
+    """Stop the Ray and Spark sessions this process started or joined, if any."""
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    if "pyspark" in sys.modules:
+        from pyspark.sql import SparkSession
+
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            active.stop()
+
+
 def spark_where(spark) -> str:
     return f"spark={spark.sparkContext.master} host={socket.gethostname()}"
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import logging
-import sys
 import time
 from collections.abc import Iterator
 
@@ -176,4 +175,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs._entry import exit_process
+
+    exit_process(main())

@@ -9,7 +9,6 @@ Runs on the driver: a linear model over N×D floats needs no cluster at demo sca
 from __future__ import annotations
 
 import json
-import sys
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -52,4 +51,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs._entry import exit_process
+
+    exit_process(main())

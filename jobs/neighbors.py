@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import sys
 import time
 
 import numpy as np
@@ -213,4 +212,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs._entry import exit_process
+
+    exit_process(main())

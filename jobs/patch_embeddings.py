@@ -11,7 +11,6 @@ manifest's columns (a JSON list of {label, bbox: [x, y, w, h] relative}).
 
 from __future__ import annotations
 
-import sys
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,4 +67,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs._entry import exit_process
+
+    exit_process(main())

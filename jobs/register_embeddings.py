@@ -10,7 +10,6 @@ so `brain neighbors --set neighbors.embeddings_key=...` and everything downstrea
 
 from __future__ import annotations
 
-import sys
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -56,4 +55,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs._entry import exit_process
+
+    exit_process(main())

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import sys
 import time
 
 import pyarrow as pa
@@ -190,4 +189,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs._entry import exit_process
+
+    exit_process(main())

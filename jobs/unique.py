@@ -9,7 +9,6 @@ The greedy pass needs every vector in one process (N·D floats: 0.5 GB for 1M ×
 from __future__ import annotations
 
 import logging
-import sys
 import time
 
 import numpy as np
@@ -60,4 +59,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs._entry import exit_process
+
+    exit_process(main())

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import sys
 import time
 
 import numpy as np
@@ -120,4 +119,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs._entry import exit_process
+
+    exit_process(main())
