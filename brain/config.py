@@ -82,15 +82,19 @@ class NeighborsConf(_Section):
     embeddings_key: str = "embeddings"
     k: int = Field(10, ge=1)
     metric: Literal["cosine", "l2"] = "cosine"
-    shards: int = Field(2, ge=1)  # query shards searched by parallel Ray tasks
     index: Literal["auto", "flat", "ivf_flat", "ivf_pq"] = "auto"  # see brain.index.choose_spec
     flat_threshold: int = Field(50_000, ge=1)  # auto: exact flat index below this many vectors
     pq_threshold: int = Field(20_000_000, ge=1)  # auto: ivf_pq (compressed) from this many vectors
     nlist: int | None = Field(None, ge=1)  # None: 4·sqrt(N)
-    nprobe: int = Field(8, ge=1)  # IVF lists scanned per query
+    nprobe: int = Field(8, ge=1)  # IVF lists scanned per query: where the recall tuning starts
+    nprobe_max: int | None = Field(None, ge=1)  # the tuning's cap (None: nlist/4)
+    k_factor_max: int = Field(64, ge=1)  # ivf_pq: cap on the re-rank depth (candidates = k_factor·k)
+    target_recall: float = Field(0.95, ge=0, le=1)  # recall@k the IVF search is tuned to (0: no tuning)
     pq_refine_m: int | None = Field(None, ge=0)  # ivf_pq re-ranking code bytes (None: ≈ d/2; 0: no re-ranking)
-    index_shards: int = Field(1, ge=1)  # index shards built by parallel Ray tasks (rows split evenly)
-    recall_queries: int = Field(2000, ge=0)  # random samples whose neighbours are checked against exact search
+    train_per_list: int = Field(40, ge=1, le=256)  # quantiser training sample: this many vectors per list
+    index_shards: int = Field(2, ge=1)  # index shards, one Ray actor each, spread over the nodes
+    query_block: int = Field(8192, ge=1)  # rows per query block sent to every shard
+    recall_queries: int = Field(2000, ge=0)  # held-out samples checked against exact search (and as many to tune)
 
 
 class UniquenessConf(_Section):

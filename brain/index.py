@@ -6,11 +6,11 @@ Metrics (the distances stored in the lake):
   is ``1 − cos(a, b) = ‖â − b̂‖² / 2`` in [0, 2];
 * ``l2``: the Euclidean distance ``‖a − b‖``.
 
-The graph can be updated incrementally (:func:`update_knn_graph`): when only a few
-vectors are new or changed, a row whose old neighbours are all unchanged keeps its
-list merged with its nearest fresh vectors — its new k nearest are among
-(old k nearest) ∪ (k nearest fresh), which is exact — and only fresh rows and rows
-that lost a neighbour (removed or changed) are searched against the whole index.
+The graph can be updated incrementally: when only a few vectors are new or changed,
+a row whose old neighbours are all unchanged keeps its list merged with its nearest
+fresh vectors (:func:`merge_with_fresh`) — its new k nearest are among (old k nearest)
+∪ (k nearest fresh), which is exact — and only the :func:`affected_rows` (fresh rows
+and rows that lost a neighbour, removed or changed) are searched against the whole index.
 
 Index types (``choose_spec``): an exact ``flat`` index below ``flat_threshold``
 vectors; above it an inverted file, ``ivf_flat`` (raw vectors in ``nlist`` k-means
@@ -24,7 +24,8 @@ bytes a 32-d vector). The coarse quantiser is trained
 once on a random sample (``train_size`` rows); shards are copies of the trained
 empty index, each filled with its slice of the vectors under their global row ids
 (``build_shard``), so shards can be built in parallel anywhere. A query searches
-every shard and the per-shard top-k lists are merged (``search``). Approximate
+every shard (``search_partial``) and the per-shard top-k lists are merged
+(``merge_partials``, a FAISS ``ResultHeap``). Approximate
 results are checked against exact search with ``recall_at_k``:
 
     recall@k = mean over queries q of |approx_k(q) ∩ exact_k(q)| / k
@@ -201,103 +202,144 @@ def deserialize(blob: np.ndarray) -> faiss.Index:
     return to_gpu_if_available(faiss.deserialize_index(blob))
 
 
+def search_partial(index: faiss.Index, queries: np.ndarray, k: int, *, nprobe: int | None = None,
+                   k_factor: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One shard's ``k`` nearest for ``prepare``d queries: (squared L2 [Q, k], row ids [Q, k]), to merge.
+
+    ``nprobe`` / ``k_factor`` (IVF lists scanned; IVF-PQ re-rank depth, candidates = k_factor·k)
+    apply to this search only. Queries the probe left short of min(k, shard size) results
+    are searched again over every list of the shard, so the shards' lists merged always
+    hold min(k, N) results. Missing results have id −1 and distance inf.
+    """
+    k = min(k, index.ntotal)
+    if k == 0 or len(queries) == 0:
+        return np.full((len(queries), 0), np.inf, np.float32), np.full((len(queries), 0), -1, np.int64)
+    with _ivf_settings(index, nprobe=nprobe, k_factor=k_factor):
+        sq, ids = index.search(queries, k)
+    short = np.flatnonzero((ids < 0).any(axis=1))
+    if short.size:
+        with _ivf_settings(index, nprobe=_nlist(index)):
+            sq[short], ids[short] = index.search(np.ascontiguousarray(queries[short]), k)
+    return np.where(ids < 0, np.inf, sq).astype(np.float32), ids
+
+
+def merge_partials(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` smallest of several shards' (squared L2, ids) lists per query (FAISS's ``ResultHeap``).
+
+    The merge state is [Q, k]: memory is O(Q·k) whatever the number of shards.
+    """
+    heap = faiss.ResultHeap(len(parts[0][0]), k)
+    for sq, ids in (p for p in parts if p[0].size):
+        heap.add_result(np.ascontiguousarray(sq, np.float32), np.ascontiguousarray(ids, np.int64))
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def to_distance(sq: np.ndarray, ids: np.ndarray, *, metric: str) -> np.ndarray:
+    """Squared L2 of ``prepare``d vectors in the metric's units (inf where the id is −1)."""
+    sq = np.where(ids < 0, np.inf, np.maximum(sq, 0.0))
+    return (sq / 2.0 if metric == "cosine" else np.sqrt(sq)).astype(np.float32)
+
+
+def drop_self(dist: np.ndarray, ids: np.ndarray, query_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """k+1 neighbours → k: the query's own row removed wherever it ranks (an exact duplicate may tie
+    with it), else the farthest result."""
+    is_self = ids == np.asarray(query_rows)[:, None]
+    is_self[~is_self.any(axis=1), -1] = True
+    keep = ~is_self
+    k = ids.shape[1] - 1
+    return dist[keep].reshape(len(ids), k), ids[keep].reshape(len(ids), k)
+
+
 def search(index: faiss.Index | Sequence[faiss.Index], queries: np.ndarray, k: int, *,
            metric: str) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest rows for each query: (distances [Q, k], row ids [Q, k]).
 
     ``index`` may be a list of shards holding disjoint rows: each is searched and
-    the per-shard lists merged by distance. Missing results (an IVF probe that
-    found fewer than k rows) have id −1 and distance inf.
+    the per-shard lists merged by distance (:func:`merge_partials`).
     """
     shards = [index] if isinstance(index, faiss.Index) else list(index)
     k = min(k, sum(s.ntotal for s in shards))
     x = prepare(queries, metric=metric)
-    found = [s.search(x, k) for s in shards]
-    sq = np.concatenate([f[0] for f in found], axis=1) if len(found) > 1 else found[0][0]
-    ids = np.concatenate([f[1] for f in found], axis=1) if len(found) > 1 else found[0][1]
-    if len(found) > 1:
-        order = np.argsort(np.where(ids < 0, np.inf, sq), axis=1, kind="stable")[:, :k]
-        sq, ids = np.take_along_axis(sq, order, 1), np.take_along_axis(ids, order, 1)
-    sq = np.where(ids < 0, np.inf, np.maximum(sq, 0.0))
-    dist = sq / 2.0 if metric == "cosine" else np.sqrt(sq)
-    return dist.astype(np.float32), ids
+    sq, ids = merge_partials([search_partial(s, x, k) for s in shards], k)
+    return to_distance(sq, ids, metric=metric), ids
 
 
 def knn_graph(index: faiss.Index | Sequence[faiss.Index], queries: np.ndarray, query_rows: np.ndarray, k: int, *,
               metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Each query's ``k`` nearest neighbours in ``index`` (one index or its shards), itself excluded.
 
-    ``query_rows[i]`` is query i's own row id in the index. One extra neighbour is
-    searched; the query's own row is removed wherever it ranks (an exact
-    duplicate may tie with it), else the farthest result is dropped. Queries an
-    IVF probe left short of k+1 results are searched again over every list.
+    ``query_rows[i]`` is query i's own row id in the index; k+1 are searched and
+    :func:`drop_self` keeps k.
     """
     shards = [index] if isinstance(index, faiss.Index) else list(index)
     total = sum(s.ntotal for s in shards)
     if k >= total:
         raise ValueError(f"k={k} needs more than {total} indexed vectors (k must be < N)")
     dist, ids = search(shards, queries, k + 1, metric=metric)
-    short = np.flatnonzero((ids < 0).any(axis=1))
-    if short.size:
-        with _probing_all(shards):
-            dist[short], ids[short] = search(shards, np.asarray(queries)[short], k + 1, metric=metric)
-    is_self = ids == np.asarray(query_rows)[:, None]
-    no_self = ~is_self.any(axis=1)
-    is_self[no_self, -1] = True  # drop the farthest where self was not returned
-    keep = ~is_self
-    return dist[keep].reshape(len(ids), k), ids[keep].reshape(len(ids), k)
+    return drop_self(dist, ids, query_rows)
 
 
-def update_knn_graph(vectors: np.ndarray, fresh: np.ndarray, old_rows: np.ndarray, old_dist: np.ndarray,
-                     k: int, *, metric: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """The exact kNN graph of ``vectors`` from an earlier graph, searching only what changed.
+def affected_rows(old_rows: np.ndarray, fresh: np.ndarray, stale: np.ndarray) -> np.ndarray:
+    """Rows an incremental update must search against the whole index: ``fresh`` rows (new or changed),
+    and rows whose earlier list [rows, k] holds −1 (no list, or a neighbour gone) or a ``stale`` row
+    (``stale[r]``: row r was removed, or its vector changed)."""
+    lost = (old_rows < 0).any(axis=1) | stale[np.maximum(old_rows, 0)].any(axis=1)
+    return np.asarray(fresh, bool) | lost
 
-    ``fresh[i]``: row i's vector is new or changed. ``old_rows[i]`` / ``old_dist[i]``: row
-    i's earlier neighbours as row numbers of ``vectors`` (-1 where the neighbour was removed
-    or row i had no earlier list) and their distances. Returns (distances [N, k], neighbour
-    rows [N, k], number of rows searched against the whole index).
-    """
-    n = len(vectors)
-    fresh = np.asarray(fresh, bool)
-    if fresh.shape != (n,) or old_rows.shape != (n, k) or old_dist.shape != (n, k):
-        raise ValueError(f"fresh must have shape ({n},) and old_rows/old_dist ({n}, {k}); got {fresh.shape}, "
-                         f"{old_rows.shape}, {old_dist.shape}")
-    if k >= n:
-        raise ValueError(f"k={k} needs more than {n} vectors (k must be < N)")
-    lost = (old_rows < 0).any(axis=1) | fresh[np.where(old_rows < 0, 0, old_rows)].any(axis=1)
-    full = fresh | lost
-    dist = np.empty((n, k), np.float32)
-    rows = np.empty((n, k), np.int64)
-    searched = np.flatnonzero(full)
-    if searched.size:
-        everything = build_index(vectors, metric=metric)
-        dist[searched], rows[searched] = knn_graph(everything, vectors[searched], searched, k, metric=metric)
-    merged = np.flatnonzero(~full)
-    fresh_rows = np.flatnonzero(fresh)
-    if merged.size and fresh_rows.size:
-        fd, fi = search(build_index(vectors[fresh_rows], metric=metric), vectors[merged], k, metric=metric)
-        cand_d = np.concatenate([old_dist[merged], fd], axis=1)
-        cand_r = np.concatenate([old_rows[merged], fresh_rows[fi]], axis=1)
-        order = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
-        dist[merged] = np.take_along_axis(cand_d, order, axis=1)
-        rows[merged] = np.take_along_axis(cand_r, order, axis=1)
-    elif merged.size:
-        dist[merged], rows[merged] = old_dist[merged], old_rows[merged]
-    return dist, rows, int(searched.size)
+
+def merge_with_fresh(old_dist: np.ndarray, old_rows: np.ndarray, fresh_dist: np.ndarray, fresh_rows: np.ndarray,
+                     k: int) -> tuple[np.ndarray, np.ndarray]:
+    """A row's new k nearest when none of its old k nearest changed: the k smallest of
+    (old k nearest) ∪ (k nearest among the fresh vectors), which is exact — any other
+    vector was already farther than the old k-th neighbour."""
+    cand_d = np.concatenate([old_dist, fresh_dist], axis=1)
+    cand_r = np.concatenate([old_rows, fresh_rows], axis=1)
+    order = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(cand_d, order, axis=1), np.take_along_axis(cand_r, order, axis=1)
+
+
+def probe_schedule(nprobe: int, nlist: int, *, nprobe_max: int, refine: bool, k_factor_max: int = 64
+                   ) -> list[tuple[int, int]]:
+    """The (nprobe, k_factor) settings tried in turn until the recall target is met: nprobe doubles
+    from its start up to ``min(nprobe_max, nlist)``; with PQ re-ranking the re-rank depth
+    (``k_factor``, FAISS's default 4) doubles alongside up to ``k_factor_max`` (0 without re-ranking)."""
+    cap = max(1, min(nprobe_max, nlist))
+    steps, p, f = [], max(1, min(nprobe, cap)), 4
+    while True:
+        steps.append((p, f if refine else 0))
+        if p >= cap:
+            return steps
+        p, f = min(cap, 2 * p), min(k_factor_max, 2 * f)
 
 
 @contextlib.contextmanager
-def _probing_all(shards: list[faiss.Index]):
-    """IVF shards scan every list inside the block (exact within the shard)."""
-    ivfs = [faiss.extract_index_ivf(s) for s in shards if _is_ivf(s)]
-    saved = [ivf.nprobe for ivf in ivfs]
+def _ivf_settings(index: faiss.Index, *, nprobe: int | None = None, k_factor: int | None = None):
+    """IVF search settings inside the block (restored after); a flat index ignores them."""
+    gpu_ivf = getattr(faiss, "GpuIndexIVF", None)
+    if gpu_ivf is not None and isinstance(index, gpu_ivf) and nprobe:
+        index.nprobe = int(nprobe)  # a shard's GPU form (faiss GPU build); not exercised on this CPU machine
+        yield
+        return
+    if not _is_ivf(index) or (not nprobe and not k_factor):
+        yield
+        return
+    ivf = faiss.extract_index_ivf(index)
+    saved = ivf.nprobe, getattr(ivf, "k_factor", None)
     try:
-        for ivf in ivfs:
-            ivf.nprobe = ivf.nlist
+        if nprobe:
+            ivf.nprobe = int(min(nprobe, ivf.nlist))
+        if k_factor and saved[1] is not None:
+            ivf.k_factor = int(k_factor)
         yield
     finally:
-        for ivf, nprobe in zip(ivfs, saved):
-            ivf.nprobe = nprobe
+        ivf.nprobe = saved[0]
+        if saved[1] is not None:
+            ivf.k_factor = saved[1]
+
+
+def _nlist(index: faiss.Index) -> int:
+    return faiss.extract_index_ivf(index).nlist if _is_ivf(index) else 0
 
 
 def _is_ivf(index: faiss.Index) -> bool:

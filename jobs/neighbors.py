@@ -1,208 +1,559 @@
-"""kNN job: sharded FAISS indexes over an embeddings run and every sample's k nearest neighbours.
+"""kNN job: every sample's k nearest neighbours, computed where the vectors are.
 
-    embeddings → index spec for the size (brain.index.choose_spec: flat / IVF-Flat / IVF-PQ)
-      → quantiser trained once on a random sample (driver)
-      → index shards filled in parallel by Ray tasks (rows split evenly, global row ids)
-      → query shards searched by Ray tasks against every index shard, results merged
-        (on a GPU when the cluster has one) → `neighbors` staging → one Delta commit
-      → recall@k of the graph vs exact search on `recall_queries` random samples → run.metrics
+    embeddings files of the run (the Delta log's file list) → ``index_shards`` shard actors (Ray,
+      spread over the nodes); each streams its files block by block and keeps its vectors
+    → driver: the sample-id map (ids only), the index spec; a training sample of at most
+      ``train_per_list · nlist`` rows gathered *by reference* → one Ray task trains the coarse
+      quantiser → the empty index → every actor fills its shard under global row ids
+    → recall target: held-out query rows searched exactly (brute force on every actor, partial
+      top-k lists merged); ``nprobe`` (and the IVF-PQ re-rank depth) doubled until recall@k on
+      ``recall_queries`` tuning rows reaches ``target_recall`` or the cap
+    → graph: each actor's rows travel in blocks of ``query_block`` to every shard; the actor that
+      owns a block merges the partial top-k lists (FAISS ``ResultHeap``) and stages its
+      neighbour lists in the run's staging → one commit; recall@k of the graph on another
+      ``recall_queries`` held-out rows vs exact search → ``run.metrics``
+    → every actor saves its shard as ``index-<i>.faiss``.
 
-Saved with the run (``_artifacts/<run_id>/``): ``index-<i>.faiss`` (one per shard),
-``index.json`` (the spec, shard count, embeddings run) and ``sample_ids.parquet``
-(row id → sample id), which ``brain.similarity`` reloads for queries.
+The driver never holds a vector: it holds the id map (sample ids, row numbers), object
+references, and merge state of [queries, k+1]. Vectors, shards and training run on workers.
+
+**Partitioning: by rows, not by IVF list.** For N vectors of dimension D, S shards, nlist lists,
+nprobe lists probed and Q queries (Q = N for the graph), per query:
+
+* by rows: the query goes to all S shards (4·D·S bytes out, 12·(k+1)·S back); each shard scans
+  its part of the nprobe lists, so the list scans add up to nprobe·(N/nlist)·D flops as in one
+  index, plus the coarse quantiser repeated per shard, S·nlist·D. Building moves no vector: a
+  shard is the files its actor read, and shards are equal in size by construction.
+* by IVF list: a query goes only to the shards owning its nprobe lists, min(S, nprobe) of them,
+  and the quantiser runs once. But the build shuffles every vector to its list's owner (4·N·D
+  bytes all-to-all), real embeddings fill lists unevenly (the hot lists' owner becomes the
+  straggler for both build and queries), and each nprobe step of the recall tuning changes
+  which shards a query visits.
+
+With nprobe ≥ S — always, once the recall target is met on hard data (nprobe 16–128 vs a few
+shards per node) — a query visits every shard under either scheme, so list partitioning saves
+no traffic; with nlist = 4·√N the repeated quantiser (S·4√N·D) is below the list scans
+(nprobe·√N/4·D) while S < nprobe/16. Rows win unless S grows past nprobe/16: then
+use fewer, larger shards (one actor per node, threads inside).
+
+Saved with the run (``_artifacts/<run_id>/``): ``index-<i>.faiss`` (one per shard, written by its
+actor), ``index.json`` (the spec, the chosen nprobe, shard count, embeddings run) and
+``sample_ids.parquet`` (row id → sample id; null for a row an update removed), which
+``brain.similarity`` and ``runs.load_results`` reload for queries.
+
+:func:`update` (the scan's incremental step) loads the previous run's shards into the actors,
+removes deleted and changed rows, adds the new vectors, and searches only the rows whose
+list can have changed (:func:`brain.index.affected_rows`); the others merge their old list with
+their nearest new vectors (:func:`brain.index.merge_with_fresh`). Same recall target.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import socket
+import resource
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from brain import index as knn_index
 from brain import runs
-from brain.config import Conf
-from brain.lake import Lake, plain_strings
+from brain.config import Conf, NeighborsConf
+from brain.lake import Lake
 
 log = logging.getLogger("jobs.neighbors")
 
 
-def read_vectors(lake: Lake, run_id: str) -> tuple[pa.Array, np.ndarray]:
-    """(sample ids, [N, D] float32 vectors) of one embeddings run."""
-    table = lake.read("embeddings", columns=["sample_id", "vector"], filter=pc.field("run_id") == run_id)
-    if table.num_rows == 0:
-        raise ValueError(f"embeddings run {run_id} has no rows")
-    vectors = table["vector"].combine_chunks()
+def block_vectors(batch: pa.RecordBatch | pa.Table, run_id: str, dim: int | None) -> np.ndarray:
+    """[rows, D] float32 of a block of ``embeddings`` rows; a clear error naming a sample whose vector differs."""
+    vectors = batch.column("vector")
+    if isinstance(vectors, pa.ChunkedArray):
+        vectors = vectors.combine_chunks()
     lengths = pc.list_value_length(vectors).to_numpy(zero_copy_only=False)
-    if (lengths != lengths[0]).any():
-        bad = int(np.flatnonzero(lengths != lengths[0])[0])
-        raise ValueError(f"embeddings run {run_id}: sample {table['sample_id'][bad]} has a vector of length "
-                         f"{lengths[bad]}, others {lengths[0]}")
-    return table["sample_id"].combine_chunks(), vectors.flatten().to_numpy().reshape(len(lengths), lengths[0])
+    expected = dim if dim is not None else (int(lengths[0]) if len(lengths) else 0)
+    bad = np.flatnonzero(lengths != expected)
+    if bad.size:
+        raise ValueError(f"embeddings run {run_id}: sample {batch.column('sample_id')[int(bad[0])]} has a vector of "
+                         f"length {lengths[bad[0]]}, others {expected}")
+    return vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(lengths), expected)
 
 
-def search_shard(shard_blobs: list[np.ndarray], vectors: np.ndarray, ids: pa.Array, start: int, stop: int, *,
-                 k: int, metric: str, lake_uri: str, run_id: str, threads: int,
-                 check_rows: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    """Search rows [start, stop) against every index shard and stage their neighbour lists.
-
-    Returns (rows searched, the ``check_rows`` in this range, their neighbour row ids).
-    """
-    import faiss
-
-    faiss.omp_set_num_threads(threads)
-    shards = [knn_index.deserialize(blob) for blob in shard_blobs]
-    rows = np.arange(start, stop)
-    dist, nbr = knn_index.knn_graph(shards, vectors[start:stop], rows, k, metric=metric)
-    Lake(lake_uri).stage("neighbors", run_id, graph_rows(run_id, ids, ids.slice(start, stop - start), dist, nbr))
-    mine = check_rows[(check_rows >= start) & (check_rows < stop)]
-    return len(rows), mine, nbr[mine - start]
-
-
-def build_shard(empty_blob: np.ndarray, vectors: np.ndarray, start: int, stop: int, *, metric: str,
-                threads: int) -> np.ndarray:
-    import faiss
-
-    faiss.omp_set_num_threads(threads)
-    return knn_index.build_shard(empty_blob, vectors[start:stop], np.arange(start, stop), metric=metric)
-
-
-def save_index(lake: Lake, run_id: str, shard_blobs: list[np.ndarray], spec: knn_index.IndexSpec,
-               embeddings_run_id: str, ids: pa.Array) -> None:
-    """The run's index files: ``index-<i>.faiss`` per shard, ``index.json``, ``sample_ids.parquet``."""
-    for i, blob in enumerate(shard_blobs):
-        lake.write_artifact(run_id, f"index-{i}.faiss", blob.tobytes())
-    lake.write_artifact(run_id, "index.json", json.dumps(
-        {**spec.as_dict(), "shards": len(shard_blobs), "embeddings_run_id": embeddings_run_id}).encode())
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.table({"sample_id": ids}), sink)
-    lake.write_artifact(run_id, "sample_ids.parquet", sink.getvalue().to_pybytes())
-
-
-def _bounds(n: int, parts: int) -> list[tuple[int, int]]:
-    cuts = np.linspace(0, n, max(1, min(parts, n)) + 1).astype(int)
-    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-
-
-def graph_rows(run_id: str, ids: pa.Array, query_ids: pa.Array, dist: np.ndarray, nbr: np.ndarray) -> pa.Table:
-    """`neighbors` rows: ``nbr`` holds row numbers of ``ids``."""
+def graph_rows(run_id: str, id_map: pa.Array, query_ids: pa.Array, dist: np.ndarray, nbr: np.ndarray) -> pa.Table:
+    """`neighbors` rows: ``nbr`` holds row numbers of ``id_map``."""
     k = dist.shape[1]
     offsets = pa.array(np.arange(0, (len(query_ids) + 1) * k, k, dtype=np.int32))
     return pa.table({
         "run_id": pa.array([run_id] * len(query_ids), pa.string()),
         "sample_id": query_ids,
-        "neighbor_ids": pa.ListArray.from_arrays(offsets, ids.take(pa.array(nbr.reshape(-1)))),
+        "neighbor_ids": pa.ListArray.from_arrays(offsets, id_map.take(pa.array(nbr.reshape(-1)))),
         "distances": pa.ListArray.from_arrays(offsets, pa.array(dist.reshape(-1), pa.float32())),
     })
 
 
-def previous_graph(lake: Lake, run_id: str, ids: pa.Array, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """An earlier kNN run's lists as (row numbers of ``ids`` or -1, distances), aligned with ``ids``."""
-    old = plain_strings(lake.read("neighbors", columns=["sample_id", "neighbor_ids", "distances"],
-                                  filter=pc.field("run_id") == run_id))
-    rows = np.full((len(ids), k), -1, np.int64)
-    dist = np.zeros((len(ids), k), np.float32)
-    lengths = pc.list_value_length(old["neighbor_ids"]).to_numpy(zero_copy_only=False)
-    old = old.filter(pa.array(lengths == k))
-    at = pc.index_in(old["sample_id"], ids)
-    old = old.filter(at.is_valid())  # rows of removed samples are dropped
-    at = at.drop_null().to_numpy().astype(np.int64)
-    nbr_at = pc.index_in(pc.list_flatten(old["neighbor_ids"]), ids).fill_null(-1).to_numpy(zero_copy_only=False)
-    rows[at] = nbr_at.reshape(len(at), k)
-    dist[at] = pc.list_flatten(old["distances"]).to_numpy(zero_copy_only=False).reshape(len(at), k)
-    return rows, dist
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def update(conf: Conf, *, previous: str, fresh_ids: pa.Array) -> str:
-    """A new kNN run from run ``previous``, searching only what ``fresh_ids`` (new/changed samples) affect.
+class ShardWorker:
+    """One index shard and the vectors of the embeddings files it read; lives as a Ray actor for one job.
 
-    Runs in this process (no Ray): see :func:`brain.index.update_knn_graph`.
+    Its rows have global row numbers ``rows`` (positions in the run's id map). The actor answers
+    searches from every block of queries, and merges and writes the lists of its own rows.
     """
-    from jobs.engines import versions
 
-    lake = Lake(conf.lake)
+    def __init__(self, shard: int, files: list[str], embeddings_run_id: str, *, metric: str, threads: int):
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+        self.shard, self.files, self.embeddings_run_id, self.metric = shard, files, embeddings_run_id, metric
+        self.index = self.fresh_index = None
+        self.old_dist = self.old_rows = None
+        self.affected = self.fresh = None
+
+    # -- loading -------------------------------------------------------------
+    def load(self, block_rows: int = 65_536) -> tuple[int, int, str, str | None]:
+        """Stream this shard's files (this run's rows only); returns (rows, dim, node id, first sample id)."""
+        import ray
+
+        ids, parts, dim = [], [], None
+        if self.files:
+            data = pads.dataset(self.files, format="parquet")
+            for batch in data.to_batches(columns=["sample_id", "vector"], batch_size=block_rows,
+                                         filter=pc.field("run_id") == self.embeddings_run_id):
+                if batch.num_rows:
+                    part = block_vectors(batch, self.embeddings_run_id, dim)
+                    dim = part.shape[1]
+                    parts.append(knn_index.prepare(part, metric=self.metric))
+                    ids.append(batch.column("sample_id").cast(pa.string()))
+        self.ids = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
+        self.vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        node = ray.get_runtime_context().get_node_id()
+        return len(self.ids), int(dim or 0), node, (self.ids[0].as_py() if len(self.ids) else None)
+
+    def sample_ids(self) -> pa.Array:
+        return self.ids
+
+    def set_rows(self, rows: np.ndarray, id_map: pa.Array) -> None:
+        """This shard's global row numbers and the run's id map (row → sample id)."""
+        self.rows, self.id_map = np.asarray(rows, np.int64), id_map
+
+    def take(self, local: np.ndarray) -> np.ndarray:
+        """Vectors of local positions (training sample, held-out queries)."""
+        return self.vectors[np.asarray(local, np.int64)]
+
+    def fill(self, empty_index: np.ndarray) -> int:
+        """This shard: a copy of the trained empty index holding this actor's vectors."""
+        import faiss
+
+        index = faiss.deserialize_index(empty_index)
+        if len(self.vectors):
+            index.add_with_ids(self.vectors, self.rows)
+        self.index = knn_index.to_gpu_if_available(index)
+        return int(index.ntotal)
+
+    # -- incremental update --------------------------------------------------
+    def load_previous(self, lake_uri: str, previous_run_id: str, removed_rows: np.ndarray, fresh: np.ndarray,
+                      neighbors_run_id: str, k: int) -> int:
+        """The previous run's shard, less ``removed_rows``, plus this actor's ``fresh`` vectors; the old lists
+        of this actor's samples. Returns the shard's size."""
+        import faiss
+
+        lake = Lake(lake_uri)
+        index = faiss.deserialize_index(np.frombuffer(
+            lake.read_artifact(previous_run_id, f"index-{self.shard}.faiss"), np.uint8))
+        if len(removed_rows):
+            index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(removed_rows, np.int64)))
+        fresh = np.asarray(fresh, bool)
+        if fresh.any():
+            index.add_with_ids(self.vectors[fresh], self.rows[fresh])
+        self.index = knn_index.to_gpu_if_available(index)
+        self.fresh_index = faiss.IndexIDMap(faiss.IndexFlatL2(self.vectors.shape[1] or 1))
+        if fresh.any():
+            self.fresh_index.add_with_ids(self.vectors[fresh], self.rows[fresh])
+
+        # old lists of this actor's samples only (the scan filters the old graph block by block)
+        old = lake.dataset("neighbors").to_table(
+            columns=["sample_id", "neighbor_ids", "distances"],
+            filter=(pc.field("run_id") == neighbors_run_id) & pc.field("sample_id").isin(self.ids))
+        old = old.cast(pa.schema([pa.field("sample_id", pa.string()), pa.field("neighbor_ids", pa.list_(pa.string())),
+                                  pa.field("distances", pa.list_(pa.float32()))]))
+        lengths = pc.list_value_length(old["neighbor_ids"]).to_numpy(zero_copy_only=False)
+        old = old.filter(pa.array(lengths == k))
+        at = pc.index_in(old["sample_id"], self.ids).to_numpy(zero_copy_only=False).astype(np.int64)
+        self.old_rows = np.full((len(self.ids), k), -1, np.int64)
+        self.old_dist = np.zeros((len(self.ids), k), np.float32)
+        nbr = pc.index_in(pc.list_flatten(old["neighbor_ids"]), self.id_map).fill_null(-1)
+        self.old_rows[at] = nbr.to_numpy(zero_copy_only=False).reshape(len(at), k)
+        self.old_dist[at] = pc.list_flatten(old["distances"]).to_numpy(zero_copy_only=False).reshape(len(at), k)
+        self.fresh = fresh
+        return int(index.ntotal)
+
+    def mark_stale(self, stale_rows: np.ndarray) -> int:
+        """Which of this actor's rows the update searches in full: its fresh rows and those whose old list
+        holds a stale row (removed or changed by any actor). Returns how many."""
+        stale = np.zeros(len(self.id_map), bool)
+        stale[np.asarray(stale_rows, np.int64)] = True
+        self.affected = knn_index.affected_rows(self.old_rows, self.fresh, stale)
+        return int(self.affected.sum())
+
+    # -- searching -----------------------------------------------------------
+    def queries(self, a: int, b: int, which: str = "all") -> np.ndarray:
+        """Local rows [a, b) as a query block: ``all``, or those an update must search (``affected``) or not."""
+        if which == "all":
+            return self.vectors[a:b]
+        mask = self.affected[a:b] if which == "affected" else ~self.affected[a:b]
+        return self.vectors[a:b][mask]
+
+    def search(self, k: int, nprobe: int, k_factor: int, *blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """This shard's k nearest (squared L2, global rows) for the query blocks, concatenated."""
+        x = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+        return knn_index.search_partial(self.index, x, k, nprobe=nprobe, k_factor=k_factor)
+
+    def search_fresh(self, k: int, *blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest among this actor's new vectors (exact), for rows whose old list stays valid."""
+        x = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+        return knn_index.search_partial(self.fresh_index, x, k)
+
+    def exact(self, k: int, *blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact k nearest among this actor's vectors (brute force), the ground truth of the recall check."""
+        import faiss
+
+        x = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+        k = min(k, len(self.vectors))
+        if k == 0:
+            return knn_index.search_partial(faiss.IndexFlatL2(x.shape[1]), x, k)
+        sq, local = faiss.knn(x, self.vectors, k)
+        return sq.astype(np.float32), np.where(local < 0, -1, self.rows[np.maximum(local, 0)])
+
+    def write(self, run_id: str, lake_uri: str, a: int, b: int, k: int, check: np.ndarray, full_parts: int,
+              *parts: tuple[np.ndarray, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray]:
+        """Merge the shards' partial lists for local rows [a, b) and stage them as one file of the run.
+
+        ``parts[:full_parts]``: every shard's k+1 nearest for the rows searched in full (all rows,
+        or in an update the affected ones); the rest: every actor's k nearest new vectors for
+        the other rows. Returns (rows written, the ``check`` local rows in the block, their neighbour rows).
+        """
+        full = np.ones(b - a, bool) if self.affected is None else self.affected[a:b]
+        rows = self.rows[a:b]
+        dist = np.empty((b - a, k), np.float32)
+        nbr = np.empty((b - a, k), np.int64)
+        if full.any():
+            sq, ids = knn_index.merge_partials(parts[:full_parts], k + 1)
+            dist[full], nbr[full] = knn_index.drop_self(knn_index.to_distance(sq, ids, metric=self.metric), ids,
+                                                        rows[full])
+        kept = np.flatnonzero(~full)
+        if kept.size:
+            old_d, old_r = self.old_dist[a:b][kept], self.old_rows[a:b][kept]
+            fresh_parts = [p for p in parts[full_parts:] if p[0].shape[1]]
+            if fresh_parts:
+                fk = min(k, sum(p[0].shape[1] for p in fresh_parts))
+                sq, ids = knn_index.merge_partials(fresh_parts, fk)
+                old_d, old_r = knn_index.merge_with_fresh(old_d, old_r, knn_index.to_distance(sq, ids, metric=self.metric),
+                                                          ids, k)
+            dist[kept], nbr[kept] = old_d, old_r
+        Lake(lake_uri).stage("neighbors", run_id, graph_rows(run_id, self.id_map, self.ids.slice(a, b - a), dist, nbr),
+                             name=f"shard{self.shard:05d}-{a:010d}")
+        mine = check[(check >= a) & (check < b)]
+        return b - a, mine, nbr[mine - a]
+
+    def train(self, spec: dict, *sample: np.ndarray) -> np.ndarray:
+        """The empty index of ``spec``, its quantiser trained on the sample blocks (already prepared)."""
+        spec = knn_index.IndexSpec(**{**spec, "metric": "l2"})  # normalised at load for cosine
+        return knn_index.serialize(knn_index.train_empty_index(np.concatenate(sample), spec))
+
+    def save(self, lake_uri: str, run_id: str) -> None:
+        Lake(lake_uri).write_artifact(run_id, f"index-{self.shard}.faiss", knn_index.serialize(self.index).tobytes())
+
+    def peak_rss_gb(self) -> float:
+        return peak_rss_gb()
+
+
+def assign_files(files: list[str], sizes: list[int], shards: int) -> list[list[str]]:
+    """Files dealt to ``shards`` shards, largest first to the lightest (balanced bytes; order kept per shard)."""
+    load = [0] * shards
+    out: list[list[str]] = [[] for _ in range(shards)]
+    for i in sorted(range(len(files)), key=lambda i: -sizes[i]):
+        s = int(np.argmin(load))
+        out[s].append(files[i])
+        load[s] += sizes[i]
+    return [sorted(part) for part in out]
+
+
+def embedding_files(lake: Lake) -> tuple[list[str], list[int]]:
+    """The embeddings table's committed files (URIs) and their sizes, from the Delta log."""
+    actions = pa.table(lake.table("embeddings").get_add_actions(flatten=True)).to_pydict()
+    base = lake.table_uri("embeddings")
+    uris = {u.rsplit("/", 1)[-1]: u for u in lake.file_uris("embeddings")}
+    files = [uris.get(p.rsplit("/", 1)[-1], f"{base}/{p}") for p in actions["path"]]
+    return files, [int(s) for s in actions["size_bytes"]]
+
+
+@dataclass
+class ShardPool:
+    """The shard actors of one job, the positions of their rows, and the driver's id map."""
+
+    actors: list
+    counts: np.ndarray  # rows per actor
+    nodes: list[str]
+    dim: int
+    ids: pa.Array  # sample ids in actor order (position p)
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.counts)])
+
+    @classmethod
+    def start(cls, ray, lake: Lake, embeddings_run_id: str, cfg: NeighborsConf, shards: int) -> "ShardPool":
+        files, sizes = embedding_files(lake)
+        parts = assign_files(files, sizes, shards)
+        resources = ray.cluster_resources()
+        cpus = max(0.25, float(resources.get("CPU", 1)) / shards)
+        gpus = float(resources.get("GPU", 0)) / shards if resources.get("GPU", 0) else 0
+        worker = ray.remote(ShardWorker).options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy="SPREAD")
+        actors = [worker.remote(i, part, embeddings_run_id, metric=cfg.metric, threads=max(1, int(cpus)))
+                  for i, part in enumerate(parts)]
+        loaded = ray.get([a.load.remote() for a in actors])
+        dims = {d for c, d, _, _ in loaded if c}
+        if not dims:
+            raise ValueError(f"embeddings run {embeddings_run_id} has no rows")
+        if len(dims) > 1:
+            samples = {d: s for c, d, _, s in loaded if c}
+            raise ValueError(f"embeddings run {embeddings_run_id}: vectors of different lengths, e.g. sample "
+                             + " and sample ".join(f"{s} ({d})" for d, s in sorted(samples.items())))
+        ids = pa.concat_arrays(ray.get([a.sample_ids.remote() for a in actors]))
+        if pc.count_distinct(ids).as_py() != len(ids):
+            counts = pc.value_counts(ids)
+            dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"]
+            raise ValueError(f"embeddings run {embeddings_run_id}: sample {dup} has several vectors")
+        return cls(actors, np.array([c for c, *_ in loaded]), [node for _, _, node, _ in loaded], dims.pop(), ids)
+
+    def locate(self, positions: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Sorted global positions → (actor, its local positions), actors in order."""
+        positions = np.sort(np.asarray(positions, np.int64))
+        at = np.searchsorted(self.starts, positions, side="right") - 1
+        return [(int(i), positions[at == i] - self.starts[i]) for i in np.unique(at)]
+
+    def gather(self, positions: np.ndarray) -> list:
+        """References to the vectors of these positions (sorted), one per actor holding some: nothing comes here."""
+        return [self.actors[i].take.remote(local) for i, local in self.locate(positions)]
+
+    def search_merged(self, ray, query_refs: list, k: int, nprobe: int, k_factor: int, *,
+                      exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Every shard's k nearest for the queries, merged here ([Q, k] state)."""
+        calls = [(a.exact.remote(k, *query_refs) if exact else a.search.remote(k, nprobe, k_factor, *query_refs))
+                 for a in self.actors]
+        return knn_index.merge_partials(ray.get(calls), k)
+
+
+def _neighbours_of(ray, pool: ShardPool, positions: np.ndarray, rows: np.ndarray, k: int, metric: str,
+                   nprobe: int = 0, k_factor: int = 0, *, exact: bool = False) -> np.ndarray:
+    sq, ids = pool.search_merged(ray, pool.gather(positions), k + 1, nprobe, k_factor, exact=exact)
+    return knn_index.drop_self(knn_index.to_distance(sq, ids, metric=metric), ids, rows[np.sort(positions)])[1]
+
+
+def tune(ray, pool: ShardPool, rows: np.ndarray, spec: knn_index.IndexSpec, cfg: NeighborsConf,
+         positions: np.ndarray) -> tuple[int, int, float, bool]:
+    """(nprobe, k_factor, recall on the tuning rows, cap hit): the first setting of
+    :func:`brain.index.probe_schedule` whose recall@k vs exact reaches ``cfg.target_recall``."""
+    if spec.kind == "flat" or not positions.size:
+        return 0, 0, 1.0, False
+    exact = _neighbours_of(ray, pool, positions, rows, cfg.k, cfg.metric, exact=True)
+    steps = knn_index.probe_schedule(spec.nprobe, spec.nlist, nprobe_max=cfg.nprobe_max or max(1, spec.nlist // 4),
+                                     refine=bool(spec.refine_m), k_factor_max=cfg.k_factor_max)
+    for nprobe, k_factor in steps:
+        found = _neighbours_of(ray, pool, positions, rows, cfg.k, cfg.metric, nprobe, k_factor)
+        recall = knn_index.recall_at_k(found, exact)
+        log.info("neighbors: nprobe=%d k_factor=%d: recall@%d %.4f on %d tuning queries", nprobe, k_factor, cfg.k,
+                 recall, len(positions))
+        if recall >= cfg.target_recall:
+            return nprobe, k_factor, recall, False
+    return nprobe, k_factor, recall, True
+
+
+def write_graph(ray, pool: ShardPool, run_id: str, lake: Lake, cfg: NeighborsConf, nprobe: int, k_factor: int,
+                check: np.ndarray, *, update: bool = False) -> tuple[int, np.ndarray, np.ndarray]:
+    """Every actor's rows in blocks to every shard, merged and staged by the owner; a window of blocks in flight.
+
+    Returns (rows written, check positions found, their neighbour rows)."""
+    k, blocks = cfg.k, []
+    for i, count in enumerate(pool.counts):
+        blocks += [(j, i, a, min(int(count), a + cfg.query_block)) for j, a in enumerate(range(0, int(count),
+                                                                                           cfg.query_block))]
+    blocks.sort()  # round-robin over the actors, so every one owns blocks in flight
+    checks = {i: local for i, local in pool.locate(check)}
+    pending, done = [], []
+    for _, i, a, b in blocks:
+        owner = pool.actors[i]
+        q = owner.queries.remote(a, b, "affected" if update else "all")
+        parts = [w.search.remote(k + 1, nprobe, k_factor, q) for w in pool.actors]
+        if update:
+            kept = owner.queries.remote(a, b, "kept")
+            parts += [w.search_fresh.remote(k, kept) for w in pool.actors]
+        mine = checks.get(i, np.zeros(0, np.int64))
+        pending.append((i, owner.write.remote(run_id, lake.uri, a, b, k, mine, len(pool.actors), *parts)))
+        if len(pending) >= 2 * len(pool.actors):
+            i0, ref = pending.pop(0)
+            done.append((i0, ray.get(ref)))
+    done += [(i, ray.get(ref)) for i, ref in pending]
+    written = sum(d[0] for _, d in done)
+    positions = np.concatenate([pool.starts[i] + d[1] for i, d in done] or [np.zeros(0, np.int64)])
+    found = np.concatenate([d[2] for _, d in done] or [np.zeros((0, k), np.int64)])
+    order = np.argsort(positions)
+    return written, positions[order], found[order]
+
+
+def _split_queries(n: int, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint random positions: (tuning queries, held-out check queries), each at most ``count``, sorted."""
+    picked = rng.choice(n, min(n, 2 * count), replace=False)
+    half = len(picked) // 2
+    return np.sort(picked[:half]), np.sort(picked[half:])
+
+
+def _finish(ray, pool: ShardPool, lake: Lake, run: runs.Run, cfg: NeighborsConf, spec: knn_index.IndexSpec,
+            rows: np.ndarray, id_map: pa.Array, embeddings_run_id: str, *, update: bool) -> None:
+    """Tune, write the graph, check its recall, save the shards and the id map; metrics into ``run``."""
+    tuning, held_out = _split_queries(pool.n, cfg.recall_queries, np.random.default_rng(0))
+    if cfg.target_recall:
+        nprobe, k_factor, tuned, cap_hit = tune(ray, pool, rows, spec, cfg, tuning)
+    else:
+        nprobe, k_factor, tuned, cap_hit = spec.nprobe, 4 if spec.refine_m else 0, float("nan"), False
+    if cap_hit:
+        log.warning("neighbors: recall@%d %.4f on the tuning queries is below the target %.2f at the cap nprobe=%d "
+                    "(k_factor=%d): raise neighbors.nprobe_max or nlist", cfg.k, tuned, cfg.target_recall, nprobe,
+                    k_factor)
+    written, checked, found = write_graph(ray, pool, run.run_id, lake, cfg, nprobe, k_factor, held_out, update=update)
+    run.rows_written["neighbors"] = lake.commit_files("neighbors", run.run_id)
+    if not run.rows_written["neighbors"] == written == pool.n:
+        raise RuntimeError(f"neighbors: {pool.n} samples but {written} searched and "
+                           f"{run.rows_written['neighbors']} committed")
+    if checked.size:
+        exact = _neighbours_of(ray, pool, checked, rows, cfg.k, cfg.metric, exact=True)
+        run.metrics["recall_at_k"] = knn_index.recall_at_k(found, exact)
+    ray.get([a.save.remote(lake.uri, run.run_id) for a in pool.actors])
+    lake.write_artifact(run.run_id, "index.json", json.dumps(
+        {**spec.as_dict(), "nprobe": nprobe or spec.nprobe, "k_factor": k_factor, "shards": len(pool.actors),
+         "embeddings_run_id": embeddings_run_id}).encode())
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"sample_id": id_map}), sink)
+    lake.write_artifact(run.run_id, "sample_ids.parquet", sink.getvalue().to_pybytes())
+    run.metrics.update(
+        n=float(pool.n), k=float(cfg.k), nlist=float(spec.nlist), nprobe=float(nprobe), k_factor=float(k_factor),
+        index_shards=float(len(pool.actors)), nodes=float(len(set(pool.nodes))), train_size=float(spec.train_size),
+        target_recall=float(cfg.target_recall), tuning_recall_at_k=float(tuned), recall_cap_hit=float(cap_hit),
+        driver_peak_rss_gb=peak_rss_gb(),
+        worker_peak_rss_gb=max(ray.get([a.peak_rss_gb.remote() for a in pool.actors])))
+
+
+def _track(lake: Lake, conf: Conf, source: dict, ray):
+    from jobs.engines import ray_where, versions
+
     cfg = conf.neighbors
-    source = runs.latest_succeeded(lake, cfg.embeddings_key)
-    started = time.perf_counter()
-    with runs.track(lake, brain_key=cfg.brain_key, method="neighbors", dataset=conf.dataset,
-                    input_key=cfg.embeddings_key, config={**conf.model_dump(), "input_run_id": source["run_id"]},
-                    engine_versions=versions("faiss-cpu", "faiss-gpu-cu12"),
-                    executed_on=f"driver host={socket.gethostname()}",
-                    sample_filter=source["sample_filter"]) as run:
-        ids, vectors = read_vectors(lake, source["run_id"])
-        if cfg.k >= len(ids):
-            raise ValueError(f"neighbors.k={cfg.k} must be smaller than the {len(ids)} embedded samples")
-        old_rows, old_dist = previous_graph(lake, previous, ids, cfg.k)
-        fresh = pc.is_in(ids, fresh_ids).to_numpy(zero_copy_only=False)
-        dist, nbr, searched = knn_index.update_knn_graph(vectors, fresh, old_rows, old_dist, cfg.k, metric=cfg.metric)
-        spec = knn_index.choose_spec(len(ids), vectors.shape[1], metric=cfg.metric, kind="flat")
-        save_index(lake, run.run_id, [knn_index.serialize(knn_index.build_index(vectors, metric=cfg.metric, gpu=False))],
-                   spec, source["run_id"], ids)
-        run.rows_written["neighbors"] = lake.write_files("neighbors", run.run_id, [graph_rows(run.run_id, ids, ids, dist, nbr)])
-        run.metrics["searched"] = float(searched)
-    log.info("neighbors: k=%d graph updated (%d of %d rows searched) in %.1f s", cfg.k, searched, len(ids),
-             time.perf_counter() - started)
-    return run.run_id
+    return runs.track(lake, brain_key=cfg.brain_key, method="neighbors", dataset=conf.dataset,
+                      input_key=cfg.embeddings_key, config={**conf.model_dump(), "input_run_id": source["run_id"]},
+                      engine_versions=versions("ray", "faiss-cpu", "faiss-gpu-cu12"), executed_on=ray_where(),
+                      sample_filter=source["sample_filter"])
 
 
 def run(conf: Conf) -> str:
-    from jobs.engines import ray_init, ray_where, versions
+    from jobs.engines import ray_init
 
     lake = Lake(conf.lake)
     cfg = conf.neighbors
     source = runs.latest_succeeded(lake, cfg.embeddings_key)
     ray = ray_init(conf)
     started = time.perf_counter()
-    with runs.track(lake, brain_key=cfg.brain_key, method="neighbors", dataset=conf.dataset,
-                    input_key=cfg.embeddings_key, config={**conf.model_dump(), "input_run_id": source["run_id"]},
-                    engine_versions=versions("ray", "faiss-cpu", "faiss-gpu-cu12"), executed_on=ray_where(),
-                    sample_filter=source["sample_filter"]) as run:
-        ids, vectors = read_vectors(lake, source["run_id"])
-        n = len(ids)
-        if cfg.k >= n:
-            raise ValueError(f"neighbors.k={cfg.k} must be smaller than the {n} embedded samples")
-        spec = knn_index.choose_spec(n, vectors.shape[1], metric=cfg.metric, kind=cfg.index,
-                                     flat_threshold=cfg.flat_threshold, pq_threshold=cfg.pq_threshold,
-                                     nlist=cfg.nlist, nprobe=cfg.nprobe, refine_m=cfg.pq_refine_m)
-        rng = np.random.default_rng(0)
-        train_rows = np.sort(rng.choice(n, spec.train_size, replace=False)) if spec.train_size else np.arange(1)
-        empty = knn_index.serialize(knn_index.train_empty_index(vectors[train_rows], spec))
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // max(cfg.shards, cfg.index_shards))
-        vectors_ref, ids_ref, empty_ref = ray.put(vectors), ray.put(ids), ray.put(empty)
-        builder = ray.remote(build_shard).options(num_cpus=cpus)
-        shard_refs = [builder.remote(empty_ref, vectors_ref, a, b, metric=cfg.metric, threads=cpus)
-                      for a, b in _bounds(n, cfg.index_shards)]
-        shard_blobs = ray.get(shard_refs)
-        shards_ref = ray.put(shard_blobs)
-        save_index(lake, run.run_id, shard_blobs, spec, source["run_id"], ids)
-
-        check = np.sort(rng.choice(n, min(n, cfg.recall_queries), replace=False))
-        task = ray.remote(search_shard).options(num_cpus=cpus, num_gpus=gpus)
-        done = ray.get([task.remote(shards_ref, vectors_ref, ids_ref, a, b, k=cfg.k, metric=cfg.metric,
-                                    lake_uri=lake.uri, run_id=run.run_id, threads=cpus, check_rows=check)
-                        for a, b in _bounds(n, cfg.shards)])
-        run.rows_written["neighbors"] = lake.commit_files("neighbors", run.run_id)
-        if not run.rows_written["neighbors"] == sum(d[0] for d in done) == n:
-            raise RuntimeError(f"neighbors: {n} samples but {sum(d[0] for d in done)} searched and "
-                               f"{run.rows_written['neighbors']} committed")
-        if check.size:
-            found = np.concatenate([d[2] for d in done])
-            rows = np.concatenate([d[1] for d in done])
-            exact = knn_index.knn_graph(knn_index.build_index(vectors, metric=cfg.metric), vectors[rows], rows,
-                                        cfg.k, metric=cfg.metric)[1]
-            run.metrics["recall_at_k"] = knn_index.recall_at_k(found, exact)
-        run.metrics.update(n=float(n), k=float(cfg.k), nlist=float(spec.nlist), nprobe=float(spec.nprobe),
-                           index_shards=float(len(shard_blobs)), train_size=float(spec.train_size))
-    log.info("neighbors: k=%d %s graph over %d samples, %s index in %d shards, recall@k %.4f, %.1f s", cfg.k,
-             cfg.metric, n, spec.kind, len(shard_blobs), run.metrics.get("recall_at_k", float("nan")),
-             time.perf_counter() - started)
+    with _track(lake, conf, source, ray) as run:
+        pool = ShardPool.start(ray, lake, source["run_id"], cfg, cfg.index_shards)
+        try:
+            n = pool.n
+            if cfg.k >= n:
+                raise ValueError(f"neighbors.k={cfg.k} must be smaller than the {n} embedded samples")
+            spec = knn_index.choose_spec(n, pool.dim, metric=cfg.metric, kind=cfg.index,
+                                         flat_threshold=cfg.flat_threshold, pq_threshold=cfg.pq_threshold,
+                                         nlist=cfg.nlist, nprobe=cfg.nprobe, refine_m=cfg.pq_refine_m)
+            if spec.nlist:
+                spec = knn_index.IndexSpec(**{**spec.as_dict(), "train_size": min(n, cfg.train_per_list * spec.nlist)})
+            rows = np.arange(n, dtype=np.int64)
+            ray.get([a.set_rows.remote(rows[s:e], pool.ids) for a, s, e in
+                     zip(pool.actors, pool.starts[:-1], pool.starts[1:])])
+            train = np.random.default_rng(0).choice(n, max(1, spec.train_size), replace=False)
+            empty = pool.actors[0].train.remote(spec.as_dict(), *pool.gather(train))
+            ray.get([a.fill.remote(empty) for a in pool.actors])
+            del empty
+            _finish(ray, pool, lake, run, cfg, spec, rows, pool.ids, source["run_id"], update=False)
+        finally:
+            for actor in pool.actors:
+                ray.kill(actor)
+    log.info("neighbors: k=%d %s graph over %d samples, %s index in %d shards on %d nodes, nprobe %d, recall@k %.4f, "
+             "%.1f s", cfg.k, cfg.metric, pool.n, spec.kind, len(pool.actors), len(set(pool.nodes)),
+             run.metrics["nprobe"], run.metrics.get("recall_at_k", float("nan")), time.perf_counter() - started)
     return run.run_id
+
+
+def update(conf: Conf, *, previous: str, fresh_ids: pa.Array) -> str:
+    """A new kNN run from run ``previous``: its shards reloaded into the actors, removed and changed rows taken
+    out, ``fresh_ids`` (new or changed samples) added, and only the rows whose lists can change searched.
+
+    Row numbers of the previous run stay (a removed sample's row is left empty in the id map; fresh
+    samples get new rows at the end), so the saved shards stay valid. An IVF-PQ index with re-ranking
+    cannot remove vectors (FAISS's IndexIVFPQR): that case runs the full job.
+    """
+    from jobs.engines import ray_init
+
+    lake = Lake(conf.lake)
+    cfg = conf.neighbors
+    meta = json.loads(lake.read_artifact(previous, "index.json"))
+    if meta["kind"] == "ivf_pq" and meta.get("refine_m"):
+        log.info("neighbors: the previous index is IVF-PQ with re-ranking, which cannot remove vectors: full run")
+        return run(conf)
+    source = runs.latest_succeeded(lake, cfg.embeddings_key)
+    ray = ray_init(conf)
+    started = time.perf_counter()
+    with _track(lake, conf, source, ray) as run_:
+        pool = ShardPool.start(ray, lake, source["run_id"], cfg, int(meta["shards"]))
+        try:
+            if cfg.k >= pool.n:
+                raise ValueError(f"neighbors.k={cfg.k} must be smaller than the {pool.n} embedded samples")
+            old_map = pq.read_table(io.BytesIO(lake.read_artifact(previous, "sample_ids.parquet")))["sample_id"]
+            old_map = old_map.combine_chunks().cast(pa.string())
+            old_row = pc.index_in(pool.ids, old_map)
+            fresh = pc.or_(pc.is_null(old_row), pc.is_in(pool.ids, fresh_ids.cast(pa.string()))).to_numpy(
+                zero_copy_only=False)
+            # removed: old rows whose sample is gone, or changed (it gets a new row)
+            kept_old = np.where(fresh, -1, old_row.fill_null(-1).to_numpy(zero_copy_only=False)).astype(np.int64)
+            live = np.zeros(len(old_map), bool)
+            live[kept_old[kept_old >= 0]] = True
+            was = pc.is_valid(old_map).to_numpy(zero_copy_only=False)
+            removed = np.flatnonzero(was & ~live)
+            rows = kept_old.copy()
+            rows[fresh] = len(old_map) + np.arange(int(fresh.sum()))
+            id_map = pa.concat_arrays([pc.if_else(pa.array(live), old_map, pa.nulls(len(old_map), pa.string())),
+                                       pool.ids.filter(pa.array(fresh))])
+            bounds = list(zip(pool.starts[:-1], pool.starts[1:]))
+            ray.get([a.set_rows.remote(rows[s:e], id_map) for a, (s, e) in zip(pool.actors, bounds)])
+            ray.get([a.load_previous.remote(lake.uri, previous, removed, fresh[s:e], previous, cfg.k)
+                     for a, (s, e) in zip(pool.actors, bounds)])
+            stale = np.concatenate([removed, rows[fresh]])  # rows of removed samples, and of new or changed ones
+            searched = sum(ray.get([a.mark_stale.remote(stale) for a in pool.actors]))
+            spec = knn_index.IndexSpec(**{f: meta[f] for f in knn_index.IndexSpec.__dataclass_fields__})
+            _finish(ray, pool, lake, run_, cfg, spec, rows, id_map, source["run_id"], update=True)
+            run_.metrics["searched"] = float(searched)
+        finally:
+            for actor in pool.actors:
+                ray.kill(actor)
+    log.info("neighbors: k=%d graph updated (%d of %d rows searched, %d new or changed, %d removed) in %.1f s",
+             cfg.k, searched, pool.n, int(fresh.sum()), len(removed), time.perf_counter() - started)
+    return run_.run_id
 
 
 def main(argv: list[str] | None = None) -> int:

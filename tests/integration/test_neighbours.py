@@ -41,7 +41,7 @@ def test_ivf_knn_job_records_recall_and_serves_queries(tmp_path, ray_session):
     lake = Lake(tmp_path / "lake")
     ids = _write_embeddings(lake, x)
     conf = local_conf(lake.uri)
-    conf.neighbors = conf.neighbors.model_copy(update=dict(k=5, flat_threshold=500, index_shards=2, shards=2,
+    conf.neighbors = conf.neighbors.model_copy(update=dict(k=5, flat_threshold=500, index_shards=2,
                                                             recall_queries=300))
     run_id = neighbors.run(conf)
 
