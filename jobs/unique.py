@@ -19,9 +19,17 @@ from brain import runs
 from brain.config import Conf
 from brain.lake import Lake, plain_strings
 from brain.methods import duplicates as dup
-from jobs.neighbors import read_vectors
+from jobs.neighbors import block_vectors
 
 log = logging.getLogger("jobs.unique")
+
+
+def read_vectors(lake: Lake, run_id: str) -> tuple[pa.Array, np.ndarray]:
+    """(sample ids, [N, D] float32 vectors) of one embeddings run, all in this process."""
+    table = lake.read("embeddings", columns=["sample_id", "vector"], filter=pc.field("run_id") == run_id)
+    if table.num_rows == 0:
+        raise ValueError(f"embeddings run {run_id} has no rows")
+    return table["sample_id"].combine_chunks(), block_vectors(table, run_id, None)
 
 
 def run(conf: Conf) -> str:
