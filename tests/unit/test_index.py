@@ -68,3 +68,45 @@ def test_k_must_be_smaller_than_n():
 def test_unknown_metric():
     with pytest.raises(ValueError, match="metric must be one of"):
         index.prepare(np.eye(2), metric="manhattan")
+
+
+def test_shards_merged_with_result_heap_equal_one_index():
+    rng = np.random.default_rng(3)
+    x = index.prepare(rng.normal(size=(600, 12)), metric="l2")
+    one = index.build_index(x, metric="l2", gpu=False)
+    empty = index.serialize(index.train_empty_index(x[:1], index.IndexSpec("flat", "l2")))
+    shards = [index.deserialize(index.build_shard(empty, x[a:a + 200], np.arange(a, a + 200), metric="l2"))
+              for a in (0, 200, 400)]
+    merged = index.merge_partials([index.search_partial(s, x[:50], 7) for s in shards], 7)
+    sq, ids = one.search(x[:50], 7)
+    np.testing.assert_array_equal(merged[1], ids)
+    np.testing.assert_allclose(merged[0], sq, rtol=1e-5)
+
+
+def test_a_probe_left_short_is_searched_again_over_every_list():
+    rng = np.random.default_rng(4)
+    x = index.prepare(rng.normal(size=(400, 8)), metric="l2")
+    spec = index.choose_spec(400, 8, metric="l2", kind="ivf_flat", nlist=100, nprobe=1)
+    ivf = index.train_empty_index(x, spec)
+    ivf.add_with_ids(x, np.arange(400))
+    sq, ids = index.search_partial(ivf, x[:20], 30, nprobe=1)  # one list of ~4 rows cannot hold 30
+    assert (ids >= 0).all() and np.isfinite(sq).all()
+    assert _nprobe(ivf) == 1  # the setting is restored after the search
+
+
+def _nprobe(ivf):
+    import faiss
+
+    return faiss.extract_index_ivf(ivf).nprobe
+
+
+def test_probe_schedule_doubles_to_the_cap_with_the_rerank_depth():
+    assert index.probe_schedule(8, 1000, nprobe_max=50, refine=False) == [(8, 0), (16, 0), (32, 0), (50, 0)]
+    assert index.probe_schedule(8, 20, nprobe_max=100, refine=True, k_factor_max=8) == [(8, 4), (16, 8), (20, 8)]
+
+
+def test_drop_self_removes_the_query_or_the_farthest():
+    ids = np.array([[5, 3, 9], [1, 2, 4]])
+    dist = np.array([[0.0, 0.1, 0.2], [0.1, 0.2, 0.3]], np.float32)
+    d, i = index.drop_self(dist, ids, np.array([3, 7]))
+    assert i.tolist() == [[5, 9], [1, 2]] and d.tolist() == [[0.0, np.float32(0.2)], [np.float32(0.1), np.float32(0.2)]]

@@ -1,3 +1,5 @@
+"""The incremental update's kernels (what every shard actor applies to its rows) against a full rebuild."""
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ def _graph(vectors, k):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_update_equals_a_full_rebuild(seed):
+def test_affected_rows_searched_and_the_rest_merged_equal_a_full_rebuild(seed):
     rng = np.random.default_rng(seed)
     k, n_old = 5, 300
     old = rng.normal(size=(n_old, 16)).astype(np.float32)
@@ -28,14 +30,24 @@ def test_update_equals_a_full_rebuild(seed):
     old_d = np.zeros((len(vectors), k), np.float32)
     old_rows[: len(kept)] = new_row_of_old[old_nbr[kept]]
     old_d[: len(kept)] = old_dist[kept]
-    dist, rows, searched = index.update_knn_graph(vectors, fresh, old_rows, old_d, k, metric="cosine")
+
+    full = index.affected_rows(old_rows, fresh, stale=fresh)
+    searched = np.flatnonzero(full)
+    dist, rows = np.empty((len(vectors), k), np.float32), np.empty((len(vectors), k), np.int64)
+    dist[searched], rows[searched] = index.knn_graph(index.build_index(vectors, gpu=False), vectors[searched],
+                                                     searched, k, metric="cosine")
+    others, fresh_rows = np.flatnonzero(~full), np.flatnonzero(fresh)
+    fd, fi = index.search(index.build_index(vectors[fresh_rows], gpu=False), vectors[others], k, metric="cosine")
+    dist[others], rows[others] = index.merge_with_fresh(old_d[others], old_rows[others], fd, fresh_rows[fi], k)
+
     full_dist, full_rows = _graph(vectors, k)
     np.testing.assert_allclose(dist, full_dist, atol=1e-5)
     assert (rows == full_rows).mean() > 0.99  # equal up to ties
-    assert 25 <= searched < len(vectors) // 2  # fresh rows and those that lost a neighbour only
+    assert 25 <= searched.size < len(vectors) // 2  # fresh rows and those that lost a neighbour only
 
 
-def test_update_validates_shapes():
-    with pytest.raises(ValueError, match="old_rows/old_dist"):
-        index.update_knn_graph(np.zeros((4, 2), np.float32), np.zeros(4, bool), np.zeros((3, 2)),
-                               np.zeros((3, 2)), 2, metric="cosine")
+def test_a_row_whose_list_lost_a_neighbour_is_affected():
+    old_rows = np.array([[1, 2], [0, 2], [0, 1], [-1, 0]])
+    stale = np.array([False, False, True, False])
+    fresh = np.array([False, False, False, False])
+    assert index.affected_rows(old_rows, fresh, stale).tolist() == [True, True, False, True]
