@@ -331,10 +331,6 @@ class ShardPool:
             raise ValueError(f"embeddings run {embeddings_run_id}: vectors of different lengths, e.g. sample "
                              + " and sample ".join(f"{s} ({d})" for d, s in sorted(samples.items())))
         ids = pa.concat_arrays(ray.get([a.sample_ids.remote() for a in actors]))
-        if pc.count_distinct(ids).as_py() != len(ids):
-            counts = pc.value_counts(ids)
-            dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"]
-            raise ValueError(f"embeddings run {embeddings_run_id}: sample {dup} has several vectors")
         return cls(actors, np.array([c for c, *_ in loaded]), [node for _, _, node, _ in loaded], dims.pop(), ids)
 
     def locate(self, positions: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -484,7 +480,8 @@ def run(conf: Conf) -> str:
             if spec.nlist:
                 spec = knn_index.IndexSpec(**{**spec.as_dict(), "train_size": min(n, cfg.train_per_list * spec.nlist)})
             rows = np.arange(n, dtype=np.int64)
-            ray.get([a.set_rows.remote(rows[s:e], pool.ids) for a, s, e in
+            id_map = ray.put(pool.ids)  # once: every actor reads the same copy
+            ray.get([a.set_rows.remote(rows[s:e], id_map) for a, s, e in
                      zip(pool.actors, pool.starts[:-1], pool.starts[1:])])
             train = np.random.default_rng(0).choice(n, max(1, spec.train_size), replace=False)
             empty = pool.actors[0].train.remote(spec.as_dict(), *pool.gather(train))
@@ -540,7 +537,8 @@ def update(conf: Conf, *, previous: str, fresh_ids: pa.Array) -> str:
             id_map = pa.concat_arrays([pc.if_else(pa.array(live), old_map, pa.nulls(len(old_map), pa.string())),
                                        pool.ids.filter(pa.array(fresh))])
             bounds = list(zip(pool.starts[:-1], pool.starts[1:]))
-            ray.get([a.set_rows.remote(rows[s:e], id_map) for a, (s, e) in zip(pool.actors, bounds)])
+            id_map_ref = ray.put(id_map)
+            ray.get([a.set_rows.remote(rows[s:e], id_map_ref) for a, (s, e) in zip(pool.actors, bounds)])
             ray.get([a.load_previous.remote(lake.uri, previous, removed, fresh[s:e], previous, cfg.k)
                      for a, (s, e) in zip(pool.actors, bounds)])
             stale = np.concatenate([removed, rows[fresh]])  # rows of removed samples, and of new or changed ones
