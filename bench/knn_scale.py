@@ -1,33 +1,65 @@
-"""kNN graph at scale: our approximate job vs exact search and scikit-learn brute force.
+"""kNN graph at scale: the real neighbors job on Ray over a real embeddings Delta table, vs exact search
+and scikit-learn brute force.
 
-    .venv/bin/python bench/knn_scale.py N [--k 10] [--sklearn-max 100000]
+    .venv/bin/python bench/knn_scale.py [--n 250000 1000000] [--data realistic clustered] [--sklearn-n 100000]
 
-Data: N clustered 128-d vectors made here (a Gaussian mixture with 1,000 components:
-centres ~ N(0, I), points = centre + 0.5·N(0, I)), cosine metric (the job's default).
+Data (made here, written as an embeddings run of Delta files of 50,000 rows each):
 
-"Ours" is the neighbors job's computation run in this process on one machine
-(``brain.index.choose_spec`` → ``build_index`` → ``self_knn``: the same functions the Ray
-job calls per shard), with the default index settings of ``conf/local.yaml``.
-Recall@10 is measured against exact FAISS search on 2,000 random queries of the graph.
-Peak memory is ``resource.getrusage`` ru_maxrss of this process plus its children,
-taken right after our job (before the scikit-learn comparison runs).
-scikit-learn's brute-force ``NearestNeighbors`` (what FiftyOne Brain uses) is timed on
-min(N, sklearn_max) vectors, and ours again on the same vectors.
+* ``realistic``: D = 256, a Gaussian whose axis variances decay like a power law (axis i has
+  variance ∝ 1/(i+1)), drawn around 300 broad modes whose centres have the same spectrum scaled
+  by 0.8, so the modes overlap (no clean clusters): close to real image embeddings, where a
+  fixed small nprobe misses many true neighbours.
+* ``clustered``: D = 128, 1,000 well-separated Gaussian clusters (centre ~ N(0, I), spread 0.5):
+  the easy case, where any IVF setting finds every neighbour.
+
+For each (data, N) the job (``python -m jobs.neighbors``, a subprocess with its own local Ray,
+2 CPUs, the default config: IVF above 50,000 vectors, nprobe tuned to recall 0.95) is timed end to
+end; its run records the chosen nprobe, the driver's peak RSS and the largest shard actor's peak
+RSS. Recall@10 is measured here on 2,000 random samples of the written graph against exact
+search (FAISS brute force over the regenerated vectors). scikit-learn's brute-force
+``NearestNeighbors`` (what FiftyOne Brain uses) runs on the first ``--sklearn-n`` realistic
+vectors and the job runs again on the same vectors: the ratio of wall times is the speed-up.
+The machine may be shared: the load average is printed with the results.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
+import faiss
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
 
-from brain import index
-from brain.config import load_conf
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from brain import index, runs  # noqa: E402
+from brain.config import load_conf  # noqa: E402
+from brain.lake import Lake, plain_strings  # noqa: E402
+
+FILE_ROWS = 50_000
 
 
-def clustered(n: int, d: int = 128, components: int = 1000, spread: float = 0.5, seed: int = 0) -> np.ndarray:
+def realistic(n: int, *, d: int = 256, modes: int = 300, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    scale = (1.0 / np.sqrt(np.arange(1, d + 1))).astype(np.float32)
+    centres = rng.standard_normal((modes, d), dtype=np.float32) * scale * 0.8
+    out = np.empty((n, d), np.float32)
+    for a in range(0, n, 100_000):
+        b = min(n, a + 100_000)
+        out[a:b] = centres[rng.integers(0, modes, b - a)] + rng.standard_normal((b - a, d), np.float32) * scale
+    return out
+
+
+def clustered(n: int, *, d: int = 128, components: int = 1000, spread: float = 0.5, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((components, d), dtype=np.float32)
     out = np.empty((n, d), np.float32)
@@ -37,54 +69,110 @@ def clustered(n: int, d: int = 128, components: int = 1000, spread: float = 0.5,
     return out
 
 
-def peak_gb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return kb / 2**20
+DATA = {"realistic": realistic, "clustered": clustered}
 
 
-def ours(x: np.ndarray, k: int) -> tuple[float, np.ndarray, index.IndexSpec]:
-    cfg = load_conf().neighbors
-    t0, c0 = time.perf_counter(), time.process_time()
-    spec = index.choose_spec(len(x), x.shape[1], metric=cfg.metric, kind=cfg.index, flat_threshold=cfg.flat_threshold,
-                             nlist=cfg.nlist, nprobe=cfg.nprobe)
-    _, ids = index.self_knn(x, k, metric=cfg.metric, spec=spec)
-    print(f"ours: {len(x)} vectors: {time.perf_counter() - t0:.1f} s wall, {time.process_time() - c0:.1f} s CPU "
-          f"(all threads; the machine is shared, wall time depends on its load)", flush=True)
-    return time.perf_counter() - t0, ids, spec
+def sample_ids(a: int, b: int) -> pa.Array:
+    return pa.array([f"s{i:08d}" for i in range(a, b)], pa.string())
+
+
+def write_lake(root: Path, x: np.ndarray) -> Lake:
+    lake = Lake(root)
+    with runs.track(lake, brain_key="embeddings", method="embeddings", dataset="bench", config={}) as run:
+        for a in range(0, len(x), FILE_ROWS):
+            b = min(len(x), a + FILE_ROWS)
+            flat = pa.array(x[a:b].reshape(-1))
+            vectors = pa.ListArray.from_arrays(pa.array(np.arange(0, (b - a + 1) * x.shape[1], x.shape[1],
+                                                                  dtype=np.int32)), flat)
+            lake.stage("embeddings", run.run_id, pa.table({
+                "run_id": pa.array([run.run_id] * (b - a)), "sample_id": sample_ids(a, b), "vector": vectors}))
+        run.rows_written["embeddings"] = lake.commit_files("embeddings", run.run_id)
+    return lake
+
+
+def run_job(lake: Lake, work: Path) -> tuple[float, dict[str, float]]:
+    conf = load_conf()
+    conf.lake, conf.dataset = lake.uri, "bench"
+    path = work / "knn.yaml"
+    path.write_text(yaml.safe_dump(conf.model_dump()))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_ADDRESS="")
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "jobs.neighbors", "--conf", str(path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if done.returncode:
+        raise RuntimeError(f"neighbors job failed:\n{done.stderr[-4000:]}")
+    return seconds, dict(runs.get_run(lake, "knn")["metrics"])
+
+
+def graph_recall(lake: Lake, x: np.ndarray, *, k: int, queries: int) -> float:
+    rows = np.sort(np.random.default_rng(1).choice(len(x), min(len(x), queries), replace=False))
+    wanted = sample_ids(0, len(x)).take(pa.array(rows))
+    run_id = runs.get_run(lake, "knn")["run_id"]
+    graph = plain_strings(lake.read("neighbors", columns=["sample_id", "neighbor_ids"],
+                                    filter=(pc.field("run_id") == run_id) & pc.field("sample_id").isin(wanted)))
+    graph = graph.sort_by("sample_id")
+    found = np.array([[int(s[1:]) for s in nbrs] for nbrs in graph["neighbor_ids"].to_pylist()])
+    xn = index.prepare(x, metric="cosine")
+    _, exact = index.drop_self(*faiss.knn(xn[rows], xn, k + 1), rows)
+    return index.recall_at_k(found, exact)
+
+
+def bench_one(name: str, n: int, work: Path, k: int, queries: int) -> dict[str, float]:
+    x = DATA[name](n)
+    lake = write_lake(work / f"{name}-{n}", x)
+    del x  # the job reads the lake; the vectors are made again for the exact check
+    seconds, metrics = run_job(lake, work)
+    recall = graph_recall(lake, DATA[name](n), k=k, queries=queries)
+    out = dict(seconds=seconds, recall=recall, nprobe=metrics["nprobe"], nlist=metrics["nlist"],
+               job_recall=metrics.get("recall_at_k", float("nan")), driver_gb=metrics["driver_peak_rss_gb"],
+               worker_gb=metrics["worker_peak_rss_gb"], cap_hit=metrics["recall_cap_hit"])
+    print(f"{name} N={n}: {seconds:.1f} s wall, recall@{k} {recall:.4f} on {queries} queries (job's own check "
+          f"{out['job_recall']:.4f}), nlist {out['nlist']:.0f}, chosen nprobe {out['nprobe']:.0f}, driver peak "
+          f"{out['driver_gb']:.2f} GB, largest worker peak {out['worker_gb']:.2f} GB, load {os.getloadavg()[0]:.1f}",
+          flush=True)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("n", type=int)
+    parser.add_argument("--n", type=int, nargs="+", default=[250_000, 1_000_000])
+    parser.add_argument("--data", nargs="+", default=["realistic", "clustered"], choices=sorted(DATA))
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--queries", type=int, default=2000)
-    parser.add_argument("--sklearn-max", type=int, default=100_000)
+    parser.add_argument("--sklearn-n", type=int, default=100_000, help="0: skip the scikit-learn comparison")
     args = parser.parse_args()
-    n, k = args.n, args.k
+    if args.k != load_conf().neighbors.k:
+        parser.error(f"--k must be the job's neighbors.k ({load_conf().neighbors.k})")
 
-    x = clustered(n)
-    seconds, ids, spec = ours(x, k)
-    peak = peak_gb()
-    print(f"ours: {n} vectors, k={k}, {spec} in {seconds:.1f} s, peak rss {peak:.2f} GB", flush=True)
+    result: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="knn-bench-", dir=os.environ.get("BENCH_TMP")) as tmp:
+        work = Path(tmp)
+        for name in args.data:
+            for n in args.n:
+                got = bench_one(name, n, work, args.k, args.queries)
+                result.update({f"{name}_{n // 1000}k_{key}": value for key, value in got.items()})
+        if len(args.n) > 1:
+            lo, hi = min(args.n), max(args.n)
+            for name in args.data:
+                result[f"{name}_driver_ratio_{hi // 1000}k_vs_{lo // 1000}k"] = (
+                    result[f"{name}_{hi // 1000}k_driver_gb"] / result[f"{name}_{lo // 1000}k_driver_gb"])
+        if args.sklearn_n:
+            from sklearn.neighbors import NearestNeighbors
 
-    rows = np.random.default_rng(1).choice(n, min(n, args.queries), replace=False)
-    _, exact = index.knn_graph(index.build_index(x, metric="cosine"), x[rows], rows, k, metric="cosine")
-    recall = index.recall_at_k(ids[rows], exact)
-    print(f"recall@{k} vs exact on {len(rows)} queries: {recall:.4f}", flush=True)
-    del ids
-
-    from sklearn.neighbors import NearestNeighbors
-
-    m = min(n, args.sklearn_max)
-    sub = x[:m]
-    t0, c0 = time.perf_counter(), time.process_time()
-    NearestNeighbors(n_neighbors=k + 1, algorithm="brute", metric="cosine").fit(sub).kneighbors(sub)
-    sk = time.perf_counter() - t0
-    print(f"scikit-learn: {m} vectors: {sk:.1f} s wall, {time.process_time() - c0:.1f} s CPU", flush=True)
-    ours_m = seconds if m == n else ours(sub, k)[0]
-    print(f"{m} vectors: scikit-learn brute force {sk:.1f} s, ours {ours_m:.1f} s", flush=True)
-    print(f"RESULT n={n} seconds={seconds:.1f} recall={recall:.4f} peak_gb={peak:.2f} "
-          f"sklearn_{m // 1000}k_s={sk:.1f} ours_{m // 1000}k_s={ours_m:.1f} speedup_{m // 1000}k={sk / ours_m:.1f}")
+            m = args.sklearn_n
+            x = realistic(m)
+            t0 = time.perf_counter()
+            NearestNeighbors(n_neighbors=args.k + 1, algorithm="brute", metric="cosine").fit(x).kneighbors(x)
+            sk = time.perf_counter() - t0
+            lake = write_lake(work / f"sklearn-{m}", x)
+            ours, _ = run_job(lake, work)
+            print(f"realistic N={m}: scikit-learn brute force {sk:.1f} s, the job {ours:.1f} s (with its Ray start)",
+                  flush=True)
+            result.update({f"sklearn_{m // 1000}k_s": sk, f"ours_{m // 1000}k_s": ours,
+                           f"speedup_{m // 1000}k": sk / ours})
+    result["load_avg"] = os.getloadavg()[0]
+    print("RESULT " + " ".join(f"{key}={value:.4g}" for key, value in result.items()))
 
 
 if __name__ == "__main__":

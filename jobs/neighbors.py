@@ -52,6 +52,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import resource
 import time
 from dataclasses import dataclass
@@ -111,6 +112,7 @@ class ShardWorker:
         import faiss
 
         faiss.omp_set_num_threads(threads)
+        self.threads = threads
         self.shard, self.files, self.embeddings_run_id, self.metric = shard, files, embeddings_run_id, metric
         self.index = self.fresh_index = None
         self.old_dist = self.old_rows = None
@@ -263,9 +265,17 @@ class ShardWorker:
         return b - a, mine, nbr[mine - a]
 
     def train(self, spec: dict, *sample: np.ndarray) -> np.ndarray:
-        """The empty index of ``spec``, its quantiser trained on the sample blocks (already prepared)."""
+        """The empty index of ``spec``, its quantiser trained on the sample blocks (already prepared).
+
+        Training runs alone (the other actors wait for its result): it uses every core of the node."""
+        import faiss
+
         spec = knn_index.IndexSpec(**{**spec, "metric": "l2"})  # normalised at load for cosine
-        return knn_index.serialize(knn_index.train_empty_index(np.concatenate(sample), spec))
+        faiss.omp_set_num_threads(len(os.sched_getaffinity(0)))
+        try:
+            return knn_index.serialize(knn_index.train_empty_index(np.concatenate(sample), spec))
+        finally:
+            faiss.omp_set_num_threads(self.threads)
 
     def save(self, lake_uri: str, run_id: str) -> None:
         Lake(lake_uri).write_artifact(run_id, f"index-{self.shard}.faiss", knn_index.serialize(self.index).tobytes())
