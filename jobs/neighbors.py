@@ -418,9 +418,24 @@ def write_graph(ray, pool: ShardPool, run_id: str, lake: Lake, cfg: NeighborsCon
     return written, positions[order], found[order]
 
 
+def distinct_positions(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
+    """``m`` distinct random positions in [0, n), in random order, in O(m) memory when m ≪ n
+    (``Generator.choice(replace=False)`` permutes all n: the driver would grow with N)."""
+    m = min(n, m)
+    if 4 * m >= n:
+        return rng.permutation(n)[:m]
+    picked = np.zeros(0, np.int64)
+    while len(picked) < m:
+        more = rng.integers(0, n, 2 * (m - len(picked)))
+        picked = np.concatenate([picked, more])
+        _, first = np.unique(picked, return_index=True)
+        picked = picked[np.sort(first)]
+    return picked[:m]
+
+
 def _split_queries(n: int, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint random positions: (tuning queries, held-out check queries), each at most ``count``, sorted."""
-    picked = rng.choice(n, min(n, 2 * count), replace=False)
+    picked = distinct_positions(n, 2 * count, rng)
     half = len(picked) // 2
     return np.sort(picked[:half]), np.sort(picked[half:])
 
@@ -493,7 +508,7 @@ def run(conf: Conf) -> str:
             id_map = ray.put(pool.ids)  # once: every actor reads the same copy
             ray.get([a.set_rows.remote(rows[s:e], id_map) for a, s, e in
                      zip(pool.actors, pool.starts[:-1], pool.starts[1:])])
-            train = np.random.default_rng(0).choice(n, max(1, spec.train_size), replace=False)
+            train = distinct_positions(n, max(1, spec.train_size), np.random.default_rng(0))
             empty = pool.actors[0].train.remote(spec.as_dict(), *pool.gather(train))
             ray.get([a.fill.remote(empty) for a in pool.actors])
             del empty
@@ -572,5 +587,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     from jobs._entry import exit_process
+    from jobs.neighbors import main as imported_main  # workers load ShardWorker by module name, not from __main__
 
-    exit_process(main())
+    exit_process(imported_main())

@@ -51,3 +51,12 @@ def test_a_row_whose_list_lost_a_neighbour_is_affected():
     stale = np.array([False, False, True, False])
     fresh = np.array([False, False, False, False])
     assert index.affected_rows(old_rows, fresh, stale).tolist() == [True, True, False, True]
+
+
+def test_distinct_positions_are_distinct_and_in_range():
+    from jobs.neighbors import distinct_positions
+
+    rng = np.random.default_rng(0)
+    for n, m in ((10, 10), (1000, 30), (10**9, 5000)):
+        got = distinct_positions(n, m, rng)
+        assert len(got) == m and len(np.unique(got)) == m and got.min() >= 0 and got.max() < n
