@@ -98,6 +98,15 @@ def graph_rows(run_id: str, id_map: pa.Array, query_ids: pa.Array, dist: np.ndar
 
 
 def peak_rss_gb() -> float:
+    """This process's peak resident memory: ``VmHWM`` on Linux. Not ``ru_maxrss``: Linux carries that
+    across ``exec`` from the forked parent, so a job started by a big process would report the parent's."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
@@ -452,7 +461,9 @@ def _finish(ray, pool: ShardPool, lake: Lake, run: runs.Run, cfg: NeighborsConf,
         log.warning("neighbors: recall@%d %.4f on the tuning queries is below the target %.2f at the cap nprobe=%d "
                     "(k_factor=%d): raise neighbors.nprobe_max or nlist", cfg.k, tuned, cfg.target_recall, nprobe,
                     k_factor)
+    log.info("neighbors: tuned (driver peak RSS %.3f GB)", peak_rss_gb())
     written, checked, found = write_graph(ray, pool, run.run_id, lake, cfg, nprobe, k_factor, held_out, update=update)
+    log.info("neighbors: graph written (driver peak RSS %.3f GB)", peak_rss_gb())
     run.rows_written["neighbors"] = lake.commit_files("neighbors", run.run_id)
     if not run.rows_written["neighbors"] == written == pool.n:
         raise RuntimeError(f"neighbors: {pool.n} samples but {written} searched and "
@@ -512,6 +523,8 @@ def run(conf: Conf) -> str:
             empty = pool.actors[0].train.remote(spec.as_dict(), *pool.gather(train))
             ray.get([a.fill.remote(empty) for a in pool.actors])
             del empty
+            log.info("neighbors: %d vectors in %d shards on %d nodes (driver peak RSS %.3f GB)", n, len(pool.actors),
+                     len(set(pool.nodes)), peak_rss_gb())
             _finish(ray, pool, lake, run, cfg, spec, rows, pool.ids, source["run_id"], update=False)
         finally:
             for actor in pool.actors:
