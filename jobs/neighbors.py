@@ -273,16 +273,20 @@ class ShardWorker:
         mine = check[(check >= a) & (check < b)]
         return b - a, mine, nbr[mine - a]
 
-    def train(self, spec: dict, *sample: np.ndarray) -> np.ndarray:
-        """The empty index of ``spec``, its quantiser trained on the sample blocks (already prepared).
+    def train(self, spec: dict, sample: list[tuple[int, object, np.ndarray]]) -> np.ndarray:
+        """The empty index of ``spec``, its quantiser trained on a sample: (shard, its actor, local positions)
+        for every shard; this actor fetches the other shards' parts itself, so they never pass the driver.
 
         Training runs alone (the other actors wait for its result): it uses every core of the node."""
         import faiss
+        import ray
 
+        parts = [self.take(local) if shard == self.shard else ray.get(actor.take.remote(local))
+                 for shard, actor, local in sample]
         spec = knn_index.IndexSpec(**{**spec, "metric": "l2"})  # normalised at load for cosine
         faiss.omp_set_num_threads(len(os.sched_getaffinity(0)))
         try:
-            return knn_index.serialize(knn_index.train_empty_index(np.concatenate(sample), spec))
+            return knn_index.serialize(knn_index.train_empty_index(np.concatenate(parts), spec))
         finally:
             faiss.omp_set_num_threads(self.threads)
 
@@ -476,7 +480,7 @@ def _finish(ray, pool: ShardPool, lake: Lake, run: runs.Run, cfg: NeighborsConf,
         {**spec.as_dict(), "nprobe": nprobe or spec.nprobe, "k_factor": k_factor, "shards": len(pool.actors),
          "embeddings_run_id": embeddings_run_id}).encode())
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.table({"sample_id": id_map}), sink)
+    pq.write_table(pa.table({"sample_id": id_map}), sink, use_dictionary=False)  # unique ids: no dictionary
     lake.write_artifact(run.run_id, "sample_ids.parquet", sink.getvalue().to_pybytes())
     run.metrics.update(
         n=float(pool.n), k=float(cfg.k), nlist=float(spec.nlist), nprobe=float(nprobe), k_factor=float(k_factor),
@@ -520,7 +524,8 @@ def run(conf: Conf) -> str:
             ray.get([a.set_rows.remote(rows[s:e], id_map) for a, s, e in
                      zip(pool.actors, pool.starts[:-1], pool.starts[1:])])
             train = distinct_positions(n, max(1, spec.train_size), np.random.default_rng(0))
-            empty = pool.actors[0].train.remote(spec.as_dict(), *pool.gather(train))
+            empty = pool.actors[0].train.remote(spec.as_dict(), [(i, pool.actors[i], local)
+                                                                  for i, local in pool.locate(train)])
             ray.get([a.fill.remote(empty) for a in pool.actors])
             del empty
             log.info("neighbors: %d vectors in %d shards on %d nodes (driver peak RSS %.3f GB)", n, len(pool.actors),
