@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from brain import ingest, runs
+from brain import ingest, progress, runs
 from brain.config import Conf, ConfError
 from brain.lake import Lake
 
@@ -24,7 +24,8 @@ def run(conf: Conf) -> str:
         raise ValueError(f"ingest source {source.source or source.manifest} holds no files")
     with runs.track(lake, brain_key=f"ingest_{conf.dataset}", method="ingest", dataset=conf.dataset,
                     config=conf.model_dump(), executed_on="driver") as run:
-        samples, errors = ingest.probe(files, dataset=conf.dataset, run_id=run.run_id)
+        samples, errors = ingest.probe(progress.iterate(files, desc="ingest", unit="files"),
+                                       dataset=conf.dataset, run_id=run.run_id)
         if samples.num_rows:
             lake.upsert("samples", samples, key="sample_id")
         if errors.num_rows:

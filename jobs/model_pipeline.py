@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from brain import images, runs
+from brain import images, progress, runs
 from brain.config import Conf
 from brain.lake import Lake
 from brain.models import get_model, load_model
@@ -278,19 +278,26 @@ def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
                  spec.method, len(shards), len(shards) - len(todo), run_id, len(todo))
         common = dict(model_name=spec.model_name, model_kwargs=spec.model_kwargs, lake_uri=lake.uri,
                       run_id=run.run_id)
-        if todo and spec.in_process:
-            actor = ModelActor(**common, table=spec.table, options=spec.options)
-            for sid, part in todo:
-                actor(decode_shard(pa.table({"shard": [sid], "items": [_ipc(part)]}), **common, dataset=conf.dataset))
-        elif todo:
-            (ray.data.from_items([{"shard": sid, "items": _ipc(part)} for sid, part in todo],
-                                 override_num_blocks=len(todo))
-             .map_batches(decode_shard, batch_format="pyarrow", batch_size=1,
-                          fn_kwargs=dict(**common, dataset=conf.dataset))
-             .map_batches(ModelActor, fn_constructor_kwargs=dict(**common, table=spec.table, options=spec.options),
-                          compute=ray.data.ActorPoolStrategy(size=conf.ray.num_actors), batch_size=1,
-                          batch_format="pyarrow", num_cpus=conf.ray.actor_num_cpus, num_gpus=gpus)
-             .materialize())
+        sizes = {sid: part.num_rows for sid, part in todo}
+
+        def items_done() -> int:  # the actors stage one file per finished shard
+            return sum(sizes.get(sid, 0) for sid in staged_shards(lake, spec.table, run.run_id))
+
+        with progress.poll(items_done, desc=spec.method, total=sum(sizes.values()), unit="samples"):
+            if todo and spec.in_process:
+                actor = ModelActor(**common, table=spec.table, options=spec.options)
+                for sid, part in todo:
+                    actor(decode_shard(pa.table({"shard": [sid], "items": [_ipc(part)]}), **common,
+                                       dataset=conf.dataset))
+            elif todo:
+                (ray.data.from_items([{"shard": sid, "items": _ipc(part)} for sid, part in todo],
+                                     override_num_blocks=len(todo))
+                 .map_batches(decode_shard, batch_format="pyarrow", batch_size=1,
+                              fn_kwargs=dict(**common, dataset=conf.dataset))
+                 .map_batches(ModelActor, fn_constructor_kwargs=dict(**common, table=spec.table, options=spec.options),
+                              compute=ray.data.ActorPoolStrategy(size=conf.ray.num_actors), batch_size=1,
+                              batch_format="pyarrow", num_cpus=conf.ray.actor_num_cpus, num_gpus=gpus)
+                 .materialize())
         if spec.before_commit:
             spec.before_commit(lake, run)
         run.rows_written[spec.table] = lake.commit_files(spec.table, run.run_id)
