@@ -11,7 +11,7 @@ A *score* is a numeric per-sample column of a current run's table (see
 :data:`SCORE_TABLES`), named after the column (``uniqueness``, ``hardness``) or
 ``TABLE_COLUMN`` when the column is not named like its table
 (``familiarity_percentile``), with ``_KEY`` appended when several current runs
-wrote the table. Scores are columns in grid WHERE expressions and sort keys.
+wrote the table (except for the run whose key is the table's name, the jobs' default). Scores are columns in grid WHERE expressions and sort keys.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def scores(lake: Lake) -> list[Score]:
             if not numeric or field.name in ("run_id", "sample_id"):
                 continue
             name = field.name if field.name == table else f"{table}_{field.name}"
-            if per_table[table] > 1:
+            if per_table[table] > 1 and key != table:  # the key named like its table keeps the plain name
                 name += "_" + re.sub(r"\W", "_", key)
             out.append(Score(name, table, field.name, key, run["run_id"]))
     return out

@@ -261,8 +261,9 @@ async function map(params) {
     const pt = e.points[0];
     hover.querySelector("img").src = thumbUrl(pt.customdata, 128);
     hover.querySelector("div").textContent = `${pt.text ?? ""} · ${pt.customdata}`;
-    hover.style.left = (e.event.clientX + 16) + "px";
-    hover.style.top = (e.event.clientY + 16) + "px";
+    const at = e.event && e.event.clientX !== undefined ? e.event : plot.getBoundingClientRect();
+    hover.style.left = ((at.clientX ?? at.left) + 16) + "px";
+    hover.style.top = ((at.clientY ?? at.top) + 16) + "px";
     hover.hidden = false;
   });
   plot.on("plotly_unhover", () => { hover.hidden = true; });
