@@ -2,10 +2,9 @@
 
 The server (:mod:`brain.app.server`) returns these as JSON and the static report
 (:mod:`brain.app.report`) embeds them, so both show the same thing. Everything is
-read-only: SQL through :func:`brain.sql.connect` (with DuckDB's access to files
-outside the registered tables turned off) and the run catalog through
-:mod:`brain.runs`. A view shows each brain key's current run: the newest
-succeeded run of the key, whose rows are selected by ``run_id``.
+read-only: SQL through :func:`brain.sql.connect` (one snapshot of the run catalog,
+with DuckDB's access to files outside the registered tables turned off). A view
+shows each brain key's current run, whose rows are selected by ``run_id``.
 
 A *score* is a numeric per-sample column of a current run's table (see
 :data:`SCORE_TABLES`), named after the column (``uniqueness``, ``hardness``) or
@@ -72,16 +71,17 @@ _CONNECTIONS_LOCK = threading.RLock()
 def _connection(lake: Lake) -> duckdb.DuckDBPyConnection:
     """The lake's tables in DuckDB, with no access to any other file (the app runs user expressions).
 
-    Registering every table costs about 0.3 s, so a connection is kept while the run catalog's
-    version stays the same (checked at most every ``VERSION_CHECK_S``); a new version (a run
-    finished) opens a new one, which sees the new rows. Call with ``_CONNECTIONS_LOCK`` held:
+    Its views are one snapshot of the catalog (:func:`brain.sql.connect`: each table shows its
+    current runs' rows). Registering every table costs about 0.3 s, so a connection is kept while
+    the catalog's version (of ``run_events``) stays the same, checked at most every
+    ``VERSION_CHECK_S``; a new version (a run finished) opens a new one, which sees the new rows. Call with ``_CONNECTIONS_LOCK`` held:
     a DuckDB connection is used by one thread at a time.
     """
     now = time.monotonic()
     cached = _CONNECTIONS.get(lake.uri)
     if cached is not None and now - cached[1] < VERSION_CHECK_S:
         return cached[2]
-    version = lake.version("runs") if lake.exists("runs") else -1
+    version = lake.version("run_events") if lake.exists("run_events") else -1
     if cached is None or cached[0] != version:
         con = sql.connect(lake)
         con.execute("SET enable_external_access = false")
@@ -122,19 +122,13 @@ def _as_dict(value: Any) -> dict:
 
 
 def current_runs(lake: Lake) -> list[dict[str, Any]]:
-    """The current run of every brain key (its newest succeeded run), oldest first."""
-    if not lake.exists("runs"):
-        return []
-    newest: dict[str, dict[str, Any]] = {}
-    for run in catalog(lake):
-        if run["status"] == "succeeded":
-            newest[run["brain_key"]] = run
-    return sorted(newest.values(), key=lambda r: r["started_at"])
+    """The current run of every brain key (the run whose rows the table views show), oldest first."""
+    return [run for run in catalog(lake) if run["current"]]
 
 
 def catalog(lake: Lake) -> list[dict[str, Any]]:
-    """Every run of the catalog, oldest first."""
-    return _query(lake, "SELECT * FROM runs ORDER BY started_at, run_id").to_pylist() if lake.exists("runs") else []
+    """Every run of the catalog snapshot, not deleted, oldest first."""
+    return _query(lake, "SELECT * FROM runs WHERE status <> 'deleted' ORDER BY started_at, run_id").to_pylist()
 
 
 def _current(lake: Lake, method: str | tuple[str, ...], key: str | None, *,
@@ -191,12 +185,11 @@ def overview(lake: Lake) -> dict[str, Any]:
                              "list(DISTINCT split ORDER BY split) FILTER (WHERE split IS NOT NULL) AS splits "
                              "FROM samples GROUP BY dataset ORDER BY dataset")
         datasets = _rows(table)
-    current = {r["run_id"] for r in current_runs(lake)}
     all_scores = scores(lake)
     listed = [dict(run_id=run["run_id"], brain_key=run["brain_key"], method=run["method"], dataset=run["dataset"],
                    status=run["status"], started_at=_jsonable(run["started_at"]),
                    finished_at=_jsonable(run["finished_at"]), rows_written=_as_dict(run["rows_written"]),
-                   error=run["error"], current=run["run_id"] in current,
+                   error=run["error"], current=run["current"],
                    view=run_view(run, [s.name for s in all_scores if s.run_id == run["run_id"]]))
               for run in catalog(lake)[::-1]]
     return dict(lake=lake.uri, datasets=datasets, runs=listed, scores=[s.json() for s in all_scores])

@@ -90,12 +90,11 @@ def build(root: Path) -> AppLake:
                  for r in sql.query(lake, "SELECT uri, sample_id FROM samples WHERE dataset = 'boxes'").to_pylist()}
     ids = {n: uri_to_id[str(f)] for n, f in zip(names, files)}
     with runs.track(lake, brain_key="detector", method="predictions", dataset="boxes", config={}) as run:
-        lake.write_files("predictions", run.run_id, [pa.table({
+        run.write("predictions", pa.table({
             "run_id": [run.run_id] * len(names), "sample_id": [ids[n] for n in names],
             "label": [None] * len(names), "confidence": pa.nulls(len(names), pa.float32()),
             "logits": pa.nulls(len(names), pa.list_(pa.float32())),
-            "detections": pa.array([predicted[n] for n in names], PREDICTIONS.field("detections").type)})])
-        run.rows_written["predictions"] = len(names)
+            "detections": pa.array([predicted[n] for n in names], PREDICTIONS.field("detections").type)}))
     det_conf.label_quality.predictions_key = "detector"
     detection_mistakenness.run(det_conf)
 

@@ -133,7 +133,7 @@ async function overview() {
   const datasets = data.datasets.map(d => `<tr><td><a href="#${apiPath("/grid", {dataset: d.dataset})}">${esc(d.dataset)}</a></td>
       <td>${d.samples}</td><td>${d.labels}</td><td>${esc((d.splits || []).join(", "))}</td></tr>`).join("");
   const scores = data.scores.map(s => `<a class="badge" href="#${apiPath("/grid", {sort: s.name})}">${esc(s.name)}</a>`).join(" ");
-  const runs = data.runs.map(r => `<tr><td><a href="#${r.view}">${esc(r.brain_key)}</a>${r.current ? "" : ' <span class="muted">(replaced)</span>'}</td>
+  const runs = data.runs.map(r => `<tr><td><a href="#${r.view}">${esc(r.brain_key)}</a>${r.current ? ' <span class="badge">current</span>' : ""}</td>
       <td>${esc(r.method)}</td><td>${esc(r.dataset)}</td><td class="status-${esc(r.status)}" title="${esc(r.error || "")}">${esc(r.status)}</td>
       <td>${esc((r.started_at || "").replace("T", " ").slice(0, 19))}</td><td>${esc((r.finished_at || "").replace("T", " ").slice(0, 19))}</td>
       <td>${esc(Object.entries(r.rows_written).map(([t, n]) => `${t} ${n}`).join(", "))}</td>
