@@ -97,8 +97,9 @@ def watch_spark_stages(spark, *, every: float | None = None) -> None:
                 if info is None:
                     continue
                 if sid not in stages:
-                    stages[sid] = progress.Progress(f"spark stage {sid} ({info.name.split(' at ')[0]})",
-                                                    info.numTasks, "tasks")
+                    call = info.name.split(" at ")[0]  # e.g. "parquet at NativeMethodAccessorImpl.java:0"
+                    label = f"spark stage {sid}" + ("" if call.startswith("$") else f" ({call})")
+                    stages[sid] = progress.Progress(label, info.numTasks, "tasks")
                 stages[sid].set(info.numCompletedTasks)
             for sid in [s for s in stages if s not in active]:
                 finished = tracker.getStageInfo(sid)
