@@ -29,13 +29,15 @@ from brain.lake import Lake
 log = logging.getLogger(__name__)
 
 REPORT_THUMB_SIZE = 128
+_UNRESERVED = "!~*'()"  # what JavaScript's encodeURIComponent leaves as is, besides letters, digits and -_.
 
 
 def _path(base: str, **params: Any) -> str:
     """The key the front end's ``apiPath`` builds: parameters in order, empty ones left out."""
     from urllib.parse import quote
 
-    query = "&".join(f"{quote(k)}={quote(str(v))}" for k, v in params.items() if v not in (None, ""))
+    query = "&".join(f"{quote(k, safe=_UNRESERVED)}={quote(str(v), safe=_UNRESERVED)}"
+                     for k, v in params.items() if v not in (None, ""))
     return f"{base}?{query}" if query else base
 
 

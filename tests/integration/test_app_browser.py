@@ -115,6 +115,22 @@ def test_sorting_by_uniqueness_puts_the_highest_first(browser, app_url, tmp_path
     assert scores[0] == pytest.approx(highest) and scores == sorted(scores, reverse=True) and len(scores) == 48
 
 
+def test_a_where_filter_typed_in_the_grid_filters_and_a_bad_one_is_explained(browser, app_url, tmp_path):
+    _open(browser, f"{app_url}/#/grid", tmp_path, "grid")
+    box = browser.find_element("id", "where")
+    box.send_keys("split = 'test' AND label = 'dog'\n")
+    _wait(lambda: "where=" in browser.current_url, what="the filter to apply")
+    _wait(lambda: browser.execute_script("return document.getElementById('view').dataset.ready") == "true")
+    metas = browser.execute_script("return [...document.querySelectorAll('#grid .card .meta')].map(m => m.textContent)")
+    assert metas and all(m == "dog · test" for m in metas)
+    box = browser.find_element("id", "where")
+    box.clear()
+    box.send_keys("no_such_column > 1\n")
+    error = _wait(lambda: browser.execute_script("const e = document.getElementById('grid-error'); "
+                                                 "return e && e.textContent"), what="the error")
+    assert "no_such_column" in error and browser.find_element("id", "where").get_attribute("value") == "no_such_column > 1"
+
+
 def test_a_box_dragged_on_the_map_fills_the_grid(browser, app_url, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
 

@@ -148,7 +148,14 @@ async function overview() {
 async function grid(params) {
   const sort = params.get("sort") || "", order = params.get("order") || "desc", where = params.get("where") || "";
   const page = +(params.get("page") || 0), dataset = params.get("dataset") || "";
-  const data = await api(apiPath("/api/samples", {sort, order, where, dataset, page, per_page: 48}));
+  let data, problem = "";
+  try {
+    data = await api(apiPath("/api/samples", {sort, order, where, dataset, page, per_page: 48}));
+  } catch (err) {  // keep the controls, so a bad WHERE can be fixed in place
+    const scores = (await api(apiPath("/api/samples", {per_page: 1}))).scores;
+    data = {total: 0, per_page: 48, scores, items: []};
+    problem = `<p class="error" id="grid-error">${esc(err.message)}</p>`;
+  }
   const options = ['<option value="">sample id</option>'].concat(data.scores.map(s =>
     `<option value="${esc(s)}"${s === sort ? " selected" : ""}>${esc(s)}</option>`)).join("");
   const go = p => routeTo("/grid", {sort, order, where, dataset, page: p});
@@ -160,7 +167,7 @@ async function grid(params) {
       <input id="where" type="text" placeholder="WHERE, e.g. split = 'test' AND uniqueness > 0.5" value="${esc(where)}">
       <button id="apply">apply</button>
     </div>
-    ${pager(data.total, page, data.per_page, go)}
+    ${problem}${pager(data.total, page, data.per_page, go)}
     <div class="grid" id="grid">${data.items.map(item => card(item, {score: sort || null})).join("")}</div>`;
   const apply = () => { location.hash = "#" + apiPath("/grid", {sort: document.getElementById("sort").value,
     order: document.getElementById("order").value, where: document.getElementById("where").value.trim(), dataset}); };
