@@ -221,8 +221,8 @@ async function mistakes(params) {
   let body;
   if (data.kind === "mistakenness") {
     body = `<div class="grid" id="mistakes">${data.items.map(m => card({...m, label: m.given_label}, {score: "mistakenness",
-      extra: `<div class="meta">given <b>${esc(m.given_label)}</b> → predicted <b>${esc(m.predicted_label ?? m.suggested_label)}</b>
-              ${m.confidence != null ? fmt(m.confidence) : ""}</div>${m.is_issue ? '<span class="badge issue">issue</span>' : ""}`})).join("")}</div>`;
+      extra: `<div class="meta wrap">given <b>${esc(m.given_label)}</b> → predicted <b>${esc(m.predicted_label ?? m.suggested_label)}</b>
+              ${m.confidence != null ? `(${fmt(m.confidence)})` : ""}</div>${m.is_issue ? '<span class="badge issue">issue</span>' : ""}`})).join("")}</div>`;
   } else {
     body = LEGEND + `<div class="grid" id="mistakes">${data.items.map(m => `<div class="card" data-sample-id="${esc(m.sample_id)}"
         onclick="location.hash='#/sample/${encodeURIComponent(m.sample_id)}'">
