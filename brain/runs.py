@@ -312,10 +312,10 @@ class Catalog:
 
 def catalog(lake: Lake) -> Catalog:
     """The catalog as of the latest version of ``run_events`` (one snapshot for one query or job)."""
+    if not lake.exists("run_events"):  # a reader never creates tables
+        return Catalog(resolve(RUN_EVENTS.empty_table()), -1)
     table = lake.table("run_events")
-    version = table.version()
-    events = table.to_pyarrow_table() if version > 0 else RUN_EVENTS.empty_table()
-    return Catalog(resolve(events), version)
+    return Catalog(resolve(table.to_pyarrow_table()), table.version())
 
 
 # -- a job's run -----------------------------------------------------------------------------------
