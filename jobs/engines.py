@@ -38,6 +38,18 @@ def ray_init(conf: Conf):
     return ray
 
 
+def ray_get_with_progress(refs: list, *, desc: str, unit: str = "tasks") -> list:
+    """``ray.get(refs)`` (results in their order), with progress as the tasks finish."""
+    import ray
+
+    pending = list(refs)
+    with progress.Progress(desc, len(pending), unit) as bar:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            bar.update(len(ready))
+    return ray.get(refs)
+
+
 def ray_where() -> str:
     import ray
 
