@@ -160,3 +160,20 @@ def test_thumbnails_and_images_are_pngs_and_a_missing_file_gets_a_placeholder(cl
         Image.open(io.BytesIO(response.content)).verify()
     assert client.get("/thumb/no-such-sample").status_code == 404
     assert client.get(f"/thumb/{sample_id}?size=7").status_code == 400
+
+
+def test_the_app_never_writes_the_lake(client, app_lake):
+    from brain.schemas import TABLES
+
+    lake = app_lake.lake
+
+    def versions():
+        return {t: lake.version(t) for t in TABLES if lake.exists(t)}
+
+    before = versions()
+    some = _pets(client)[0]["sample_id"]
+    for path in ("/", "/api/overview", "/api/scores", "/api/samples?sort=uniqueness&where=split%20%3D%20'test'",
+                 f"/api/sample/{some}", "/api/duplicates", "/api/leaks", "/api/mistakes", "/api/map?color=label",
+                 f"/api/similar/{some}", "/api/search?text=cat", f"/thumb/{some}", f"/image/{some}"):
+        assert client.get(path).status_code in (200, 400), path
+    assert versions() == before
