@@ -28,15 +28,13 @@ import numpy as np
 import pyarrow as pa
 from threadpoolctl import threadpool_limits
 
-from brain import runs, vectors
+from brain import results, runs, vectors
 from brain.config import Conf, FamiliarityConf
 from brain.lake import Lake
 from brain.methods import familiarity as fam
 
 log = logging.getLogger("jobs.familiarity")
 
-MODEL_ARTIFACT = "familiarity.npz"
-FIT_SCORES_ARTIFACT = "fit_scores.npy"
 SCORED_SCHEMA = "sample_id string, label string, score double, percentile double"
 EXTREMES_SCHEMA = ("run_id string, brain_key string, label string, which_end string, rank int, "
                    "sample_id string, score double")
@@ -76,17 +74,10 @@ def fit_model(lake: Lake, cfg: FamiliarityConf, fit_set: vectors.VectorSet) -> t
         return model, np.sort(model.score(x, groups)), rows.num_rows
 
 
-def load_model(lake: Lake, run_id: str) -> tuple[fam.FamiliarityModel, np.ndarray]:
-    """A familiarity run's model and sorted fit-sample scores, from its artifacts."""
-    model = fam.FamiliarityModel.load(io.BytesIO(lake.read_artifact(run_id, MODEL_ARTIFACT)))
-    fit_scores = np.load(io.BytesIO(lake.read_artifact(run_id, FIT_SCORES_ARTIFACT)), allow_pickle=False)
-    return model, fit_scores
-
-
 def score_batches(batches: Iterator[pa.RecordBatch], *, lake_uri: str, model_run_id: str, embeddings_run_id: str,
                   per: str | None) -> Iterator[pa.RecordBatch]:
     """(sample_id, vector, label, split) → (sample_id, label, score, percentile), model loaded once per task."""
-    model, fit_scores = load_model(Lake(lake_uri), model_run_id)
+    model, fit_scores = results.familiarity_model(Lake(lake_uri), model_run_id)
     for batch in batches:
         if len(batch) == 0:
             continue
@@ -132,10 +123,10 @@ def run(conf: Conf) -> str:
                     engine_versions=versions("pyspark", "scikit-learn", "numpy"),
                     executed_on=spark_where(spark)) as run:
         model, fit_scores, fit_rows = fit_model(lake, cfg, fit_set)
-        lake.write_artifact(run.run_id, MODEL_ARTIFACT, model.save(io.BytesIO()).getvalue())
+        lake.write_artifact(run.run_id, results.FAMILIARITY_MODEL_ARTIFACT, model.save(io.BytesIO()).getvalue())
         blob = io.BytesIO()
         np.save(blob, fit_scores, allow_pickle=False)
-        lake.write_artifact(run.run_id, FIT_SCORES_ARTIFACT, blob.getvalue())
+        lake.write_artifact(run.run_id, results.FAMILIARITY_FIT_SCORES_ARTIFACT, blob.getvalue())
         run.metrics.update(fit_samples=float(fit_scores.shape[0]), fit_set_samples=float(fit_rows),
                            fit_mean_score=float(fit_scores.mean()))
         fit_seconds = time.perf_counter() - started
