@@ -24,6 +24,9 @@ JOBS = {
     "apply-model": "jobs.apply_model",
     "patch-embeddings": "jobs.patch_embeddings",
     "register-embeddings": "jobs.register_embeddings",
+    "register-predictions": "jobs.register_predictions",
+    "linear-probe": "jobs.linear_probe",
+    "hardness": "jobs.hardness",
     "duplicates": "jobs.duplicates",
     "unique": "jobs.unique",
     "leaks": "jobs.leaks",
@@ -92,6 +95,12 @@ def _cmd_job(args) -> int:
         updates = {k: v for k, v in dict(file=args.file, ids_file=args.ids, samples_column=args.samples_column,
                                          brain_key=args.brain_key).items() if v}
         conf.register_embeddings = conf.register_embeddings.model_copy(update=updates)
+    if args.command == "register-predictions":
+        updates = {k: v for k, v in dict(file=args.file, ids_file=args.ids, classes_file=args.classes_file,
+                                         brain_key=args.brain_key).items() if v}
+        if args.classes:
+            updates["classes"] = args.classes.split(",")
+        conf.register_predictions = conf.register_predictions.model_copy(update=updates)
     if args.command == "compare":
         conf.comparison = conf.comparison.model_copy(
             update={k: v for k, v in dict(fit=args.fit, predict=args.predict).items() if v})
@@ -257,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                             ("neighbors", "FAISS kNN graph on Ray"),
                             ("uniqueness", "uniqueness on Spark"),
                             ("label-quality", "hardness and mistakenness of a predictions run (+ Spark per-class tables)"),
+                            ("hardness", "hardness (entropy of the logits) of a predictions run; needs no labels"),
+                            ("linear-probe", "out-of-fold logistic regression on an embeddings run → predictions"),
                             ("walkthrough", "the label-mistake walkthrough on the digits"),
                             ("detection-mistakenness", "ground-truth boxes vs a detector's predictions"),
                             ("scan", "incremental scan of the dataset's sources (what a scheduler runs)"),
@@ -303,6 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--samples-column", help="a samples column or attributes field holding the vectors")
     reg.add_argument("--brain-key", help="brain key of the run (default: register_embeddings.brain_key)")
     reg.set_defaults(func=_cmd_job)
+    regp = with_conf(sub.add_parser("register-predictions", help="store a model's predictions computed elsewhere"))
+    regp.add_argument("--file", help=".parquet/.csv (sample_id or uri; label, confidence, logits, detections) "
+                                     "or .npy logits [N, C] (with --ids)")
+    regp.add_argument("--ids", help="for .npy: a text file, one sample id per line")
+    regp.add_argument("--classes", help="class names in logit order, comma-separated")
+    regp.add_argument("--classes-file", help="class names in logit order, one per line")
+    regp.add_argument("--brain-key", help="brain key of the run (default: register_predictions.brain_key)")
+    regp.set_defaults(func=_cmd_job)
     models_p = sub.add_parser("models", help="the model zoo")
     models_sub = models_p.add_subparsers(dest="action", required=True)
     models_sub.add_parser("list")

@@ -121,10 +121,11 @@ class LabelQualityConf(_Section):
 
 
 class WalkthroughConf(_Section):
+    """The label-mistake walkthrough; its model's folds are the linear_probe section's."""
+
     dataset: str = "digits_noisy"
     noise_fraction: float = Field(0.2, ge=0, lt=1)
     seed: int = 0
-    folds: int = Field(5, ge=2)
 
 
 class ScanConf(_Section):
@@ -153,6 +154,23 @@ class RegisterEmbeddingsConf(_Section):
     id_column: str = "sample_id"
     vector_column: str = "vector"
     samples_column: str | None = None  # a list<float> column of samples, or a field of samples.attributes
+
+
+class RegisterPredictionsConf(_Section):
+    brain_key: str = Field("predictions", description="brain key of the predictions run")
+    file: str | None = Field(None, description=".parquet or .csv (one row per sample), or a .npy of logits [N, C] "
+                                               "with ids_file")
+    ids_file: str | None = Field(None, description="for .npy: one sample id (or uri) per line, in row order")
+    classes: list[str] | None = Field(None, description="class names in logit order (or give classes_file)")
+    classes_file: str | None = Field(None, description="a text file, one class name per line, in logit order")
+    id_column: str = Field("sample_id", description="column of lake sample ids (or give uri_column's)")
+    uri_column: str = Field("uri", description="column of image uris, used when the file has no id_column")
+
+
+class LinearProbeConf(_Section):
+    brain_key: str = Field("predictions", description="brain key of the predictions run it writes")
+    embeddings_key: str = Field("embeddings", description="embeddings run it trains on (with samples.label)")
+    folds: int = Field(5, ge=2, description="cross-validation folds: every sample is predicted out of fold")
 
 
 class DuplicatesConf(_Section):
@@ -229,6 +247,8 @@ class Conf(_Section):
     apply_model: ApplyModelConf = Field(default_factory=ApplyModelConf)
     patches: PatchesConf = Field(default_factory=PatchesConf)
     register_embeddings: RegisterEmbeddingsConf = Field(default_factory=RegisterEmbeddingsConf)
+    register_predictions: RegisterPredictionsConf = Field(default_factory=RegisterPredictionsConf)
+    linear_probe: LinearProbeConf = Field(default_factory=LinearProbeConf)
     duplicates: DuplicatesConf = Field(default_factory=DuplicatesConf)
     unique: UniqueConf = Field(default_factory=UniqueConf)
     leaks: LeaksConf = Field(default_factory=LeaksConf)
