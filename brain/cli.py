@@ -101,6 +101,9 @@ def _cmd_job(args) -> int:
         if args.classes:
             updates["classes"] = args.classes.split(",")
         conf.register_predictions = conf.register_predictions.model_copy(update=updates)
+    if args.command == "visualize":
+        conf.visualization = conf.visualization.model_copy(update={k: v for k, v in dict(
+            where=args.where, points=args.points, points_ids=args.points_ids).items() if v})
     if args.command == "compare":
         conf.comparison = conf.comparison.model_copy(
             update={k: v for k, v in dict(fit=args.fit, predict=args.predict).items() if v})
@@ -224,11 +227,14 @@ def _cmd_similar(args) -> int:
 
     from brain.similarity import similar
 
+    from jobs.engines import use_code_paths
+
     vector = None
     if args.vector:
         vector = np.load(args.vector) if args.vector.endswith(".npy") else np.loadtxt(args.vector, delimiter=",")
-    table = similar(_lake(args), args.key, sample_id=args.id, vector=vector, k=args.k, reverse=args.reverse,
-                    where=args.where)
+    use_code_paths(load_conf(args.conf, args.overrides))  # a user model's text tower is imported here
+    table = similar(_lake(args), args.key, sample_id=args.id, vector=vector, text=args.text, k=args.k,
+                    reverse=args.reverse, where=args.where, save_as=args.save_as)
     return _write_result(table, args.format, args.out)
 
 
@@ -274,9 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
                             ("duplicates", "near or exact duplicate groups on Spark"),
                             ("unique", "a unique (k-center) subset of n samples"),
                             ("leaks", "duplicates across splits on Spark"),
-                            ("familiarity", "fit a familiarity model on embeddings, score samples on Spark"),
-                            ("visualize", "2-D/3-D map of embeddings (umap|tsne|pca) on Ray")):
+                            ("familiarity", "fit a familiarity model on embeddings, score samples on Spark")):
         with_conf(sub.add_parser(name, help=help_text)).set_defaults(func=_cmd_job)
+    viz_p = with_conf(sub.add_parser("visualize", help="2-D/3-D map of embeddings (umap|tsne|pca) on Ray"))
+    viz_p.add_argument("--where", help="SQL condition over samples: map only that subset (FiftyOne's use_view)")
+    viz_p.add_argument("--points", help="register precomputed coordinates instead: .parquet (sample_id, points) "
+                                        "or .npy [N, 2|3] with --points-ids")
+    viz_p.add_argument("--points-ids", help="for .npy points: a text file, one sample id per line")
+    viz_p.set_defaults(func=_cmd_job)
     cmp_p = with_conf(sub.add_parser("compare", help="dataset comparison L(fit → predict) with a verdict"))
     cmp_p.add_argument("--fit", help="vector set NAME[@SPLIT]: an embeddings brain key or a dataset name, "
                                      "optionally one split (e.g. embeddings@train)")
@@ -348,14 +359,17 @@ def build_parser() -> argparse.ArgumentParser:
     sql_p.add_argument("--out", help="file to write (csv/json default to stdout)")
     sql_p.set_defaults(func=_cmd_sql)
 
-    sim = with_conf(sub.add_parser("similar", help="the samples nearest a sample or a vector"))
+    sim = with_conf(sub.add_parser("similar", help="the samples nearest some samples, a vector or a text prompt"))
     sim.add_argument("--key", default="knn", help="brain key of the kNN run whose index to query")
     query = sim.add_mutually_exclusive_group(required=True)
-    query.add_argument("--id", help="sample id of the query")
+    query.add_argument("--id", action="append", help="sample id of the query; repeat for the mean of several")
     query.add_argument("--vector", help="a .npy file or a comma-separated text file holding the query vector")
+    query.add_argument("--text", help="a prompt, embedded by the text tower of the index's model (CLIP)")
     sim.add_argument("-k", type=int, default=15)
     sim.add_argument("--reverse", action="store_true", help="the least similar samples instead")
     sim.add_argument("--where", help="SQL condition over samples restricting the results, e.g. \"split = 'test'\"")
+    sim.add_argument("--save-as", metavar="KEY", help="also save the result as a view run (SQL: similarity_views; "
+                                                      "`brain runs` and load_view read it)")
     sim.add_argument("--lake", help="lake folder or URI (default: the config's)")
     sim.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     sim.add_argument("--out", help="file to write (csv/json default to stdout)")

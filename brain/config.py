@@ -8,7 +8,7 @@ fields whatever runs them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -54,6 +54,8 @@ class ModelsConf(_Section):
     weights_dir: str | None = None  # searched before torch's cache; None: $BRAIN_WEIGHTS_DIR
     num_threads: int | None = None  # torch threads per model actor; None: torch's default
     input_size: int | None = None  # None: the model's own (224 for the zoo's classifiers)
+    skip_requirements: bool = Field(False, description="build zoo models without first checking that their packages "
+                                                       "import (FiftyOne's error_level)")
 
 
 class ApplyModelConf(_Section):
@@ -61,7 +63,9 @@ class ApplyModelConf(_Section):
     model: str | None = None  # a zoo name or a TorchScript/ONNX file (see `brain models list`)
     classes: list[str] | None = None  # class names of a TorchScript/ONNX classifier, in logit order
     store_logits: bool = True
-    confidence_thresh: float = Field(0.5, ge=0, le=1)  # detectors: keep detections at least this confident
+    confidence_thresh: float | None = Field(None, ge=0, le=1, description=(
+        "classifiers: a label less confident than this is stored as null (its logits are kept); detectors: keep "
+        "detections at least this confident. None: every label, and detections of confidence >= 0.5"))
     batch_size: int = Field(64, ge=1)
     shard_size: int = Field(1024, ge=1)
     resume: bool = False
@@ -211,6 +215,10 @@ class FamiliarityConf(_Section):
     max_fit_samples: int = Field(100_000, ge=2)  # fit on a random sample of at most this many rows
     seed: int = 0
     extremes_count: int = Field(10, ge=1)  # most/least familiar samples kept per label
+    strategy: str | None = Field(None, description=(
+        "your density model by import path (my_pkg.density:MyDensity; its package folder in code_paths): "
+        "fit/score, plus save(file) and a classmethod load(file), as it is stored without pickle. None: PCA + GMM"))
+    strategy_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the strategy")
 
 
 class ComparisonConf(_Section):
@@ -228,11 +236,21 @@ class VisualizationConf(_Section):
     max_fit_samples: int = Field(50_000, ge=5)  # fit the map on this many; place the rest in parallel
     seed: int = 0
     shards: int = Field(4, ge=1)  # Ray tasks placing the rows outside the fit sample
+    where: str | None = Field(None, description="SQL condition over samples: map only that subset "
+                                                "(FiftyOne's use_view), e.g. \"split = 'test'\"")
+    points: str | None = Field(None, description="precomputed 2-D/3-D coordinates to register instead of computing "
+                                                 "a map: .parquet (sample_id, points: list of 2|3 floats) or .npy "
+                                                 "[N, 2|3] with points_ids (FiftyOne's points=)")
+    points_ids: str | None = Field(None, description="for a .npy points file: one sample id per line, in row order")
 
 
 class Conf(_Section):
     lake: str = "lake"  # a relative folder is taken from the working directory
     dataset: str = "default"
+    code_paths: list[str] = Field(default_factory=list, description=(
+        "package folders of your own code named by import path (embed.model=my_pkg.models:MyNet, "
+        "familiarity.strategy=my_pkg.density:MyDensity: give my_pkg/): put on the driver's sys.path, shipped to "
+        "the Ray workers when the job starts or joins Ray (runtime_env py_modules) and to Spark (addPyFile)"))
     ray: RayConf = Field(default_factory=RayConf)
     spark: SparkConf = Field(default_factory=SparkConf)
     ingest: IngestConf = Field(default_factory=IngestConf)

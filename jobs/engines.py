@@ -16,6 +16,7 @@ def ray_init(conf: Conf):
     """Join the configured Ray cluster (or RAY_ADDRESS), else start a local Ray."""
     import ray
 
+    code = use_code_paths(conf)
     if ray.is_initialized():
         return ray
     # Ray's tqdm support replaces builtins.print with a Python function, which numba cannot compile:
@@ -24,6 +25,8 @@ def ray_init(conf: Conf):
     address = conf.ray.address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(include_dashboard=conf.ray.include_dashboard, log_to_driver=True,
                   logging_level=logging.WARNING, configure_logging=True)
+    if code:  # local folders can only be uploaded for the whole job, when it connects
+        kwargs["runtime_env"] = {"py_modules": code}
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -33,6 +36,31 @@ def ray_init(conf: Conf):
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     return ray
+
+
+def use_code_paths(conf: Conf) -> list[str]:
+    """Put ``code_paths`` (your package folders) on this process's ``sys.path``; returns them, resolved."""
+    from pathlib import Path
+
+    folders = [Path(p).expanduser().resolve() for p in conf.code_paths]
+    for folder in folders:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"code_paths: {folder} is not a folder (give your package's folder)")
+        if str(folder.parent) not in sys.path:
+            sys.path.insert(0, str(folder.parent))
+    return [str(f) for f in folders]
+
+
+def ship_code_to_spark(spark, conf: Conf) -> None:
+    """``code_paths`` zipped and added to the Spark session (as ``--py-files`` would), so workers import them."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    for folder in use_code_paths(conf):
+        archive = shutil.make_archive(str(Path(tempfile.mkdtemp(prefix="lakebrain-code-")) / Path(folder).name),
+                                      "zip", root_dir=Path(folder).parent, base_dir=Path(folder).name)
+        spark.sparkContext.addPyFile(archive)
 
 
 def ray_where() -> str:
