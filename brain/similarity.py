@@ -147,10 +147,10 @@ def save_view(lake: Lake, key: str, table: pa.Table, *, knn_run: dict, query: di
     view = "sample_id IN (" + ", ".join(runs.sql_literal(i) for i in ids) + ")" if ids else "FALSE"
     with runs.track(lake, brain_key=key, method="similarity_view", dataset=knn_run["dataset"],
                     config={"similarity": {**query, "neighbors_key": knn_run["brain_key"]}},
-                    input_key=knn_run["brain_key"], sample_filter=view, executed_on="driver") as run:
+                    inputs={"neighbors": knn_run["run_id"]}, sample_filter=view) as run:
         rows = pa.table({"run_id": pa.array([run.run_id] * len(ids), pa.string()),
                          "brain_key": pa.array([key] * len(ids), pa.string()), "sample_id": table["sample_id"],
                          "rank": pa.array(range(len(ids)), pa.int32()),
                          "distance": table["distance"].cast(pa.float64())})
-        run.rows_written["similarity_views"] = lake.write_files("similarity_views", run.run_id, [rows])
+        run.write("similarity_views", rows)
     return run.run_id

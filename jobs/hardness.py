@@ -23,11 +23,11 @@ def run(conf: Conf) -> str:
     lake, cfg = Lake(conf.lake), conf.label_quality
     scored = read_predictions(lake, cfg.predictions_key, conf.dataset)
     with runs.track(lake, brain_key=cfg.hardness_key, method="hardness", dataset=conf.dataset,
-                    input_key=cfg.predictions_key, config=conf.model_dump(), executed_on="driver") as run:
+                    inputs={"predictions": scored.run_id}, config=conf.model_dump(), policy=conf.runs) as run:
         scores = hardness_method.hardness(scored.logits)
         rows = pa.table({"run_id": [run.run_id] * len(scores), "brain_key": [cfg.hardness_key] * len(scores),
                          "sample_id": scored.sample_ids, "hardness": scores})
-        run.rows_written["hardness"] = lake.write_files("hardness", run.run_id, [rows])
+        run.write("hardness", rows)
     return run.run_id
 
 

@@ -55,11 +55,10 @@ def run(conf: Conf) -> str:
     classes = class_names(cfg)
     preds = register.check_predictions(table, ids, classes)
     with runs.track(lake, brain_key=cfg.brain_key, method="predictions", dataset=conf.dataset,
-                    config={**conf.model_dump(), "model": f"registered:{cfg.file}"}, executed_on="driver") as run:
-        rows = predictions_table(preds, ids, run.run_id, store_logits=True)
-        run.rows_written["predictions"] = lake.write_files("predictions", run.run_id, [rows])
+                    config={**conf.model_dump(), "model": f"registered:{cfg.file}"}, policy=conf.runs) as run:
+        run.write("predictions", predictions_table(preds, ids, run.run_id, store_logits=True))
         if classes:
-            lake.write_artifact(run.run_id, CLASSES_ARTIFACT, json.dumps(classes).encode())
+            run.write_artifact(CLASSES_ARTIFACT, json.dumps(classes).encode())
     return run.run_id
 
 

@@ -40,7 +40,7 @@ def _rows(table: str, run_id: str, n: int = 3) -> pa.Table:
 def _run(lake, key: str, method: str, tables: list[str]) -> str:
     with runs.track(lake, brain_key=key, method=method, dataset="d", config={}) as run:
         for table in tables:
-            run.rows_written[table] = lake.write_files(table, run.run_id, [_rows(table, run.run_id)])
+            run.write(table, _rows(table, run.run_id))
     return run.run_id
 
 
