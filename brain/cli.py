@@ -246,7 +246,6 @@ def _cmd_similar(args) -> int:
     import numpy as np
 
     from brain.similarity import similar
-
     from jobs.engines import use_code_paths
 
     vector = None

@@ -52,15 +52,31 @@ def use_code_paths(conf: Conf) -> list[str]:
 
 
 def ship_code_to_spark(spark, conf: Conf) -> None:
-    """``code_paths`` zipped and added to the Spark session (as ``--py-files`` would), so workers import them."""
-    import shutil
+    """``code_paths`` zipped and added to the Spark session (as ``--py-files`` would), so workers import them.
+
+    The archive is made byte for byte from the folder's files (fixed timestamps) and named by their hash:
+    Spark refuses a second file of the same name with other bytes, and a changed package gets a new name.
+    Python workers that already imported a package keep it: a changed package needs a new session.
+    """
+    import hashlib
     import tempfile
+    import zipfile
     from pathlib import Path
 
-    for folder in use_code_paths(conf):
-        archive = shutil.make_archive(str(Path(tempfile.mkdtemp(prefix="lakebrain-code-")) / Path(folder).name),
-                                      "zip", root_dir=Path(folder).parent, base_dir=Path(folder).name)
-        spark.sparkContext.addPyFile(archive)
+    for folder in map(Path, use_code_paths(conf)):
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        digest = hashlib.sha1()
+        for path in files:
+            digest.update(str(path.relative_to(folder.parent)).encode() + b"\0" + path.read_bytes())
+        archive = Path(tempfile.gettempdir()) / f"lakebrain-code-{folder.name}-{digest.hexdigest()[:12]}.zip"
+        if not archive.exists():
+            partial = archive.with_suffix(f".{os.getpid()}.tmp")
+            with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
+                for path in files:
+                    zf.writestr(zipfile.ZipInfo(str(path.relative_to(folder.parent)), (1980, 1, 1, 0, 0, 0)),
+                                path.read_bytes())
+            partial.replace(archive)
+        spark.sparkContext.addPyFile(str(archive))
 
 
 def ray_where() -> str:
