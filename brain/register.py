@@ -161,7 +161,7 @@ def check_predictions(table: pa.Table, ids: Sequence[str], classes: Sequence[str
                       for sample_id, dets in zip(ids, table["detections"].to_pylist())]
         preds = Predictions.from_detections([[Detection(**d) for d in dets] for dets in detections])
     if logits is None and detections is None:
-        preds = Predictions([None] * len(ids), np.zeros(len(ids), np.float32))
+        preds = Predictions([None] * len(ids), np.full(len(ids), np.nan, np.float32))  # NaN: stored as null
     labels = table["label"].to_pylist() if "label" in columns else preds.labels
     if "label" in columns and classes:
         known = set(classes)

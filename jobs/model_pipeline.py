@@ -176,7 +176,8 @@ def predictions_table(preds, sample_ids: list[str], run_id: str, *, store_logits
                             for dets in preds.detections], PREDICTIONS.field("detections").type)
                   if preds.detections is not None else pa.nulls(n, PREDICTIONS.field("detections").type))
     return pa.table({"run_id": pa.array([run_id] * n, pa.string()), "sample_id": pa.array(sample_ids, pa.string()),
-                     "label": pa.array(preds.labels, pa.string()), "confidence": pa.array(preds.confidence, pa.float32()),
+                     "label": pa.array(preds.labels, pa.string()),
+                     "confidence": pa.array(preds.confidence, pa.float32(), from_pandas=True),  # NaN: unknown
                      "logits": logits, "detections": detections}, schema=PREDICTIONS)
 
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -140,3 +141,16 @@ def test_hardness_needs_no_labels_and_no_matching_classes(noisy_digits, tmp_path
     assert brain_main(["label-quality", "--conf", conf_file, "--set", "label_quality.predictions_key=other",
                        "--set", "label_quality.neighbors_key=null"]) == 2
     assert "no labelled samples to check" in capsys.readouterr().err
+
+
+def test_labels_alone_are_registered_with_unknown_confidence(noisy_digits, tmp_path):
+    conf, root = noisy_digits
+    uris = pq.read_table(root / "manifest.parquet")["uri"].to_pylist()[:3]
+    rows = pa.table({"uri": uris, "label": ["1", "7", None]})
+    pacsv.write_csv(rows, tmp_path / "labels.csv")
+    assert brain_main(["register-predictions", "--conf", _conf_file(conf, tmp_path / "conf.yaml"), "--file",
+                       str(tmp_path / "labels.csv"), "--brain-key", "labels_only"]) == 0
+    loaded = results.load_results(Lake(conf.lake), "labels_only")
+    assert loaded.classes is None
+    assert sorted(loaded.rows["label"].to_pylist(), key=str) == sorted(["1", "7", None], key=str)
+    assert loaded.rows["confidence"].null_count == 3 and loaded.rows["logits"].null_count == 3
