@@ -123,8 +123,8 @@ LOADERS: dict[str, Callable[[Lake, dict[str, Any]], Any]] = {
 
 
 def load_results(lake: Lake, key: str) -> Any:
-    """The outputs of the newest run with ``key`` (brain key or run id); see :data:`LOADERS`."""
-    run = runs.get_run(lake, key)
+    """The outputs of ``key``'s current run (or of the run with that id); see :data:`LOADERS`."""
+    run = runs.readable_run(lake, key)
     if run["status"] not in ("succeeded", "superseded") or run["purged_at"] is not None:
         raise ValueError(f"run {run['run_id']} ({key!r}) is {run['status']}: it has no results to load")
     try:
