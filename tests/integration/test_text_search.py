@@ -121,7 +121,7 @@ def _labels(table) -> list[str]:
 
 
 def test_a_user_model_class_embeds_on_the_ray_pipeline(clip_lake):
-    lake, conf, _ = clip_lake
+    lake, _, _ = clip_lake
     run = runs.latest_succeeded(lake, "embeddings")
     assert "ray=" in run["executed_on"]
     vectors = results.load_results(lake, "embeddings")
@@ -196,7 +196,7 @@ def test_several_ids_query_their_mean_vector(clip_lake):
 def test_text_search_refuses_an_index_whose_model_has_no_text_tower(clip_lake, capsys):
     from jobs import embed, neighbors
 
-    lake, conf, conf_file = clip_lake
+    _, conf, conf_file = clip_lake
     plain = conf.model_copy(deep=True)
     plain.embed.model, plain.embed.brain_key = None, "thumbs"
     plain.neighbors.brain_key, plain.neighbors.embeddings_key = "thumbs_knn", "thumbs"
