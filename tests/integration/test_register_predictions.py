@@ -154,3 +154,22 @@ def test_labels_alone_are_registered_with_unknown_confidence(noisy_digits, tmp_p
     assert loaded.classes is None
     assert sorted(loaded.rows["label"].to_pylist(), key=str) == sorted(["1", "7", None], key=str)
     assert loaded.rows["confidence"].null_count == 3 and loaded.rows["logits"].null_count == 3
+
+
+def test_detections_are_registered_as_relative_boxes(noisy_digits, tmp_path):
+    conf, root = noisy_digits
+    uris = pq.read_table(root / "manifest.parquet")["uri"].to_pylist()[:2]
+    detections = [[{"label": "seven", "bbox": [0.1, 0.2, 0.5, 0.5], "confidence": 0.4},
+                   {"label": "one", "bbox": [0.0, 0.0, 1.0, 1.0], "confidence": 0.9}], []]
+    (tmp_path / "boxes.csv").write_text("uri,detections\n" + "\n".join(
+        f'{u},"{json.dumps(d).replace(chr(34), chr(34) * 2)}"' for u, d in zip(uris, detections)) + "\n")
+    assert brain_main(["register-predictions", "--conf", _conf_file(conf, tmp_path / "conf.yaml"), "--file",
+                       str(tmp_path / "boxes.csv"), "--brain-key", "boxes"]) == 0
+    lake = Lake(conf.lake)
+    ids = dict(zip(*[lake.read("samples", columns=["uri", "sample_id"])[c].to_pylist() for c in ("uri", "sample_id")]))
+    rows = {r["sample_id"]: r for r in results.load_results(lake, "boxes").rows.to_pylist()}
+    first, second = rows[ids[uris[0]]], rows[ids[uris[1]]]
+    assert first["label"] == "one" and first["confidence"] == pytest.approx(0.9)  # the most confident box
+    assert [d["label"] for d in first["detections"]] == ["seven", "one"]
+    assert first["detections"][0]["bbox"] == pytest.approx([0.1, 0.2, 0.5, 0.5])
+    assert second["label"] is None and second["detections"] == []

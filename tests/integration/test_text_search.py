@@ -149,6 +149,31 @@ def test_a_user_classifier_object_predicts_on_ray_with_confidence_thresh(clip_la
     assert all(r["label"] in (None, colour_of[theme[r["sample_id"]]]) for r in rows)
 
 
+def test_patches_of_registered_boxes_embed_with_the_user_model(clip_lake, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs import patch_embeddings, register_predictions
+
+    lake, conf, _ = clip_lake
+    conf = conf.model_copy(deep=True)
+    ids = sorted(plain_strings(lake.read("samples", columns=["sample_id"]))["sample_id"].to_pylist())[:4]
+    boxes = [{"label": "left", "bbox": [0.0, 0.0, 0.5, 1.0], "confidence": 0.9},
+             {"label": "right", "bbox": [0.5, 0.0, 0.5, 1.0], "confidence": 0.8}]
+    pq.write_table(pa.table({"sample_id": ids, "detections": [boxes] * 4}), tmp_path / "boxes.parquet")
+    conf.register_predictions = conf.register_predictions.model_copy(
+        update=dict(file=str(tmp_path / "boxes.parquet"), brain_key="boxes"))
+    register_predictions.run(conf)
+    conf.patches = conf.patches.model_copy(update=dict(source="boxes", model="usermodels.clip:TinyClip",
+                                                       brain_key="patches", batch_size=4))
+    patch_embeddings.run(conf)
+    rows = plain_strings(results.load_results(lake, "patches")).sort_by([("sample_id", "ascending"),
+                                                                         ("patch_index", "ascending")])
+    assert rows["sample_id"].to_pylist() == [i for i in ids for _ in range(2)]
+    assert rows["label"].to_pylist() == ["left", "right"] * 4
+    assert {len(v) for v in rows["vector"].to_pylist()} == {TINY_CLIP["embed_dim"]}
+
+
 def test_text_search_ranks_the_prompted_class_first(clip_lake, tmp_path):
     from brain.similarity import similar
 
