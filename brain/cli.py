@@ -226,6 +226,24 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _cmd_results(args) -> int:
+    """A run's results as rows (what brain.results.load_results returns, as a table)."""
+    from brain import results
+
+    loaded = results.load_results(_lake(args), args.key)
+    if isinstance(loaded, dict):  # several tables: pick one
+        if args.table not in loaded:
+            raise ConfError(f"run {args.key!r} has tables {sorted(loaded)}: choose one with --table")
+        loaded = loaded[args.table]
+    elif isinstance(loaded, results.PredictionsResults):
+        loaded = loaded.rows
+    elif isinstance(loaded, results.FamiliarityResults):
+        loaded = loaded.extremes if args.table == "familiarity_extremes" else loaded.scores
+    elif not isinstance(loaded, pa.Table):
+        raise ConfError(f"run {args.key!r} holds a FAISS index, not rows: query it with `brain similar --key {args.key}`")
+    return _write_result(loaded, args.format, args.out)
+
+
 def _cmd_sql(args) -> int:
     lake = _lake(args)
     if args.engine == "spark":
@@ -380,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     vac.add_argument("--dry-run", action="store_true", help="say what would be removed")
     lake_p.set_defaults(func=_cmd_lake)
 
+    res_p = with_conf(sub.add_parser("results", help="a run's results (FiftyOne's load_brain_results) as rows"))
+    res_p.add_argument("key", help="brain key (its current run) or run id")
+    res_p.add_argument("--table", help="for runs that write several tables (mistakenness, familiarity, ...): which")
+    res_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
+    res_p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    res_p.add_argument("--out", help="file to write (csv/json default to stdout)")
+    res_p.set_defaults(func=_cmd_results)
     sql_p = with_conf(sub.add_parser("sql", help="SQL over the lake's tables"))
     sql_p.add_argument("query")
     sql_p.add_argument("--lake", help="lake folder or URI (default: the config's)")

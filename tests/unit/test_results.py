@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from brain import index, results, runs
+from brain.cli import main as brain_main
 from brain.methods import familiarity as fam
 from brain.schemas import TABLES
 
@@ -113,3 +114,16 @@ def test_runs_without_results_are_refused_by_name(lake):
             raise RuntimeError("boom")
     with pytest.raises(ValueError, match="is failed"):
         results.load_results(lake, "f")
+
+
+def test_the_results_verb_prints_a_runs_rows(lake, tmp_path, capsys):
+    run_id = _run(lake, "u", "uniqueness", ["uniqueness"])
+    assert brain_main(["results", "u", "--lake", lake.uri, "--format", "json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["run_id"] for r in rows] == [run_id] * 3
+    _run(lake, "m", "mistakenness", ["mistakenness", "label_quality_classes", "label_confusion"])
+    assert brain_main(["results", "m", "--lake", lake.uri]) == 2
+    assert "choose one with --table" in capsys.readouterr().err
+    assert brain_main(["results", "m", "--lake", lake.uri, "--table", "label_confusion", "--format", "csv",
+                       "--out", str(tmp_path / "c.csv")]) == 0
+    assert len((tmp_path / "c.csv").read_text().splitlines()) == 4  # header + 3 rows
