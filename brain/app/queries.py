@@ -10,7 +10,8 @@ A *score* is a numeric per-sample column of a current run's table (see
 :data:`SCORE_TABLES`), named after the column (``uniqueness``, ``hardness``) or
 ``TABLE_COLUMN`` when the column is not named like its table
 (``familiarity_percentile``), with ``_KEY`` appended when several current runs
-wrote the table (except for the run whose key is the table's name, the jobs' default). Scores are columns in grid WHERE expressions and sort keys.
+wrote the table (except for the run whose key is the table's name, the jobs'
+default). Scores are columns in grid WHERE expressions and sort keys.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def _connection(lake: Lake) -> duckdb.DuckDBPyConnection:
     Its views are one snapshot of the catalog (:func:`brain.sql.connect`: each table shows its
     current runs' rows). Registering every table costs about 0.3 s, so a connection is kept while
     the catalog's version (of ``run_events``) stays the same, checked at most every
-    ``VERSION_CHECK_S``; a new version (a run finished) opens a new one, which sees the new rows. Call with ``_CONNECTIONS_LOCK`` held:
+    ``VERSION_CHECK_S``; a new version (a run finished) opens a new one, which sees the new rows.
+    Call with ``_CONNECTIONS_LOCK`` held:
     a DuckDB connection is used by one thread at a time.
     """
     now = time.monotonic()
@@ -133,7 +135,7 @@ def catalog(lake: Lake) -> list[dict[str, Any]]:
 
 def _current(lake: Lake, method: str | tuple[str, ...], key: str | None, *,
              dataset: str | None = None) -> dict[str, Any]:
-    """The current run named ``key``, or the newest current run of ``method`` (over ``dataset``) when no key is given."""
+    """The current run named ``key``; without a key, the newest current run of ``method`` (over ``dataset``)."""
     methods = (method,) if isinstance(method, str) else method
     candidates = [r for r in current_runs(lake) if r["method"] in methods]
     if key is not None:
@@ -438,46 +440,22 @@ def map_points(lake: Lake, *, key: str | None = None, color: str | None = None) 
 
 
 def similar(lake: Lake, sample_id: str, *, k: int = 24, key: str | None = None) -> dict[str, Any]:
-    """The ``k`` samples nearest to ``sample_id`` in the current kNN run's index."""
-    from brain import similarity
-
+    """The ``k`` samples nearest to ``sample_id`` in the index of the current kNN run over its dataset."""
     run = _current(lake, "neighbors", key, dataset=_sample_row(lake, sample_id)["dataset"])
-    table = similarity.similar(lake, run["brain_key"], sample_id=sample_id, k=k)
-    return dict(query=sample_id, brain_key=run["brain_key"], items=_with_samples(lake, table))
-
-
-def _with_samples(lake: Lake, hits: pa.Table) -> list[dict[str, Any]]:
-    ids = hits["sample_id"].to_pylist()
-    info = {r["sample_id"]: r for r in _rows(_query(
-        lake, f"SELECT sample_id, label, split FROM samples WHERE sample_id IN "
-              f"({', '.join(_quote(i) for i in ids) or 'NULL'})"))}
-    return [dict(sample_id=i, distance=float(d), label=info.get(i, {}).get("label"), split=info.get(i, {}).get("split"))
-            for i, d in zip(ids, hits["distance"].to_pylist())]
-
-
-class NoTextTower(ValueError):
-    """The index's embedding model cannot embed text."""
+    return dict(query=sample_id, brain_key=run["brain_key"], items=_hits(lake, run, sample_id=sample_id, k=k))
 
 
 def text_search(lake: Lake, text: str, *, k: int = 24, key: str | None = None) -> dict[str, Any]:
-    """Samples nearest to a text query, for an index whose embeddings model has a text tower (CLIP)."""
-    import numpy as np
-
-    from brain import similarity
-    from brain.models import get_model
-
+    """Samples nearest to a text prompt, for an index whose embeddings model has a text tower (CLIP);
+    a ValueError naming the model otherwise (:func:`brain.similarity.text_model`)."""
     if not text.strip():
         raise ValueError("the text query is empty")
     run = _current(lake, "neighbors", key)
-    embed_key = run["input_key"]
-    embed_config = json.loads(_current(lake, "embeddings", embed_key)["config"] or "{}") if embed_key else {}
-    model_name = (embed_config.get("embed") or {}).get("model")
-    model = get_model(model_name)
-    embed_text = getattr(model, "embed_text", None)
-    if embed_text is None:
-        raise NoTextTower(f"this index's model ({model_name or 'the default thumbnail model'}, embeddings "
-                          f"{embed_key!r}) has no text tower: text search needs a CLIP embeddings run")
-    with model:
-        vector = np.asarray(embed_text([text]), dtype=np.float32)[0]
-    table = similarity.similar(lake, run["brain_key"], vector=vector, k=k)
-    return dict(query=text, brain_key=run["brain_key"], items=_with_samples(lake, table))
+    return dict(query=text, brain_key=run["brain_key"], items=_hits(lake, run, text=text, k=k))
+
+
+def _hits(lake: Lake, run: dict[str, Any], **query: Any) -> list[dict[str, Any]]:
+    from brain import similarity
+
+    table = similarity.similar(lake, run["brain_key"], **query)
+    return _rows(table.select(["sample_id", "label", "split", "distance"]))

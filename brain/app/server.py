@@ -110,7 +110,8 @@ def create_app(lake: Lake, *, cache_dir: str | Path | None = None) -> Starlette:
             except images.ImageError as err:
                 log.warning("image placeholder: %s", err)
                 data, ok = placeholder(512), False
-        headers = {"Cache-Control": "max-age=3600" if ok else "no-store", "X-Image-Status": "ok" if ok else "placeholder"}
+        headers = {"Cache-Control": "max-age=3600" if ok else "no-store",
+                   "X-Image-Status": "ok" if ok else "placeholder"}
         return Response(data, media_type="image/png", headers=headers)
 
     async def thumb(request: Request) -> Response:

@@ -68,7 +68,8 @@ def build(root: Path) -> AppLake:
     uniqueness.run(conf)
     duplicates.run(conf)
     leaks.run(conf)
-    linear_probe.run(conf, folds=3)
+    conf.linear_probe.folds = 3
+    linear_probe.run(conf)
     label_quality.run(conf)
     visualization.run(conf)
 

@@ -141,7 +141,7 @@ def test_similar_and_text_search(client):
     data = _ok(client, f"/api/similar/{query}", params={"k": 5})
     assert len(data["items"]) == 5 and query not in {i["sample_id"] for i in data["items"]}
     response = client.get("/api/search", params={"text": "a cat"})
-    assert response.status_code == 400 and "has no text tower" in response.json()["error"]
+    assert response.status_code == 400 and "needs a model with a text tower" in response.json()["error"]
 
 
 def test_thumbnails_and_images_are_pngs_and_a_missing_file_gets_a_placeholder(client, app_lake):

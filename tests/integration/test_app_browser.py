@@ -95,7 +95,8 @@ def test_every_page_renders_with_thumbnails(browser, app_url, app_lake, tmp_path
     assert browser.execute_script("return document.querySelectorAll('rect.box-missing').length") >= 1
     assert browser.execute_script("return document.querySelectorAll('rect.box-spurious').length") >= 1
     _open(browser, f"{app_url}/#/search?text=a%20cat", shots, "search")
-    assert "has no text tower" in browser.execute_script("return document.querySelector('#results .error').textContent")
+    error = browser.execute_script("return document.querySelector('#results .error').textContent")
+    assert "needs a model with a text tower" in error
     _open(browser, f"{app_url}/#/sample/{app_lake.missing_sample}", shots, "missing-image")  # a placeholder renders
 
 
