@@ -289,9 +289,7 @@ def find_duplicate_images(images: Sequence[np.ndarray], vectors: np.ndarray, *, 
         ok = np.array([aligned_similarity(images[i], images[j]) >= MIN_NCC for i, j in zip(src, dst)], bool)
         return as_neighbors_map(*group_duplicates(n, src[ok], dst[ok], d[ok].astype(np.float64), candidate_thresh,
                                                   grouping=grouping))
-    descriptors = near_duplicates.blurred_thumbnails(images)
-    edges.append(candidate_pairs(*_knn_edges(descriptors, min(near_duplicates.DESCRIPTOR_K, n - 1), "cosine"),
-                                 descriptor_thresh))
+    edges.append(_descriptor_edges(images, descriptor_thresh, flips=flips))
     src, dst = (np.concatenate(side) for side in zip(*(e[:2] for e in edges)))
     src, dst, _ = candidate_pairs(src, dst, np.zeros(src.size), 0.0)
     matches = near_duplicates.verify_pairs([images[i] for i in src], [images[j] for j in dst], min_corr=min_corr,
@@ -300,6 +298,17 @@ def find_duplicate_images(images: Sequence[np.ndarray], vectors: np.ndarray, *, 
     distance = 1.0 - np.array([m.ncc for m in matches], np.float64)
     return as_neighbors_map(*group_duplicates(n, src[ok], dst[ok], np.maximum(distance[ok], 0.0), 1.0 - min_corr,
                                               grouping=grouping))
+
+
+def _descriptor_edges(images: Sequence[np.ndarray], thresh: float, *,
+                      flips: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs from the blurred-thumbnail kNN graph; with ``flips`` the mirrored images join the
+    graph as rows N…2N−1 and count for the image they mirror."""
+    n = len(images)
+    descriptors = near_duplicates.blurred_thumbnails([*images, *(img[:, ::-1] for img in images)] if flips
+                                                     else images)
+    src, dst, dist = _knn_edges(descriptors, min(near_duplicates.DESCRIPTOR_K, len(descriptors) - 1), "cosine")
+    return candidate_pairs(src % n, dst % n, dist, thresh)
 
 
 def _knn_edges(vectors: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

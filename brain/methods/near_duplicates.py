@@ -17,10 +17,12 @@ Verification of a candidate pair (a, b), both made grey 128×128:
 
 1. Transform. ORB keypoints (``cv2.ORB_create``), Hamming matches with cross-check, and
    a 4-degree-of-freedom similarity transform (rotation, uniform scale, shift) fitted by
-   RANSAC (``cv2.estimateAffinePartial2D``, 3-px reprojection error); used as the start
-   when it has ≥ ``MIN_INLIERS`` inliers, else the identity. Refined by ECC
-   (``cv2.findTransformECC``, affine motion, on 64×64 Gaussian-smoothed images), which
-   also aligns images too smooth or noisy for keypoints.
+   RANSAC (``cv2.estimateAffinePartial2D``, 3-px reprojection error): the first start
+   when it has ≥ ``MIN_INLIERS`` inliers and is plausible (2.); the second start is the
+   shift found by phase correlation (``cv2.phaseCorrelate``), for images too smooth,
+   blurred or noisy for keypoints. From each start in turn, ECC refines the map
+   (``cv2.findTransformECC``, affine motion, on 64×64 smoothed images) and 2–4 are
+   checked; the first start that passes wins.
 2. Plausibility. With A the linear part of the refined map a → b, its singular values
    σ₁ ≥ σ₂ and its rotation θ: SCALE_RANGE[0] ≤ σ₂ ≤ σ₁ ≤ SCALE_RANGE[1],
    σ₁/σ₂ ≤ MAX_ANISOTROPY, |θ| ≤ MAX_ROTATION_DEG. This admits rotations up to ±10°,
@@ -44,8 +46,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-DESCRIPTOR_THRESH = 0.1  # blurred-thumbnail cosine distance of a candidate pair
-DESCRIPTOR_K = 10
+DESCRIPTOR_THRESH = 0.6  # blurred-thumbnail cosine distance of a candidate pair (its rank matters more)
+DESCRIPTOR_K = 5
 MIN_CORR = 0.9
 MIN_INLIERS = 8
 SCALE_RANGE = (0.65, 1.55)
@@ -122,8 +124,9 @@ class Verifier:
             found = mirrored if mirrored.passed or mirrored.ncc > found.ncc else found
         return found
 
-    def _start(self, a, b) -> tuple[np.ndarray, int]:
-        """ORB + RANSAC similarity a → b (2×3), or the identity when too few inliers."""
+    def _starts(self, a, b) -> tuple[list[np.ndarray], int]:
+        """Start maps a → b (2×3): ORB + RANSAC when it has enough inliers, then the phase-correlation shift."""
+        starts, count = [], 0
         _, _, kp_a, des_a = a
         _, _, kp_b, des_b = b
         if des_a is not None and des_b is not None and len(kp_a) >= 4 and len(kp_b) >= 4:
@@ -135,12 +138,23 @@ class Verifier:
                                                             maxIters=1000)
                 count = int(inliers.sum()) if inliers is not None else 0
                 if warp is not None and count >= MIN_INLIERS and _plausible(warp):
-                    return warp.astype(np.float32), count
-                return np.eye(2, 3, dtype=np.float32), count
-        return np.eye(2, 3, dtype=np.float32), 0
+                    starts.append(warp.astype(np.float32))
+        (dx, dy), _ = cv2.phaseCorrelate(a[1], b[1])  # b(p) ≈ a(p − shift): a → b adds the shift
+        starts.append(np.float32([[1, 0, dx], [0, 1, dy]]))
+        return starts, count
 
     def _match(self, a, b) -> Match:
-        warp, inliers = self._start(a, b)
+        starts, inliers = self._starts(a, b)
+        best = None
+        for start in starts:
+            found = self._refine(a, b, start, inliers)
+            if found.passed:
+                return found
+            best = found if best is None or found.ncc > best.ncc else best
+        return best
+
+    def _refine(self, a, b, warp: np.ndarray, inliers: int) -> Match:
+        """ECC from ``warp``, then the plausibility, overlap and appearance checks."""
         ratio = SIZE / _ECC_SIZE
         small = warp.copy()
         small[:, 2] /= ratio
@@ -152,7 +166,7 @@ class Verifier:
             warp = small.copy()
             warp[:, 2] *= ratio
         except cv2.error:
-            pass  # did not converge (flat or unrelated images): keep the ORB start
+            pass  # did not converge (flat or unrelated images): keep the start
         linear = warp[:, :2].astype(np.float64)
         s = np.linalg.svd(linear, compute_uv=False)
         rotation = float(np.degrees(np.arctan2(linear[1, 0] - linear[0, 1], linear[0, 0] + linear[1, 1])))
