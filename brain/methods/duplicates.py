@@ -103,20 +103,21 @@ def threshold_for_fraction(n: int, src: np.ndarray, dst: np.ndarray, dist: np.nd
     return float(forest[min(forest.size, int(np.ceil(fraction * n))) - 1])
 
 
-def resolve_threshold(*, thresh: float | None, fraction: float | None, verify: bool,
-                      candidate_thresh: float = CANDIDATE_THRESH) -> tuple[float | None, bool]:
-    """(edge threshold, verify on pixels?) from the options; None: compute it from ``fraction``.
+def resolve_threshold(*, thresh: float | None, fraction: float | None, verify: bool) -> tuple[float | None, bool]:
+    """(embedding-distance threshold, verify candidates on pixels?) from the options.
 
-    fraction → (None, False); thresh → (thresh, verify); neither → (candidate_thresh,
-    True) when verifying, else (DEFAULT_THRESH, False).
+    fraction → (None, False): the threshold comes from ``fraction``; thresh → (thresh,
+    False): FiftyOne's semantics on the embedding distance; neither → (None, True) when
+    verifying (the threshold is then 1 − min_corr on the verified pairs), else
+    (DEFAULT_THRESH, False).
     """
     if thresh is not None and fraction is not None:
         raise ValueError("give thresh or fraction, not both")
     if fraction is not None:
         return None, False
     if thresh is not None:
-        return thresh, verify
-    return (candidate_thresh, True) if verify else (DEFAULT_THRESH, False)
+        return thresh, False
+    return (None, True) if verify else (DEFAULT_THRESH, False)
 
 
 def group_duplicates(n: int, src: np.ndarray, dst: np.ndarray, dist: np.ndarray, thresh: float, *,
@@ -133,6 +134,8 @@ def group_duplicates(n: int, src: np.ndarray, dst: np.ndarray, dist: np.ndarray,
         raise ValueError(f"thresh must be a finite distance >= 0, got {thresh}")
     src, dst, dist = _check_edges(n, src, dst, dist)
     close = (dist <= thresh) & (src != dst)
+    if not close.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     return group(n, src[close], dst[close], dist[close])
 
 
@@ -302,12 +305,25 @@ def find_duplicate_images(images: Sequence[np.ndarray], vectors: np.ndarray, *, 
 
 def _descriptor_edges(images: Sequence[np.ndarray], thresh: float, *,
                       flips: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate pairs from the blurred-thumbnail kNN graph; with ``flips`` the mirrored images join the
-    graph as rows N…2N−1 and count for the image they mirror."""
-    n = len(images)
-    descriptors = near_duplicates.blurred_thumbnails([*images, *(img[:, ::-1] for img in images)] if flips
-                                                     else images)
-    src, dst, dist = _knn_edges(descriptors, min(near_duplicates.DESCRIPTOR_K, len(descriptors) - 1), "cosine")
+    descriptors = near_duplicates.blurred_thumbnails(images)
+    mirrored = near_duplicates.blurred_thumbnails([img[:, ::-1] for img in images]) if flips else None
+    return descriptor_pairs(descriptors, thresh, mirrored=mirrored)
+
+
+def descriptor_pairs(descriptors: np.ndarray, thresh: float, *, mirrored: np.ndarray | None = None,
+                     k: int = near_duplicates.DESCRIPTOR_K) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs (i < j, distance) from the kNN graph of blurred-thumbnail ``descriptors`` [N, 192].
+
+    With ``mirrored`` (the descriptors of the mirrored images) those join the graph as rows
+    N…2N−1 and count for the image they mirror, so a flipped copy meets its original.
+    """
+    n = len(descriptors)
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    if mirrored is not None and mirrored.shape != descriptors.shape:
+        raise ValueError(f"mirrored descriptors {mirrored.shape} must match descriptors {descriptors.shape}")
+    both = descriptors if mirrored is None else np.concatenate([descriptors, mirrored])
+    src, dst, dist = _knn_edges(both, min(k, len(both) - 1), "cosine")
     return candidate_pairs(src % n, dst % n, dist, thresh)
 
 
