@@ -5,22 +5,7 @@ import numpy as np
 
 from brain.methods import duplicates
 from brain.models import load_model
-from tests.quality.tiles import ALTERATIONS, dataset
-
-
-def evaluate(found: dict, source: np.ndarray, kind: np.ndarray) -> tuple[dict[str, float], float]:
-    """Recall per alteration (the copy and its original share a kept sample) and precision (of the
-    reported duplicates, those whose kept sample is a copy of the same original or the original)."""
-    kept_of = {d: k for k, dups in found.items() for d, _ in dups}
-    originals = np.flatnonzero(kind == "")
-    origin = np.where(source < 0, np.arange(len(source)), originals[np.maximum(source, 0)])
-    recall = {}
-    for how in sorted(set(kind[source >= 0].tolist())):
-        rows = np.flatnonzero(kind == how)
-        recall[how] = float(np.mean([kept_of.get(r, r) == kept_of.get(originals[source[r]], originals[source[r]])
-                                     for r in rows]))
-    right = [origin[d] == origin[k] for d, k in kept_of.items()]
-    return recall, float(np.mean(right)) if right else 1.0
+from tests.quality.tiles import ALTERATIONS, dataset, evaluate
 
 
 def test_default_finds_geometric_and_photometric_copies_with_high_precision():
