@@ -110,15 +110,14 @@ def group_rows(edges: pa.Table, thresh: float, grouping: str) -> pa.Table:
                      "sample_id": pa.array(ids[duplicate], pa.string()), "distance": pa.array(distance, pa.float64())})
 
 
-def near_rows(spark, lake: Lake, conf: Conf, metrics: dict[str, float]) -> pa.Table:
+def near_rows(spark, lake: Lake, conf: Conf, neighbors_run_id: str, metrics: dict[str, float]) -> pa.Table:
     from pyspark.sql import functions as F
 
     from jobs.spark_lake import read_table
 
     cfg = conf.duplicates
-    source = runs.latest_succeeded(lake, cfg.neighbors_key)
     samples = read_table(spark, lake, "samples").where(F.col("dataset") == conf.dataset).select("sample_id", "uri")
-    nbr = read_table(spark, lake, "neighbors").where(F.col("run_id") == source["run_id"]).join(
+    nbr = read_table(spark, lake, "neighbors").where(F.col("run_id") == neighbors_run_id).join(
         samples.select("sample_id"), "sample_id")
     pairs = nbr.select(F.col("sample_id").alias("src"),
                        F.explode(F.arrays_zip("neighbor_ids", "distances")).alias("e")).select(
@@ -190,27 +189,25 @@ def run(conf: Conf) -> str:
     cfg = conf.duplicates
     spark = spark_session(conf)
     started = time.perf_counter()
+    inputs = {"neighbors": runs.latest_succeeded(lake, cfg.neighbors_key)["run_id"]} if cfg.method == "near" else {}
     with runs.track(lake, brain_key=cfg.brain_key, method=f"duplicates_{cfg.method}", dataset=conf.dataset,
-                    input_key=cfg.neighbors_key if cfg.method == "near" else None, config=conf.model_dump(),
+                    inputs=inputs, config=conf.model_dump(), policy=conf.runs,
                     engine_versions=versions("pyspark", "numpy", "scipy", "opencv-python-headless"),
                     executed_on=spark_where(spark)) as run:
         if cfg.method == "near":
-            rows = near_rows(spark, lake, conf, run.metrics)
-            out = pa.table({"run_id": pa.array([run.run_id] * rows.num_rows, pa.string()),
-                            "brain_key": pa.array([cfg.brain_key] * rows.num_rows, pa.string()),
-                            "method": pa.array(["near"] * rows.num_rows, pa.string()), **dict(zip(rows.column_names,
-                                                                                               rows.columns))})
-            run.rows_written["duplicates"] = lake.write_files("duplicates", run.run_id, [out])
+            rows = near_rows(spark, lake, conf, inputs["neighbors"], run.metrics)
+            fixed = {"run_id": run.run_id, "brain_key": cfg.brain_key, "method": "near"}
+            run.write("duplicates", pa.table({**{k: pa.array([v] * rows.num_rows, pa.string()) for k, v in fixed.items()},
+                                              **dict(zip(rows.column_names, rows.columns))}))
             run.metrics["groups"] = float(len(pc.unique(rows["group_id"])))
         else:
             rows = exact_rows(spark, lake, conf)
             out = rows.select(F.lit(run.run_id).alias("run_id"), F.lit(cfg.brain_key).alias("brain_key"), "method",
                               "group_id", "kept_sample_id", "sample_id", "distance")
-            out.write.mode("overwrite").parquet(lake.staging_dir("duplicates", run.run_id))
-            run.rows_written["duplicates"] = lake.commit_files("duplicates", run.run_id)
-            groups = lake.read("duplicates", columns=["group_id"], filter=pc.field("run_id") == run.run_id)
+            out.write.mode("overwrite").parquet(run.stage_dir("duplicates"))
+            groups = run.read_staged("duplicates", columns=["group_id"])
             run.metrics["groups"] = float(len(pc.unique(groups["group_id"])))
-    log.info("duplicates (%s): %d duplicates in %d groups in %.1f s", cfg.method, run.rows_written["duplicates"],
+    log.info("duplicates (%s): %d duplicates in %d groups in %.1f s", cfg.method, run.rows_written.get("duplicates", 0),
              run.metrics["groups"], time.perf_counter() - started)
     return run.run_id
 
