@@ -88,13 +88,13 @@ def descriptor_candidates(spark, samples, cfg: DuplicatesConf):
     schema = "sample_id string, descriptor array<float>" + (", mirrored array<float>" if cfg.flips else "")
     flips = cfg.flips
     table = samples.mapInArrow(lambda it: descriptor_batches(it, flips), schema).toArrow().sort_by("sample_id")
+    if table.num_rows < 2:
+        return spark.createDataFrame([], "a string, b string")
     ids = table["sample_id"].to_numpy(zero_copy_only=False)
-    vectors = np.stack(table["descriptor"].to_numpy(zero_copy_only=False)).astype(np.float32) if len(ids) else None
-    mirrored = (np.stack(table["mirrored"].to_numpy(zero_copy_only=False)).astype(np.float32)
-                if cfg.flips and len(ids) else None)
-    src, dst, _ = dup.descriptor_pairs(vectors, cfg.descriptor_thresh, mirrored=mirrored) if len(ids) > 1 else ([], [], [])
-    pairs = pa.table({"a": pa.array(ids[np.asarray(src, np.int64)], pa.string()),
-                      "b": pa.array(ids[np.asarray(dst, np.int64)], pa.string())})
+    vectors = np.stack(table["descriptor"].to_numpy(zero_copy_only=False)).astype(np.float32)
+    mirrored = np.stack(table["mirrored"].to_numpy(zero_copy_only=False)).astype(np.float32) if flips else None
+    src, dst, _ = dup.descriptor_pairs(vectors, cfg.descriptor_thresh, mirrored=mirrored)
+    pairs = pa.table({"a": pa.array(ids[src], pa.string()), "b": pa.array(ids[dst], pa.string())})
     return spark.createDataFrame(pairs)
 
 
@@ -197,8 +197,8 @@ def run(conf: Conf) -> str:
         if cfg.method == "near":
             rows = near_rows(spark, lake, conf, inputs["neighbors"], run.metrics)
             fixed = {"run_id": run.run_id, "brain_key": cfg.brain_key, "method": "near"}
-            run.write("duplicates", pa.table({**{k: pa.array([v] * rows.num_rows, pa.string()) for k, v in fixed.items()},
-                                              **dict(zip(rows.column_names, rows.columns))}))
+            constant = {k: pa.array([v] * rows.num_rows, pa.string()) for k, v in fixed.items()}
+            run.write("duplicates", pa.table({**constant, **dict(zip(rows.column_names, rows.columns))}))
             run.metrics["groups"] = float(len(pc.unique(rows["group_id"])))
         else:
             rows = exact_rows(spark, lake, conf)

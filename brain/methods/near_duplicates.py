@@ -86,7 +86,7 @@ def _as_rgb(image: np.ndarray, name: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Match:
-    """Verification of one pair: passed, and the evidence (ncc, overlap, scale σ₁ σ₂, rotation θ°, ORB inliers)."""
+    """Verification of one pair: passed, and its evidence (ncc, overlap, σ₁ σ₂, rotation θ°, ORB inliers)."""
 
     passed: bool
     ncc: float

@@ -104,7 +104,8 @@ def _geometric(photo: np.ndarray, top: int, left: int, how: str, rng: np.random.
         return cv2.warpAffine(photo, m, (TILE, TILE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     if how == "crop":
         t, b, l_, r = (round(TILE * f) for f in rng.uniform(0.02, 0.10, 4))
-        return np.asarray(Image.fromarray(tile[t:TILE - b, l_:TILE - r]).resize((TILE, TILE), Image.Resampling.BILINEAR))
+        kept = Image.fromarray(tile[t:TILE - b, l_:TILE - r])
+        return np.asarray(kept.resize((TILE, TILE), Image.Resampling.BILINEAR))
     if how == "shift":
         dy, dx = rng.integers(2, 9, 2) * rng.choice([-1, 1], 2)
         return photo[top + dy:top + dy + TILE, left + dx:left + dx + TILE].copy()
@@ -133,7 +134,8 @@ def zoomed_out(photo: np.ndarray, top: int, left: int) -> np.ndarray | None:
     t, l_ = top - TILE // 2, left - TILE // 2
     if t < 0 or l_ < 0 or t + 2 * TILE > photo.shape[0] or l_ + 2 * TILE > photo.shape[1]:
         return None
-    return np.asarray(Image.fromarray(photo[t:t + 2 * TILE, l_:l_ + 2 * TILE]).resize((TILE, TILE), Image.Resampling.BOX))
+    region = Image.fromarray(photo[t:t + 2 * TILE, l_:l_ + 2 * TILE])
+    return np.asarray(region.resize((TILE, TILE), Image.Resampling.BOX))
 
 
 def dataset(*, copies_per_alteration: int = 40, zoom_negatives: int = 40, distinct: float = 0.15,
