@@ -160,3 +160,17 @@ def test_ivf_pq_re_ranking_recovers_the_recall_compression_loses():
         _, found = index.knn_graph(shards, x, np.arange(len(x)), 10, metric="cosine")
         recall[spec.refine_m] = index.recall_at_k(found, exact)
     assert recall[16] >= 0.9 and recall[16] > recall[0] + 0.15, recall
+
+
+def test_job_groups_verified_pairs_in_sample_id_order():
+    import pyarrow as pa
+
+    from jobs.duplicates import group_rows
+
+    # sample ids in string order: s1 is visited first and keeps both of its neighbours
+    edges = pa.table({"a": ["s2", "s1"], "b": ["s1", "s3"], "distance": [0.01, 0.02]})
+    rows = group_rows(edges, 0.05, "greedy").to_pylist()
+    assert rows == [{"group_id": "s1", "kept_sample_id": "s1", "sample_id": "s2", "distance": 0.01},
+                    {"group_id": "s1", "kept_sample_id": "s1", "sample_id": "s3", "distance": 0.02}]
+    assert group_rows(edges, 0.015, "greedy").to_pylist() == [rows[0]]  # s1–s3 beyond the threshold
+    assert group_rows(edges.slice(0, 0), 0.05, "components").num_rows == 0
