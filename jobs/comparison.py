@@ -17,7 +17,6 @@ multi-threaded BLAS turned the digits comparison's 0.8 s of CPU into 41 s (threa
 from __future__ import annotations
 
 import logging
-import socket
 import time
 
 import pyarrow as pa
@@ -27,14 +26,12 @@ from brain import runs, vectors
 from brain.config import Conf
 from brain.lake import Lake
 from brain.methods import familiarity as fam
-from jobs.familiarity import density_params
+from jobs.familiarity import density_options
 
 log = logging.getLogger("jobs.comparison")
 
 
 def run(conf: Conf) -> str:
-    from jobs.engines import versions
-
     lake = Lake(conf.lake)
     cfg, fcfg = conf.comparison, conf.familiarity
     if not cfg.fit or not cfg.predict:
@@ -43,9 +40,8 @@ def run(conf: Conf) -> str:
     fit_set, predict_set = vectors.resolve(lake, cfg.fit), vectors.resolve(lake, cfg.predict)
     started = time.perf_counter()
     with runs.track(lake, brain_key=cfg.brain_key, method="comparison", dataset=predict_set.dataset,
-                    input_key=fit_set.brain_key, config=conf.model_dump(),
-                    engine_versions=versions("scikit-learn", "numpy"),
-                    executed_on=f"driver host={socket.gethostname()}") as run:
+                    inputs={"fit": fit_set.run_id, "predict": predict_set.run_id}, config=conf.model_dump(),
+                    policy=conf.runs) as run:
         chosen = {}
         for role, vset in (("fit", fit_set), ("predict", predict_set)):
             rows = vectors.sample(vectors.members(lake, vset), fcfg.max_fit_samples, seed=fcfg.seed)
@@ -53,7 +49,7 @@ def run(conf: Conf) -> str:
             run.metrics[f"{role}_samples"] = float(rows.num_rows)
         (fit_rows, fit_x), (predict_rows, predict_x) = chosen["fit"], chosen["predict"]
         labelled = fit_rows["label"].null_count == 0 and predict_rows["label"].null_count == 0
-        options = dict(folds=cfg.folds, seed=fcfg.seed, **density_params(fcfg))
+        options = dict(folds=cfg.folds, seed=fcfg.seed, **density_options(fcfg, seed=False))
         fit_labels, predict_labels = (rows["label"].to_numpy(zero_copy_only=False).astype(str)
                                       for rows in (fit_rows, predict_rows))
         try:
@@ -72,8 +68,7 @@ def run(conf: Conf) -> str:
             "run_id": [run.run_id] * len(labels), "brain_key": [cfg.brain_key] * len(labels),
             "label": pa.array(labels, pa.string()), "ratio": ratios, "verdict": [fam.verdict(r) for r in ratios],
         })
-        lake.append("familiarity_comparison", table)
-        run.rows_written["familiarity_comparison"] = table.num_rows
+        run.write("familiarity_comparison", table)
     log.info("comparison: L(%s -> %s) = %.3f (%s) in %.1f s", fit_set.spec, predict_set.spec, ratio,
              fam.verdict(ratio), time.perf_counter() - started)
     return run.run_id

@@ -6,7 +6,9 @@ import logging
 import os
 import socket
 import sys
+import time
 
+from brain import progress
 from brain.config import Conf
 
 log = logging.getLogger(__name__)
@@ -16,6 +18,7 @@ def ray_init(conf: Conf):
     """Join the configured Ray cluster (or RAY_ADDRESS), else start a local Ray."""
     import ray
 
+    code = use_code_paths(conf)
     if ray.is_initialized():
         return ray
     # Ray's tqdm support replaces builtins.print with a Python function, which numba cannot compile:
@@ -24,15 +27,71 @@ def ray_init(conf: Conf):
     address = conf.ray.address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(include_dashboard=conf.ray.include_dashboard, log_to_driver=True,
                   logging_level=logging.WARNING, configure_logging=True)
+    if code:  # local folders can only be uploaded for the whole job, when it connects
+        kwargs["runtime_env"] = {"py_modules": code}
     if address:
         ray.init(address=address, **kwargs)
     else:
         os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
         ray.init(num_cpus=conf.ray.num_cpus, _node_ip_address="127.0.0.1", **kwargs)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
+    # Ray Data's own bars on a terminal; elsewhere they would be noise, and brain.progress logs lines instead.
+    ctx.enable_progress_bars = progress.on_terminal()
     ctx.print_on_execution_start = False
     return ray
+
+
+def ray_get_with_progress(refs: list, *, desc: str, unit: str = "tasks") -> list:
+    """``ray.get(refs)`` (results in their order), with progress as the tasks finish."""
+    import ray
+
+    pending = list(refs)
+    with progress.Progress(desc, len(pending), unit) as bar:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            bar.update(len(ready))
+    return ray.get(refs)
+
+
+def use_code_paths(conf: Conf) -> list[str]:
+    """Put ``code_paths`` (your package folders) on this process's ``sys.path``; returns them, resolved."""
+    from pathlib import Path
+
+    folders = [Path(p).expanduser().resolve() for p in conf.code_paths]
+    for folder in folders:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"code_paths: {folder} is not a folder (give your package's folder)")
+        if str(folder.parent) not in sys.path:
+            sys.path.insert(0, str(folder.parent))
+    return [str(f) for f in folders]
+
+
+def ship_code_to_spark(spark, conf: Conf) -> None:
+    """``code_paths`` zipped and added to the Spark session (as ``--py-files`` would), so workers import them.
+
+    The archive is made byte for byte from the folder's files (fixed timestamps) and named by their hash:
+    Spark refuses a second file of the same name with other bytes, and a changed package gets a new name.
+    Python workers that already imported a package keep it: a changed package needs a new session.
+    """
+    import hashlib
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    for folder in map(Path, use_code_paths(conf)):
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        digest = hashlib.sha1()
+        for path in files:
+            digest.update(str(path.relative_to(folder.parent)).encode() + b"\0" + path.read_bytes())
+        archive = Path(tempfile.gettempdir()) / f"lakebrain-code-{folder.name}-{digest.hexdigest()[:12]}.zip"
+        if not archive.exists():
+            partial = archive.with_suffix(f".{os.getpid()}.tmp")
+            with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
+                for path in files:
+                    zf.writestr(zipfile.ZipInfo(str(path.relative_to(folder.parent)), (1980, 1, 1, 0, 0, 0)),
+                                path.read_bytes())
+            partial.replace(archive)
+        spark.sparkContext.addPyFile(str(archive))
 
 
 def ray_where() -> str:
@@ -60,7 +119,54 @@ def spark_session(conf: Conf):
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    watch_spark_stages(spark)
     return spark
+
+
+_WATCHED: set[int] = set()
+
+
+def watch_spark_stages(spark, *, every: float | None = None) -> None:
+    """Show the progress (tasks done of each active stage) of every Spark job this session runs.
+
+    A daemon thread polls ``statusTracker()`` for the session's life: a bar per stage on a terminal,
+    periodic log lines elsewhere (:mod:`brain.progress`). It ends when the session stops.
+    """
+    import threading
+
+    sc = spark.sparkContext
+    if id(sc) in _WATCHED:
+        return
+    _WATCHED.add(id(sc))
+    every = every if every is not None else (1.0 if progress.on_terminal() else min(progress.default_interval(), 5.0))
+
+    def loop() -> None:
+        stages: dict[int, progress.Progress] = {}
+        tracker = sc.statusTracker()
+        while True:
+            time.sleep(every)
+            try:
+                active = {sid: tracker.getStageInfo(sid) for sid in tracker.getActiveStageIds()}
+            except Exception:  # the session stopped: py4j's gateway is gone
+                break
+            for sid, info in active.items():
+                if info is None:
+                    continue
+                if sid not in stages:
+                    call = info.name.split(" at ")[0]  # e.g. "parquet at NativeMethodAccessorImpl.java:0"
+                    label = f"spark stage {sid}" + ("" if call.startswith("$") else f" ({call})")
+                    stages[sid] = progress.Progress(label, info.numTasks, "tasks")
+                stages[sid].set(info.numCompletedTasks)
+            for sid in [s for s in stages if s not in active]:
+                finished = tracker.getStageInfo(sid)
+                if finished is not None:
+                    stages[sid].set(finished.numCompletedTasks)
+                stages.pop(sid).close()
+        for bar in stages.values():
+            bar.close()
+        _WATCHED.discard(id(sc))
+
+    threading.Thread(target=loop, name="spark-stage-progress", daemon=True).start()
 
 
 def stop_engines() -> None:

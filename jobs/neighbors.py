@@ -462,26 +462,25 @@ def _finish(ray, pool: ShardPool, lake: Lake, run: runs.Run, cfg: NeighborsConf,
     else:
         nprobe, k_factor, tuned, cap_hit = spec.nprobe, 4 if spec.refine_m else 0, float("nan"), False
     if cap_hit:
-        log.warning("neighbors: recall@%d %.4f on the tuning queries is below the target %.2f at the cap nprobe=%d "
-                    "(k_factor=%d): raise neighbors.nprobe_max or nlist", cfg.k, tuned, cfg.target_recall, nprobe,
-                    k_factor)
+        run.warn(f"neighbors: recall@{cfg.k} {tuned:.4f} on the tuning queries is below the target "
+                 f"{cfg.target_recall:.2f} at the cap nprobe={nprobe} (k_factor={k_factor}): raise "
+                 f"neighbors.nprobe_max or nlist")
     log.info("neighbors: tuned (driver peak RSS %.3f GB)", peak_rss_gb())
     written, checked, found = write_graph(ray, pool, run.run_id, lake, cfg, nprobe, k_factor, held_out, update=update)
     log.info("neighbors: graph written (driver peak RSS %.3f GB)", peak_rss_gb())
-    run.rows_written["neighbors"] = lake.commit_files("neighbors", run.run_id)
-    if not run.rows_written["neighbors"] == written == pool.n:
-        raise RuntimeError(f"neighbors: {pool.n} samples but {written} searched and "
-                           f"{run.rows_written['neighbors']} committed")
+    staged = run.staged_rows("neighbors")  # committed by runs.track with the run
+    if not staged == written == pool.n:
+        raise RuntimeError(f"neighbors: {pool.n} samples but {written} searched and {staged} staged")
     if checked.size:
         exact = _neighbours_of(ray, pool, checked, rows, cfg.k, cfg.metric, exact=True)
         run.metrics["recall_at_k"] = knn_index.recall_at_k(found, exact)
     ray.get([a.save.remote(lake.uri, run.run_id) for a in pool.actors])
-    lake.write_artifact(run.run_id, "index.json", json.dumps(
+    run.write_artifact("index.json", json.dumps(
         {**spec.as_dict(), "nprobe": nprobe or spec.nprobe, "k_factor": k_factor, "shards": len(pool.actors),
          "embeddings_run_id": embeddings_run_id}).encode())
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table({"sample_id": id_map}), sink, use_dictionary=False)  # unique ids: no dictionary
-    lake.write_artifact(run.run_id, "sample_ids.parquet", sink.getvalue().to_pybytes())
+    run.write_artifact("sample_ids.parquet", sink.getvalue().to_pybytes())
     run.metrics.update(
         n=float(pool.n), k=float(cfg.k), nlist=float(spec.nlist), nprobe=float(nprobe), k_factor=float(k_factor),
         index_shards=float(len(pool.actors)), nodes=float(len(set(pool.nodes))), train_size=float(spec.train_size),
@@ -490,14 +489,12 @@ def _finish(ray, pool: ShardPool, lake: Lake, run: runs.Run, cfg: NeighborsConf,
         worker_peak_rss_gb=max(ray.get([a.peak_rss_gb.remote() for a in pool.actors])))
 
 
-def _track(lake: Lake, conf: Conf, source: dict, ray):
+def _track(lake: Lake, conf: Conf, inputs: dict[str, str]):
     from jobs.engines import ray_where, versions
 
-    cfg = conf.neighbors
-    return runs.track(lake, brain_key=cfg.brain_key, method="neighbors", dataset=conf.dataset,
-                      input_key=cfg.embeddings_key, config={**conf.model_dump(), "input_run_id": source["run_id"]},
-                      engine_versions=versions("ray", "faiss-cpu", "faiss-gpu-cu12"), executed_on=ray_where(),
-                      sample_filter=source["sample_filter"])
+    return runs.track(lake, brain_key=conf.neighbors.brain_key, method="neighbors", dataset=conf.dataset,
+                      inputs=inputs, config=conf.model_dump(), policy=conf.runs,
+                      engine_versions=versions("ray", "faiss-cpu", "faiss-gpu-cu12"), executed_on=ray_where())
 
 
 def run(conf: Conf) -> str:
@@ -508,7 +505,7 @@ def run(conf: Conf) -> str:
     source = runs.latest_succeeded(lake, cfg.embeddings_key)
     ray = ray_init(conf)
     started = time.perf_counter()
-    with _track(lake, conf, source, ray) as run:
+    with _track(lake, conf, {"embeddings": source["run_id"]}) as run:
         pool = ShardPool.start(ray, lake, source["run_id"], cfg, cfg.index_shards)
         try:
             n = pool.n
@@ -559,7 +556,7 @@ def update(conf: Conf, *, previous: str, fresh_ids: pa.Array) -> str:
     source = runs.latest_succeeded(lake, cfg.embeddings_key)
     ray = ray_init(conf)
     started = time.perf_counter()
-    with _track(lake, conf, source, ray) as run_:
+    with _track(lake, conf, {"embeddings": source["run_id"], "previous": previous}) as run_:
         pool = ShardPool.start(ray, lake, source["run_id"], cfg, int(meta["shards"]))
         try:
             if cfg.k >= pool.n:
