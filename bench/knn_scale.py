@@ -84,9 +84,8 @@ def write_lake(root: Path, x: np.ndarray) -> Lake:
             flat = pa.array(x[a:b].reshape(-1))
             vectors = pa.ListArray.from_arrays(pa.array(np.arange(0, (b - a + 1) * x.shape[1], x.shape[1],
                                                                   dtype=np.int32)), flat)
-            lake.stage("embeddings", run.run_id, pa.table({
+            run.write("embeddings", pa.table({
                 "run_id": pa.array([run.run_id] * (b - a)), "sample_id": sample_ids(a, b), "vector": vectors}))
-        run.rows_written["embeddings"] = lake.commit_files("embeddings", run.run_id)
     return lake
 
 

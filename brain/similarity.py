@@ -79,7 +79,8 @@ def similar(lake: Lake, key: str, *, sample_id: str | list[str] | None = None, v
             text: str | None = None, k: int = 15, reverse: bool = False, where: str | None = None,
             save_as: str | None = None) -> pa.Table:
     """The ``k`` samples most similar to the query (least similar when ``reverse``); see the module docstring."""
-    if sum(q is not None and q != [] for q in (sample_id, vector, text)) != 1:
+    given = (sample_id not in (None, []), vector is not None, text is not None)  # `vector != []` is elementwise
+    if sum(given) != 1:
         raise ValueError("give exactly one query: sample id(s), a vector or a text prompt")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")

@@ -62,10 +62,11 @@ def _lake(root, n: int) -> Lake:
     x = (modes[rng.integers(0, 50, n)] + rng.normal(size=(n, 256)) * scale).astype(np.float32)
     lake = Lake(root)
     with runs.track(lake, brain_key="embeddings", method="embeddings", dataset="pets", config={}) as run:
-        run.rows_written["embeddings"] = lake.write_files("embeddings", run.run_id, [pa.table({
-            "run_id": pa.array([run.run_id] * len(part)), "sample_id": pa.array([f"s{a + i:07d}" for i in range(len(part))]),
-            "vector": pa.array(list(part), pa.list_(pa.float32()))}) for a, part in
-            ((a, x[a:a + 5000]) for a in range(0, n, 5000))])
+        for a in range(0, n, 5000):
+            part = x[a:a + 5000]
+            run.write("embeddings", pa.table({
+                "run_id": pa.array([run.run_id] * len(part)), "sample_id": pa.array([f"s{a + i:07d}" for i in range(len(part))]),
+                "vector": pa.array(list(part), pa.list_(pa.float32()))}))
     return lake
 
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from tests.conftest import local_conf
 
-from brain import index, runs, sql
+from brain import index, results, runs, sql
 from brain.cli import main as brain_main
 from brain.config import IngestConf
 from brain.lake import Lake, plain_strings
@@ -197,9 +197,9 @@ def test_recall_target_raises_nprobe_and_the_update_keeps_it(tmp_path, ray_sessi
     vectors[:50] = _realistic(50, 32, seed=8)
     names = [ids[i] for i in keep] + [f"n{i:05d}" for i in range(150)]
     with runs.track(lake, brain_key="embeddings", method="embeddings", dataset="pets", config={}) as run:
-        run.rows_written["embeddings"] = lake.write_files("embeddings", run.run_id, [pa.table({
+        run.write("embeddings", pa.table({
             "run_id": pa.array([run.run_id] * len(names)), "sample_id": pa.array(names),
-            "vector": pa.array(list(vectors), pa.list_(pa.float32()))})])
+            "vector": pa.array(list(vectors), pa.list_(pa.float32()))}))
     second = neighbors.update(conf, previous=first, fresh_ids=pa.array(names[:50] + names[-150:]))
     metrics = dict(runs.get_run(lake, second)["metrics"])
     assert 200 <= metrics["searched"] < len(names) // 2 and metrics["recall_at_k"] >= 0.93
@@ -214,6 +214,6 @@ def test_recall_target_raises_nprobe_and_the_update_keeps_it(tmp_path, ray_sessi
                                metric="cosine")
     assert index.recall_at_k(found[check], exact) >= 0.93
     # the saved shards hold exactly the live vectors; similarity reads them
-    shards = runs.load_results(lake, second)
+    shards = results.load_results(lake, second)
     assert sum(s.ntotal for s in shards) == len(names)
     assert similar(lake, "knn", sample_id="n00003", k=5)["sample_id"][0].as_py() != "n00003"
