@@ -336,7 +336,7 @@ class ShardPool:
         return np.concatenate([[0], np.cumsum(self.counts)])
 
     @classmethod
-    def start(cls, ray, lake: Lake, embeddings_run_id: str, cfg: NeighborsConf, shards: int) -> "ShardPool":
+    def start(cls, ray, lake: Lake, embeddings_run_id: str, cfg: NeighborsConf, shards: int) -> ShardPool:
         files, sizes = embedding_files(lake)
         parts = assign_files(files, sizes, shards)
         resources = ray.cluster_resources()

@@ -12,11 +12,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import yaml
-from tests.conftest import ROOT, local_conf
-from tests.integration.test_cluster import VENV_BIN, _env, _free_port, _kill_group, _kill_processes_under
 
 from brain import runs
 from brain.lake import Lake
+from tests.conftest import ROOT, local_conf
+from tests.integration.test_cluster import VENV_BIN, _env, _free_port, _kill_group, _kill_processes_under
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
