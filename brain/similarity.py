@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from brain import index as knn_index
 from brain import runs, sql
 from brain.lake import Lake, plain_strings
+from brain.vectors import to_matrix
 
 
 def _embeddings(lake: Lake, run_id: str, sample_ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
@@ -37,8 +38,8 @@ def _embeddings(lake: Lake, run_id: str, sample_ids: list[str] | None = None) ->
     table = plain_strings(lake.read("embeddings", columns=["sample_id", "vector"], filter=flt))
     if table.num_rows == 0:
         return [], np.zeros((0, 0), np.float32)
-    vectors = table["vector"].combine_chunks()
-    return table["sample_id"].to_pylist(), vectors.flatten().to_numpy().reshape(table.num_rows, -1)
+    return table["sample_id"].to_pylist(), to_matrix(table["vector"], table["sample_id"],
+                                                     context=f"embeddings run {run_id}", dtype=np.float32)
 
 
 def _where(lake: Lake, where: str) -> list[str]:

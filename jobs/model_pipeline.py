@@ -41,6 +41,7 @@ from brain.lake import Lake
 from brain.models import get_model, load_model
 from brain.patches import crop
 from brain.schemas import INGEST_ERRORS
+from brain.vectors import to_list_array
 
 log = logging.getLogger("jobs.model_pipeline")
 
@@ -63,13 +64,6 @@ def shard_items(items: pa.Table, shard_size: int, first_shard_size: int | None =
         digest = hashlib.sha1("\n".join(part["sample_id"].to_pylist()).encode()).hexdigest()[:12]
         shards.append((f"{i:06d}-{digest}", part))
     return shards
-
-
-def vectors_to_arrow(vectors: np.ndarray) -> pa.ListArray:
-    """[N, D] float32 → list<float32> (the lake's vector type)."""
-    n, d = vectors.shape
-    values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-    return pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32)), values)
 
 
 def _ipc(table: pa.Table) -> bytes:
@@ -138,9 +132,10 @@ def _decoded_batch(row: dict) -> dict[str, np.ndarray]:
 # -- what the actor writes per kind of job --------------------------------------------------------------
 def embedding_rows(model, batch: dict, run_id: str, options: dict) -> pa.Table:
     vectors = _in_batches(model, model.embed, batch["pixels"], lambda: np.zeros((0, model.embedding_dim or 0), np.float32))
-    return pa.table({"run_id": pa.array([run_id] * len(vectors), pa.string()),
-                     "sample_id": pa.array(batch["sample_id"].tolist(), pa.string()),
-                     "vector": vectors_to_arrow(vectors)})
+    ids = batch["sample_id"].tolist()
+    return pa.table({"run_id": pa.array([run_id] * len(ids), pa.string()),
+                     "sample_id": pa.array(ids, pa.string()),
+                     "vector": to_list_array(vectors, ids, context=f"model {model.name!r}")})
 
 
 def patch_rows(model, batch: dict, run_id: str, options: dict) -> pa.Table:
@@ -148,7 +143,7 @@ def patch_rows(model, batch: dict, run_id: str, options: dict) -> pa.Table:
     return pa.table({"run_id": rows["run_id"], "sample_id": rows["sample_id"],
                      "patch_index": pa.array(batch["patch_index"].tolist(), pa.int32()),
                      "label": pa.array(batch["label"].tolist(), pa.string()),
-                     "bbox": vectors_to_arrow(batch["bbox"].reshape(-1, 4)),
+                     "bbox": to_list_array(batch["bbox"].reshape(-1, 4), batch["sample_id"], what="bbox", max_norm=None),
                      "vector": rows["vector"]})
 
 
@@ -168,8 +163,13 @@ def predictions_table(preds, sample_ids: list[str], run_id: str, *, store_logits
     n = len(sample_ids)
     if len(preds) != n:
         raise ValueError(f"{len(preds)} predictions for {n} samples")
-    logits = (vectors_to_arrow(preds.logits) if store_logits and preds.logits is not None
-              else pa.nulls(n, pa.list_(pa.float32())))
+    # logits are checked (finite, one row per sample) even when not stored: the labels come from them
+    checked = None if preds.logits is None else to_list_array(preds.logits, sample_ids, what="row of logits")
+    logits = checked if store_logits and checked is not None else pa.nulls(n, pa.list_(pa.float32()))
+    confidence = np.asarray(preds.confidence, dtype=np.float64)
+    if n and not np.isfinite(confidence).all():
+        raise ValueError(f"sample {sample_ids[int(np.flatnonzero(~np.isfinite(confidence))[0])]}: "
+                         "the model's confidence is NaN or infinite")
     detections = (pa.array([[dict(label=d.label, bbox=list(d.bbox), confidence=d.confidence) for d in dets]
                             for dets in preds.detections], PREDICTIONS.field("detections").type)
                   if preds.detections is not None else pa.nulls(n, PREDICTIONS.field("detections").type))

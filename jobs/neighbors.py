@@ -28,6 +28,7 @@ from brain import index as knn_index
 from brain import runs
 from brain.config import Conf
 from brain.lake import Lake, plain_strings
+from brain.vectors import to_matrix
 
 log = logging.getLogger("jobs.neighbors")
 
@@ -37,13 +38,8 @@ def read_vectors(lake: Lake, run_id: str) -> tuple[pa.Array, np.ndarray]:
     table = lake.read("embeddings", columns=["sample_id", "vector"], filter=pc.field("run_id") == run_id)
     if table.num_rows == 0:
         raise ValueError(f"embeddings run {run_id} has no rows")
-    vectors = table["vector"].combine_chunks()
-    lengths = pc.list_value_length(vectors).to_numpy(zero_copy_only=False)
-    if (lengths != lengths[0]).any():
-        bad = int(np.flatnonzero(lengths != lengths[0])[0])
-        raise ValueError(f"embeddings run {run_id}: sample {table['sample_id'][bad]} has a vector of length "
-                         f"{lengths[bad]}, others {lengths[0]}")
-    return table["sample_id"].combine_chunks(), vectors.flatten().to_numpy().reshape(len(lengths), lengths[0])
+    ids = table["sample_id"].combine_chunks()
+    return ids, to_matrix(table["vector"], ids, context=f"embeddings run {run_id}", dtype=np.float32)
 
 
 def search_shard(shard_blobs: list[np.ndarray], vectors: np.ndarray, ids: pa.Array, start: int, stop: int, *,
