@@ -78,8 +78,11 @@ def _from_ipc(data: bytes) -> pa.Table:
 
 
 def decode_shard(batch: pa.Table, *, model_name: str | None, model_kwargs: dict, lake_uri: str, run_id: str,
-                 dataset: str) -> pa.Table:
+                 dataset: str, limits: images.DecodeLimits) -> pa.Table:
     """Read and decode each shard's images (cropping boxes when the shard has a bbox column), then preprocess.
+
+    Decoding runs in a worker process with ``limits`` (:func:`brain.images.load_isolated`): a file that is
+    refused, hangs or crashes the decoder is one `ingest_errors` row; the shard's other images go on.
 
     A row in is one shard (its items as Arrow IPC); a row out is the same shard decoded: the items kept,
     and the preprocessed batch as raw bytes with its shape and dtype, so the actor gets one whole shard a call.
@@ -91,19 +94,20 @@ def decode_shard(batch: pa.Table, *, model_name: str | None, model_kwargs: dict,
     for shard, data in zip(batch["shard"].to_pylist(), batch["items"].to_pylist()):
         items = plain_strings(_from_ipc(data))
         boxes = items["bbox"].to_pylist() if "bbox" in items.column_names else None
-        keep, pixels, errors, cache = [], [], [], {}
-        for row, (sample_id, uri) in enumerate(zip(items["sample_id"].to_pylist(), items["uri"].to_pylist())):
-            try:
-                if uri not in cache:  # patches of one image are adjacent: decode it once
-                    cache = {uri: images.load(uri)}
-                pixels.append(crop(cache[uri], boxes[row]) if boxes is not None else cache[uri])
-                keep.append(row)
-            except images.ImageError as err:
-                cache = {}
+        uris = items["uri"].to_pylist()
+        unique = list(dict.fromkeys(uris))  # patches of one image: decoded once
+        decoded = dict(zip(unique, images.load_isolated(unique, limits=limits)))
+        keep, pixels, errors = [], [], []
+        for row, (sample_id, uri) in enumerate(zip(items["sample_id"].to_pylist(), uris)):
+            found = decoded[uri]
+            if isinstance(found, images.ImageError):
                 if not errors or errors[-1]["uri"] != uri:
                     errors.append(dict(run_id=run_id, dataset=dataset, uri=uri, stage="decode",
-                                       reason=f"sample {sample_id}: {err}",
+                                       reason=f"sample {sample_id}: {found}",
                                        recorded_at=dt.datetime.now(dt.timezone.utc)))
+                continue
+            pixels.append(crop(found.pixels, boxes[row]) if boxes is not None else found.pixels)
+            keep.append(row)
         if errors:
             Lake(lake_uri).stage("ingest_errors", run_id, pa.Table.from_pylist(errors, schema=INGEST_ERRORS),
                                  name=f"shard-{shard}")
@@ -281,12 +285,13 @@ def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
         if todo and spec.in_process:
             actor = ModelActor(**common, table=spec.table, options=spec.options)
             for sid, part in todo:
-                actor(decode_shard(pa.table({"shard": [sid], "items": [_ipc(part)]}), **common, dataset=conf.dataset))
+                actor(decode_shard(pa.table({"shard": [sid], "items": [_ipc(part)]}), **common, dataset=conf.dataset,
+                                   limits=conf.images.limits()))
         elif todo:
             (ray.data.from_items([{"shard": sid, "items": _ipc(part)} for sid, part in todo],
                                  override_num_blocks=len(todo))
              .map_batches(decode_shard, batch_format="pyarrow", batch_size=1,
-                          fn_kwargs=dict(**common, dataset=conf.dataset))
+                          fn_kwargs=dict(**common, dataset=conf.dataset, limits=conf.images.limits()))
              .map_batches(ModelActor, fn_constructor_kwargs=dict(**common, table=spec.table, options=spec.options),
                           compute=ray.data.ActorPoolStrategy(size=conf.ray.num_actors), batch_size=1,
                           batch_format="pyarrow", num_cpus=conf.ray.actor_num_cpus, num_gpus=gpus)
