@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from brain.images import MAX_BYTES, MAX_PIXELS, MAX_SIDE, TIMEOUT_S, DecodeLimits
 from brain.ingest import SPLITS
+from brain.sql_expr import check_condition
 
 DEFAULT_CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 
@@ -66,6 +67,11 @@ class EmbedConf(_Section):
     where: str | None = None  # SQL predicate over `samples` restricting what is embedded (the run's view)
     shard_size: int = Field(2048, ge=1)  # samples per shard: one Ray block, one staged file
     resume: bool = False  # reuse the shards an unfinished run with this brain key already staged
+
+    @field_validator("where")
+    @classmethod
+    def _one_condition(cls, where: str | None) -> str | None:
+        return None if where is None else check_condition(where, what="embed.where")
 
 
 class ModelsConf(_Section):

@@ -260,9 +260,12 @@ class _Worker:
         code = self.process.wait()
         self.send.close()
         self.receive.close()
-        if code < 0:
-            return f"signal {signal.Signals(-code).name}" if -code in signal.Signals._value2member_map_ else f"signal {-code}"
-        return f"exit code {code}"
+        if code >= 0:
+            return f"exit code {code}"
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
 
 
 def _serve(read_fd: int, write_fd: int) -> None:

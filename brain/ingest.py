@@ -41,6 +41,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from brain import images
+from brain.errors import plain_text
 from brain.schemas import INGEST_ERRORS, SAMPLES
 
 # canonical split name → its aliases (all matched case-insensitively); config: ingest.splits
@@ -179,12 +180,12 @@ def probe(files: Iterable[SourceFile], *, dataset: str, run_id: str,
     if len(set(ids)) != len(ids):
         raise ValueError(f"dataset {dataset!r}: a file is listed twice ({len(ids) - len(set(ids))} repeated uris)")
     results = images.load_isolated([f.uri for f in to_read], limits=limits, pixels=False)
-    samples, errors = [], [dict(run_id=run_id, dataset=dataset, uri=f.uri, stage="ingest", reason=f.refused,
+    samples, errors = [], [dict(run_id=run_id, dataset=dataset, uri=f.uri, stage="ingest", reason=plain_text(f.refused),
                                 recorded_at=now) for f in files if f.refused is not None]
     for f, sid, found in zip(to_read, ids, results):
         if isinstance(found, images.ImageError):
             errors.append(dict(run_id=run_id, dataset=dataset, uri=f.uri, stage="ingest",
-                               reason=str(found), recorded_at=now))
+                               reason=plain_text(str(found)), recorded_at=now))
             continue
         samples.append(dict(
             sample_id=sid, dataset=dataset, uri=f.uri, split=f.split, label=f.label,

@@ -26,8 +26,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from brain import index as knn_index
-from brain import runs, sql
+from brain import runs
 from brain.lake import Lake, plain_strings
+from brain.sql_expr import UnsafeSQLError, rows_where
 from brain.vectors import to_matrix
 
 
@@ -45,7 +46,9 @@ def _embeddings(lake: Lake, run_id: str, sample_ids: list[str] | None = None) ->
 def _where(lake: Lake, where: str) -> list[str]:
     """Sample ids matching a SQL condition over ``samples``."""
     try:
-        return sql.query(lake, f"SELECT sample_id FROM samples WHERE {where}")["sample_id"].to_pylist()
+        return rows_where(lake, "samples", where, columns="sample_id", what="--where")["sample_id"].to_pylist()
+    except UnsafeSQLError:
+        raise
     except ValueError as err:
         raise ValueError(f"--where {where!r} is not a valid condition over samples: {err}") from None
 

@@ -9,9 +9,17 @@ from brain.lake import Lake
 from brain.schemas import TABLES
 
 
-def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection where each existing lake table is a view of its committed rows."""
-    con = duckdb.connect()
+def connect(lake: Lake, *, allow_files: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection where each existing lake table is a view of its committed rows.
+
+    The lake's tables are the only data it reaches: DuckDB's own file and network access
+    (``COPY ... TO``, ``read_csv``, ``ATTACH``, extension installs) is off, extensions are
+    never installed or loaded on demand, and the configuration is locked, so a query cannot
+    switch any of it back on. ``allow_files=True`` (``brain sql --allow-files``) turns file
+    access on for exports the user asks for.
+    """
+    con = duckdb.connect(config={"enable_external_access": allow_files, "autoinstall_known_extensions": False,
+                                 "autoload_known_extensions": False})
     # delta-rs records string columns as string_view; when DuckDB pushes a filter into the Arrow
     # dataset, pyarrow prunes row groups by comparing string_view statistics with a string literal
     # and has no kernel for it ("WHERE split = 'test'" fails). Filters then run in DuckDB.
@@ -19,12 +27,17 @@ def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
     for name in TABLES:
         if lake.exists(name):
             con.register(name, lake.dataset(name))
+    con.execute("SET lock_configuration = true")
     return con
 
 
-def query(lake: Lake, sql: str) -> pa.Table:
+def query(lake: Lake, sql: str, *, allow_files: bool = False) -> pa.Table:
+    """The result of one SQL statement (several separated by ';' are refused) over the lake's tables."""
     try:
-        return connect(lake).sql(sql).to_arrow_table()
+        statements = duckdb.extract_statements(sql)
+        if len(statements) != 1:
+            raise ValueError(f"SQL failed: give one statement, got {len(statements)}")
+        return connect(lake, allow_files=allow_files).sql(sql).to_arrow_table()
     except duckdb.Error as err:
         missing = [t for t in TABLES if not lake.exists(t) and t in sql]
         hint = f" (tables not written yet in {lake.uri}: {missing})" if missing else ""

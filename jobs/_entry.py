@@ -8,7 +8,8 @@ import os
 import sys
 from typing import Callable, NoReturn
 
-from brain.config import Conf, ConfError, load_conf
+from brain.config import Conf, load_conf
+from brain.errors import EXIT_EXPECTED, expected_failure
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -27,14 +28,18 @@ def add_conf_args(parser: argparse.ArgumentParser) -> None:
 def job_main(run: Callable[[Conf], str], description: str, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=description)
     add_conf_args(parser)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of expected failures too")
     args = parser.parse_args(argv)
     setup_logging()
     try:
         conf = load_conf(args.conf, args.overrides)
-    except ConfError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    run_id = run(conf)
+        run_id = run(conf)
+    except Exception as err:
+        message = expected_failure(err)
+        if message is None or args.debug:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_EXPECTED
     print(f"run {run_id} succeeded; lake: {conf.lake}")
     return 0
 

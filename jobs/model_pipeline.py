@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 
 from brain import images, runs
 from brain.config import Conf
+from brain.errors import plain_text
 from brain.lake import Lake
 from brain.models import get_model, load_model
 from brain.patches import crop
@@ -103,7 +104,7 @@ def decode_shard(batch: pa.Table, *, model_name: str | None, model_kwargs: dict,
             if isinstance(found, images.ImageError):
                 if not errors or errors[-1]["uri"] != uri:
                     errors.append(dict(run_id=run_id, dataset=dataset, uri=uri, stage="decode",
-                                       reason=f"sample {sample_id}: {found}",
+                                       reason=plain_text(f"sample {sample_id}: {found}"),
                                        recorded_at=dt.datetime.now(dt.timezone.utc)))
                 continue
             pixels.append(crop(found.pixels, boxes[row]) if boxes is not None else found.pixels)
@@ -147,7 +148,8 @@ def patch_rows(model, batch: dict, run_id: str, options: dict) -> pa.Table:
     return pa.table({"run_id": rows["run_id"], "sample_id": rows["sample_id"],
                      "patch_index": pa.array(batch["patch_index"].tolist(), pa.int32()),
                      "label": pa.array(batch["label"].tolist(), pa.string()),
-                     "bbox": to_list_array(batch["bbox"].reshape(-1, 4), batch["sample_id"], what="bbox", max_norm=None),
+                     "bbox": to_list_array(batch["bbox"].reshape(-1, 4), batch["sample_id"], what="bbox",
+                                           max_norm=None),
                      "vector": rows["vector"]})
 
 
