@@ -194,7 +194,13 @@ def _in_batches(model, step, pixels: np.ndarray, empty) -> np.ndarray:
 
 
 class ModelActor:
-    """Keeps one loaded model for its life; turns each decoded shard into rows and stages them as its file."""
+    """Keeps one loaded model for its life; turns each decoded shard into rows and stages them as its file.
+
+    A shard whose rows are refused (the model's output has NaN, infinite or overflowing values, or a wrong
+    shape: :func:`brain.vectors.to_list_array`) is not staged; its ``error`` column says why, naming the
+    sample, and the driver fails the run with that message (raised here, Ray would bury it in its own
+    wrapper and remote traceback).
+    """
 
     def __init__(self, *, table: str, model_name: str | None, model_kwargs: dict, lake_uri: str, run_id: str,
                  options: dict):
@@ -203,13 +209,28 @@ class ModelActor:
         self.build = ROW_BUILDERS[table]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        shards, counts = [], []
+        shards, counts, errors = [], [], []
         for row in batch.to_pylist():
-            rows = self.build(self.model, _decoded_batch(row), self.run_id, self.options)
-            self.lake.stage(self.table, self.run_id, rows, name=f"shard-{row['shard']}")
             shards.append(row["shard"])
+            try:
+                rows = self.build(self.model, _decoded_batch(row), self.run_id, self.options)
+            except ValueError as err:
+                counts.append(0)
+                errors.append(plain_text(str(err)))
+                continue
+            self.lake.stage(self.table, self.run_id, rows, name=f"shard-{row['shard']}")
             counts.append(rows.num_rows)
-        return pa.table({"shard": pa.array(shards, pa.string()), "rows": pa.array(counts, pa.int64())})
+            errors.append(None)
+        return pa.table({"shard": pa.array(shards, pa.string()), "rows": pa.array(counts, pa.int64()),
+                         "error": pa.array(errors, pa.string())})
+
+
+def raise_refused(outcomes: pa.Table) -> None:
+    """Fail the run with the first refused shard's message (see :class:`ModelActor`)."""
+    refused = [e for e in outcomes["error"].to_pylist() if e is not None]
+    if refused:
+        more = f" ({len(refused)} shards refused)" if len(refused) > 1 else ""
+        raise ValueError(refused[0] + more)
 
 
 @dataclass
@@ -287,17 +308,10 @@ def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
         if todo and spec.in_process:
             actor = ModelActor(**common, table=spec.table, options=spec.options)
             for sid, part in todo:
-                actor(decode_shard(pa.table({"shard": [sid], "items": [_ipc(part)]}), **common, dataset=conf.dataset,
-                                   limits=conf.images.limits()))
+                raise_refused(actor(decode_shard(pa.table({"shard": [sid], "items": [_ipc(part)]}), **common,
+                                                 dataset=conf.dataset, limits=conf.images.limits())))
         elif todo:
-            (ray.data.from_items([{"shard": sid, "items": _ipc(part)} for sid, part in todo],
-                                 override_num_blocks=len(todo))
-             .map_batches(decode_shard, batch_format="pyarrow", batch_size=1,
-                          fn_kwargs=dict(**common, dataset=conf.dataset, limits=conf.images.limits()))
-             .map_batches(ModelActor, fn_constructor_kwargs=dict(**common, table=spec.table, options=spec.options),
-                          compute=ray.data.ActorPoolStrategy(size=conf.ray.num_actors), batch_size=1,
-                          batch_format="pyarrow", num_cpus=conf.ray.actor_num_cpus, num_gpus=gpus)
-             .materialize())
+            raise_refused(_on_ray(ray, todo, common, conf, spec, gpus))
         if spec.before_commit:
             spec.before_commit(lake, run)
         run.rows_written[spec.table] = lake.commit_files(spec.table, run.run_id)
@@ -309,6 +323,21 @@ def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
              spec.method, run.rows_written[spec.table], run.rows_written["ingest_errors"],
              time.perf_counter() - started, spec.model_name or "default", executed_on, gpus)
     return run.run_id
+
+
+def _on_ray(ray, todo: list[tuple[str, pa.Table]], common: dict, conf: Conf, spec: PipelineSpec,
+            gpus: float) -> pa.Table:
+    """The shards through decode tasks and the model actors: one outcome row per shard (see :class:`ModelActor`)."""
+    outcomes = (ray.data.from_items([{"shard": sid, "items": _ipc(part)} for sid, part in todo],
+                                    override_num_blocks=len(todo))
+                .map_batches(decode_shard, batch_format="pyarrow", batch_size=1,
+                             fn_kwargs=dict(**common, dataset=conf.dataset, limits=conf.images.limits()))
+                .map_batches(ModelActor, fn_constructor_kwargs=dict(**common, table=spec.table, options=spec.options),
+                             compute=ray.data.ActorPoolStrategy(size=conf.ray.num_actors), batch_size=1,
+                             batch_format="pyarrow", num_cpus=conf.ray.actor_num_cpus, num_gpus=gpus)
+                .materialize())
+    return pa.Table.from_pylist(outcomes.take_all(), schema=pa.schema([("shard", pa.string()), ("rows", pa.int64()),
+                                                                       ("error", pa.string())]))
 
 
 def model_kwargs(conf: Conf, model_name: str | None, batch_size: int, **extra) -> dict[str, Any]:
