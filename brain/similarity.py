@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from brain import index as knn_index
 from brain import runs
 from brain.lake import Lake, plain_strings
-from brain.sql_expr import UnsafeSQLError, rows_where
+from brain.sql_expr import UnsafeSQLError, check_condition, rows_where
 from brain.vectors import to_matrix
 
 
@@ -60,6 +60,13 @@ def similar(lake: Lake, key: str, *, sample_id: str | None = None, vector: np.nd
         raise ValueError("give exactly one of sample_id or vector")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if where is not None:
+        where = check_condition(where, what="--where")  # refused before anything is read
+    if vector is not None:
+        vector = np.asarray(vector, dtype=np.float64)
+        if vector.ndim > 2 or (vector.ndim == 2 and vector.shape[0] != 1) or not np.isfinite(vector).all():
+            raise ValueError(f"the query vector must be one row of finite numbers, got shape {vector.shape}"
+                             + ("" if np.isfinite(vector).all() else " with NaN or infinite values"))
     run = runs.latest_succeeded(lake, key)
     if run["method"] != "neighbors":
         raise ValueError(f"run {key!r} is a {run['method']} run; similarity needs a kNN (neighbors) run")
