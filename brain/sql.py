@@ -1,16 +1,28 @@
-"""SQL over every lake table by name, with DuckDB (over the Delta tables' Arrow datasets)."""
+"""SQL over the lake with DuckDB: every table by name, as of one catalog snapshot.
+
+Each table keyed by run (``uniqueness``, ``embeddings``, …) is a view of the rows of
+the runs that are current in one snapshot of the run catalog (:func:`brain.runs.catalog`),
+with ``brain_key`` as the catalog has it now (renames included). A re-run that is still
+writing, a failed or abandoned run, and a replaced run that vacuum has not removed yet
+are invisible there; ``<table>_history`` holds every stored row of every run. ``runs``
+is the catalog (one row per run, with ``status`` and ``current``), ``run_events`` its log.
+``history=True`` makes the plain names show every run's rows, as ``--all-runs`` does.
+"""
 
 from __future__ import annotations
 
 import duckdb
 import pyarrow as pa
 
+from brain import runs
 from brain.lake import Lake
-from brain.schemas import TABLES
+from brain.schemas import RUN_RESULT_TABLES, TABLES
+
+HISTORY_SUFFIX = "_history"
 
 
-def connect(lake: Lake, *, allow_files: bool = False) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection where each existing lake table is a view of its committed rows.
+def connect(lake: Lake, *, history: bool = False, allow_files: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with a view per lake table (see the module docstring).
 
     The lake's tables are the only data it reaches: DuckDB's own file and network access
     (``COPY ... TO``, ``read_csv``, ``ATTACH``, extension installs) is off, extensions are
@@ -24,20 +36,36 @@ def connect(lake: Lake, *, allow_files: bool = False) -> duckdb.DuckDBPyConnecti
     # dataset, pyarrow prunes row groups by comparing string_view statistics with a string literal
     # and has no kernel for it ("WHERE split = 'test'" fails). Filters then run in DuckDB.
     con.execute("SET disabled_optimizers = 'filter_pushdown'")
-    for name in TABLES:
-        if lake.exists(name):
+    snapshot = runs.catalog(lake)
+    con.register("runs", snapshot.runs)
+    current = snapshot.runs.filter(snapshot.runs["current"]).select(["run_id", "brain_key"])
+    con.register("_current_runs", current)
+    for name, schema in TABLES.items():
+        if not lake.exists(name):
+            continue
+        if name not in RUN_RESULT_TABLES:
             con.register(name, lake.dataset(name))
+            continue
+        con.register(name + HISTORY_SUFFIX, lake.dataset(name))
+        if history:
+            con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM "{name}{HISTORY_SUFFIX}"')
+        elif "brain_key" in schema.names:
+            con.execute(f'CREATE VIEW "{name}" AS SELECT h.* REPLACE (c.brain_key AS brain_key) '
+                        f'FROM "{name}{HISTORY_SUFFIX}" h JOIN _current_runs c ON h.run_id = c.run_id')
+        else:
+            con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM "{name}{HISTORY_SUFFIX}" '
+                        f'WHERE run_id IN (SELECT run_id FROM _current_runs)')
     con.execute("SET lock_configuration = true")
     return con
 
 
-def query(lake: Lake, sql: str, *, allow_files: bool = False) -> pa.Table:
+def query(lake: Lake, sql: str, *, history: bool = False, allow_files: bool = False) -> pa.Table:
     """The result of one SQL statement (several separated by ';' are refused) over the lake's tables."""
     try:
         statements = duckdb.extract_statements(sql)
         if len(statements) != 1:
             raise ValueError(f"SQL failed: give one statement, got {len(statements)}")
-        return connect(lake, allow_files=allow_files).sql(sql).to_arrow_table()
+        return connect(lake, history=history, allow_files=allow_files).sql(sql).to_arrow_table()
     except duckdb.Error as err:
         missing = [t for t in TABLES if not lake.exists(t) and t in sql]
         hint = f" (tables not written yet in {lake.uri}: {missing})" if missing else ""

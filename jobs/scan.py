@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 
 import pyarrow as pa
@@ -58,16 +57,17 @@ def ingest_step(lake: Lake, conf: Conf, diff) -> None:
     """Ingest new and changed files, delete removed samples; carry still-bad files' errors over."""
     previous = _latest(lake, f"ingest_{conf.dataset}")
     with runs.track(lake, brain_key=f"ingest_{conf.dataset}", method="ingest", dataset=conf.dataset,
-                    config=conf.model_dump(), executed_on=f"driver host={socket.gethostname()}") as run:
+                    config=conf.model_dump(), policy=conf.runs,
+                    inputs={"previous": previous["run_id"]} if previous else {}) as run:
         samples, errors = ingest.probe(diff.new + diff.changed, dataset=conf.dataset, run_id=run.run_id,
                                        limits=conf.images.limits())
         ingest.check_new_ids(plain_strings(lake.read("samples", columns=["sample_id", "uri"],
                                                      filter=pc.field("dataset") == conf.dataset)), samples)
         if samples.num_rows:
-            lake.upsert("samples", samples, key="sample_id")
+            run.upsert("samples", samples, key="sample_id")
         if diff.removed:
             ids = ", ".join(runs.sql_literal(s) for s in diff.removed)
-            lake.delete_where("samples", f"sample_id IN ({ids})")
+            run.delete("samples", f"sample_id IN ({ids})")
         parts = [errors]
         if previous is not None:
             probed = pa.array([f.uri for f in diff.new + diff.changed], pa.string())
@@ -77,8 +77,7 @@ def ingest_step(lake: Lake, conf: Conf, diff) -> None:
             parts.append(old.set_column(0, "run_id", pa.array([run.run_id] * old.num_rows, pa.string())))
         kept = pa.concat_tables([p.cast(INGEST_ERRORS) for p in parts])
         if kept.num_rows:
-            lake.append("ingest_errors", kept)
-        run.rows_written.update(samples=samples.num_rows, ingest_errors=kept.num_rows)
+            run.write("ingest_errors", kept)
         run.metrics.update(removed=float(len(diff.removed)))
 
 
@@ -153,10 +152,9 @@ def run(conf: Conf) -> str:
     with ScanLock(lake, conf.dataset, stale_after_s=conf.scan.lock_stale_s, heartbeat_s=conf.scan.heartbeat_s):
         keys = [f"scan_{conf.dataset}", f"ingest_{conf.dataset}", conf.embed.brain_key, conf.neighbors.brain_key,
                 conf.uniqueness.brain_key]
-        left = runs.abandon_running(lake, dataset=conf.dataset, keys=keys,
-                                    reason="abandoned: its process ended before the run finished (next scan redid it)")
+        left = [run_id for key in keys for run_id in runs.abandon_stale(lake, brain_key=key, policy=conf.runs)]
         with runs.track(lake, brain_key=f"scan_{conf.dataset}", method="scan", dataset=conf.dataset,
-                        config=conf.model_dump(), executed_on=f"driver host={socket.gethostname()}") as scan:
+                        config=conf.model_dump(), policy=conf.runs) as scan:
             files = ingest.source_files(src)
             diff = diff_sources(lake, conf.dataset, files)
             scan.metrics.update(new=len(diff.new), changed=len(diff.changed), removed=len(diff.removed),
