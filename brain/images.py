@@ -277,6 +277,7 @@ def _serve(read_fd: int, write_fd: int) -> None:
             fn, items, expected = pickle.loads(receive.recv_bytes())
         except EOFError:
             return
+        send.send((-1, True, None))  # unpickled (its modules imported): the per-item clock starts now
         for i, item in enumerate(items):
             try:
                 send.send((i, True, fn(item)))
@@ -303,6 +304,9 @@ def run_isolated(fn: Callable[[Any], Any], items: list, *, timeout_s: float, exp
             _worker = _Worker()
         worker = _worker
         worker.send.send_bytes(pickle.dumps((fn, items[start:], expected)))
+        if not _started(worker):
+            raise RuntimeError(f"the decode worker process did not start within {STARTUP_TIMEOUT_S:g} s "
+                               f"({worker.kill()})")
         done = start
         while done < len(items):
             if not worker.receive.poll(timeout_s):
@@ -322,6 +326,16 @@ def run_isolated(fn: Callable[[Any], Any], items: list, *, timeout_s: float, exp
             done = start + i + 1
         start = done
     return results
+
+
+STARTUP_TIMEOUT_S = 120.0  # a fresh worker's interpreter start and imports, on a loaded machine
+
+
+def _started(worker: _Worker) -> bool:
+    try:
+        return worker.receive.poll(STARTUP_TIMEOUT_S) and worker.receive.recv()[0] == -1
+    except (EOFError, OSError):
+        return False
 
 
 def _plain(err: BaseException) -> str:

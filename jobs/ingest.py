@@ -18,10 +18,9 @@ def run(conf: Conf) -> str:
     lake = Lake(conf.lake)
     source = conf.ingest
     started = time.perf_counter()
-    try:
-        files = ingest.source_files(source)
-    except ValueError as err:
-        raise ConfError(str(err)) from None
+    if bool(source.source) == bool(source.manifest):
+        raise ConfError("ingest needs exactly one of ingest.source (a folder) or ingest.manifest (a file)")
+    files = ingest.source_files(source)
     if not files:
         raise ValueError(f"ingest source {source.source or source.manifest} holds no files")
     with runs.track(lake, brain_key=f"ingest_{conf.dataset}", method="ingest", dataset=conf.dataset,

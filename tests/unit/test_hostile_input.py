@@ -50,7 +50,7 @@ def test_an_ingest_with_a_duplicate_uri_writes_nothing_and_an_http_uri_is_one_er
         dict(uri=paths[0], label="a"), dict(uri="http://example.com/cat.png", label="b"), dict(uri=paths[0], label="c")])))
     lake = Lake(conf.lake)
     assert brain_main(["ingest", "--set", f"lake={conf.lake}", "--manifest", conf.ingest.manifest]) == 2
-    assert not lake.exists("samples") and not lake.exists("runs")
+    assert not lake.exists("samples") and not lake.exists("run_events")
     conf.ingest.duplicate_uris = "first"
     run_id = ingest_job.run(conf)
     assert lake.read("samples").num_rows == 1
