@@ -382,17 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from brain.errors import EXIT_EXPECTED, expected_failure
+    from brain.errors import reporting_failures
 
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except Exception as err:
-        message = expected_failure(err)
-        if message is None or args.debug:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_EXPECTED
+    return reporting_failures(lambda: args.func(args), debug=args.debug)
 
 
 if __name__ == "__main__":

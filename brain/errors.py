@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import re
+import sys
+from typing import Callable
 
 # CSI sequences (colours, cursor moves), OSC sequences (titles, hyperlinks), then any other C0/C1 control
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
@@ -48,3 +50,19 @@ def expected_failure(err: BaseException) -> str | None:
         text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
         return one_line(text)
     return None
+
+
+def reporting_failures(command: Callable[[], int], *, debug: bool = False) -> int:
+    """``command()``'s exit code; an expected failure prints its one line and gives :data:`EXIT_EXPECTED`.
+
+    Anything else (a bug), and every failure under ``debug``, raises with its traceback.
+    """
+    try:
+        return command()
+    except Exception as err:
+        message = expected_failure(err)
+        if message is None or debug:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_EXPECTED
+

@@ -9,7 +9,7 @@ import sys
 from typing import Callable, NoReturn
 
 from brain.config import Conf, load_conf
-from brain.errors import EXIT_EXPECTED, expected_failure
+from brain.errors import reporting_failures
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -31,17 +31,13 @@ def job_main(run: Callable[[Conf], str], description: str, argv: list[str] | Non
     parser.add_argument("--debug", action="store_true", help="show the traceback of expected failures too")
     args = parser.parse_args(argv)
     setup_logging()
-    try:
+
+    def load_and_run() -> int:
         conf = load_conf(args.conf, args.overrides)
-        run_id = run(conf)
-    except Exception as err:
-        message = expected_failure(err)
-        if message is None or args.debug:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_EXPECTED
-    print(f"run {run_id} succeeded; lake: {conf.lake}")
-    return 0
+        print(f"run {run(conf)} succeeded; lake: {conf.lake}")
+        return 0
+
+    return reporting_failures(load_and_run, debug=args.debug)
 
 
 def exit_process(code: int) -> NoReturn:

@@ -33,12 +33,22 @@ from brain.methods import duplicates as dup
 log = logging.getLogger("jobs.duplicates")
 
 
-def verified(batches: Iterator[pa.RecordBatch], min_ncc: float) -> Iterator[pa.RecordBatch]:
-    """(a, b, distance, uri_a, uri_b) → the pairs whose aligned correlation is ≥ min_ncc."""
+def verified(batches: Iterator[pa.RecordBatch], min_ncc: float,
+             limits: images.DecodeLimits) -> Iterator[pa.RecordBatch]:
+    """(a, b, distance, uri_a, uri_b) → the pairs whose aligned correlation is ≥ min_ncc.
+
+    A pair with an image that no longer decodes (changed since ingest) is not confirmed; the task goes on.
+    """
     for batch in batches:
         cols = batch.to_pydict()
-        keep = [dup.aligned_similarity(images.load(ua), images.load(ub)) >= min_ncc
-                for ua, ub in zip(cols["uri_a"], cols["uri_b"])]
+        keep = []
+        for ua, ub in zip(cols["uri_a"], cols["uri_b"]):
+            try:
+                keep.append(dup.aligned_similarity(images.load(ua, limits=limits),
+                                                   images.load(ub, limits=limits)) >= min_ncc)
+            except images.ImageError as err:
+                log.warning("pair not verified: %s", err)
+                keep.append(False)
         yield batch.select(["a", "b", "distance"]).filter(pa.array(keep, pa.bool_()))
 
 
@@ -90,9 +100,9 @@ def near_rows(spark, lake: Lake, conf: Conf, run_id: str, metrics: dict[str, flo
         uris = samples.select(F.col("sample_id").alias("a"), F.col("uri").alias("uri_a"))
         with_uris = edges.join(uris, "a").join(
             uris.select(F.col("a").alias("b"), F.col("uri_a").alias("uri_b")), "b")
-        min_ncc = cfg.min_ncc
+        min_ncc, limits = cfg.min_ncc, conf.images.limits()
         edges = with_uris.select("a", "b", "distance", "uri_a", "uri_b").mapInArrow(
-            lambda it: verified(it, min_ncc), "a string, b string, distance double")
+            lambda it: verified(it, min_ncc, limits), "a string, b string, distance double")
     edges = edges.localCheckpoint()
     metrics["verified_pairs" if verify else "pairs"] = float(edges.count())
     labels = components(spark, edges, cfg.max_iterations)

@@ -27,7 +27,7 @@ from brain import index as knn_index
 from brain import runs
 from brain.config import Conf
 from brain.lake import Lake, plain_strings
-from brain.vectors import to_matrix
+from brain.vectors import to_list_array, to_matrix
 
 log = logging.getLogger("jobs.neighbors")
 
@@ -92,7 +92,7 @@ def graph_rows(run_id: str, ids: pa.Array, query_ids: pa.Array, dist: np.ndarray
         "run_id": pa.array([run_id] * len(query_ids), pa.string()),
         "sample_id": query_ids,
         "neighbor_ids": pa.ListArray.from_arrays(offsets, ids.take(pa.array(nbr.reshape(-1)))),
-        "distances": pa.ListArray.from_arrays(offsets, pa.array(dist.reshape(-1), pa.float32())),
+        "distances": to_list_array(dist, query_ids, what="list of neighbour distances", max_norm=None),
     })
 
 
@@ -109,7 +109,8 @@ def previous_graph(lake: Lake, run_id: str, ids: pa.Array, k: int) -> tuple[np.n
     at = at.drop_null().to_numpy().astype(np.int64)
     nbr_at = pc.index_in(pc.list_flatten(old["neighbor_ids"]), ids).fill_null(-1).to_numpy(zero_copy_only=False)
     rows[at] = nbr_at.reshape(len(at), k)
-    dist[at] = pc.list_flatten(old["distances"]).to_numpy(zero_copy_only=False).reshape(len(at), k)
+    dist[at] = to_matrix(old["distances"], old["sample_id"], what="list of neighbour distances", width=k,
+                         context=f"kNN run {run_id}", dtype=np.float32)
     return rows, dist
 
 

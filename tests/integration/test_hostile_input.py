@@ -79,14 +79,22 @@ def nan_model(path):
     return str(path)
 
 
-def test_a_model_emitting_nan_fails_its_run_naming_the_sample_and_the_current_run_stays(tmp_path, ray_session):
-    from jobs import embed, ingest
+@pytest.fixture
+def ingested(tmp_path, ray_session):
+    """(images folder, config, lake) of the hostile folder (without the big image), ingested."""
+    from jobs import ingest
 
     images = tmp_path / "images"
     write_hostile_folder(images, big=False)
     conf = local_conf(tmp_path / "lake", ingest=IngestConf(source=str(images)))
-    lake = Lake(conf.lake)
     ingest.run(conf)
+    return images, conf, Lake(conf.lake)
+
+
+def test_a_model_emitting_nan_fails_its_run_naming_the_sample_and_the_current_run_stays(tmp_path, ingested):
+    from jobs import embed
+
+    _, conf, lake = ingested
     good_run = embed.run(conf)
     before = lake.read("embeddings", filter=pc.field("run_id") == good_run).sort_by("sample_id")
 
@@ -160,15 +168,11 @@ def test_local_ray_and_spark_listen_on_loopback_only(ray_session, spark):
     assert exposed == []
 
 
-def test_a_shard_survives_a_bomb_swapped_in_after_ingest(tmp_path, ray_session):
+def test_a_shard_survives_a_bomb_swapped_in_after_ingest(ingested):
     """Embed finds a bomb that ingest never saw: one decode error row, the other images embedded on Ray."""
-    from jobs import embed, ingest
+    from jobs import embed
 
-    images = tmp_path / "images"
-    write_hostile_folder(images, big=False)
-    conf = local_conf(tmp_path / "lake", ingest=IngestConf(source=str(images)))
-    lake = Lake(conf.lake)
-    ingest.run(conf)
+    images, conf, lake = ingested
     victim = images / "dog" / "dog-1 ü.png"
     shutil.copyfile(images / "cat" / "bomb.png", victim)
     run_id = embed.run(conf)
