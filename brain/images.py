@@ -69,7 +69,7 @@ class DecodeLimits:
 class Decoded:
     """A decoded image: ``pixels`` (at most ``max_side`` long) and the file's own size and hash."""
 
-    pixels: np.ndarray | None  # None when only the description was asked for (see :func:`describe`)
+    pixels: np.ndarray | None  # None when only the description was asked for (load_file(pixels=False))
     width: int  # as declared by the file, before any reduction
     height: int
     size_bytes: int
@@ -192,17 +192,15 @@ def _decode_reduced(data: bytes, max_side: int) -> np.ndarray:
     try:
         img = pyvips.Image.thumbnail_buffer(data, max_side, height=max_side, size="down",
                                             option_string="fail_on=error")
-        if img.hasalpha():
-            img = img.flatten(background=[255])
-        img = img.colourspace("srgb")
+        if img.hasalpha():  # dropped, as Pillow's convert("RGB") does for the images decoded there
+            img = img.extract_band(0, n=img.bands - 1)
+        img = img.colourspace("srgb")  # grey, CMYK, 16-bit → 8-bit sRGB, three bands
         if img.format != "uchar":
             img = img.cast("uchar")
-        if img.bands > 3:
-            img = img.extract_band(0, n=3)
-        pixels = np.ndarray(buffer=img.write_to_memory(), dtype=np.uint8, shape=[img.height, img.width, img.bands])
+        return np.ndarray(buffer=img.write_to_memory(), dtype=np.uint8, shape=[img.height, img.width, 3])
     except pyvips.Error as err:
-        raise ValueError(str(err.message).strip().splitlines()[-1] if err.message else "libvips error") from None
-    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+        detail = " ".join(str(err.detail or "").split())  # the loader's own words ("libpng read error")
+        raise ValueError(f"libvips: {detail or err.message}") from None
 
 
 def load(uri: str, *, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:

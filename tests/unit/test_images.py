@@ -33,6 +33,10 @@ def test_a_big_png_is_reduced_while_decoding_and_keeps_its_declared_size(tmp_pat
     assert (found.width, found.height) == (5000, 5000)
     assert found.pixels.shape == (512, 512, 3) and found.pixels.dtype == np.uint8
     assert abs(int(found.pixels[0, -1, 0]) - 255) <= 2 and found.pixels[0, :, 2].min() == 120  # the ramp survives
+    data = (tmp_path / "big.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(images.ImageError, match="cut.png: not a decodable image .*libpng read error"):
+        images.load(str(tmp_path / "cut.png"), limits=images.DecodeLimits(max_side=512))
     jpeg = tmp_path / "big.jpg"
     Image.fromarray(np.full((3000, 2000, 3), 90, np.uint8)).save(jpeg)
     assert images.load(str(jpeg), limits=images.DecodeLimits(max_side=600)).shape == (600, 400, 3)
