@@ -312,10 +312,10 @@ class Catalog:
 
 def catalog(lake: Lake) -> Catalog:
     """The catalog as of the latest version of ``run_events`` (one snapshot for one query or job)."""
+    if not lake.exists("run_events"):  # a reader never creates tables
+        return Catalog(resolve(RUN_EVENTS.empty_table()), -1)
     table = lake.table("run_events")
-    version = table.version()
-    events = table.to_pyarrow_table() if version > 0 else RUN_EVENTS.empty_table()
-    return Catalog(resolve(events), version)
+    return Catalog(resolve(table.to_pyarrow_table()), table.version())
 
 
 # -- a job's run -----------------------------------------------------------------------------------
@@ -424,9 +424,22 @@ def _discard_uncommitted(lake: Lake, run_id: str) -> None:
         lake.discard_staged(table, run_id)
 
 
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return True  # unknown: only the heartbeat can tell
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def abandon_stale(lake: Lake, *, brain_key: str | None = None, dataset: str | None = None,
                   policy: RunsConf | None = None) -> list[str]:
-    """Mark ``running`` runs whose heartbeat stopped (older than ``abandon_after_s``) abandoned.
+    """Mark ``running`` runs abandoned whose heartbeat stopped (older than ``abandon_after_s``) or whose
+    process, on this host, is gone.
 
     Limited to one brain key and/or dataset when given. Their uncommitted staged files
     are discarded; committed rows stay invisible until :func:`vacuum`. Returns their ids.
@@ -438,20 +451,21 @@ def abandon_stale(lake: Lake, *, brain_key: str | None = None, dataset: str | No
         running = running.filter(pc.equal(running["brain_key"], brain_key))
     if dataset is not None:
         running = running.filter(pc.equal(running["dataset"], dataset))
-    now = time.time()
+    now, host = time.time(), socket.gethostname()
     stale = []
     for row in running.to_pylist():
         beat = lake.last_beat(row["run_id"]) or row["started_at"].timestamp()
-        if now - beat > policy.abandon_after_s:
+        if now - beat > policy.abandon_after_s or (row["host"] == host and not _pid_alive(row["pid"])):
             stale.append(row)
     for row in stale:
         _discard_uncommitted(lake, row["run_id"])
-        log.warning("run %s (%s, key %r) stopped sending heartbeats %.0f s ago: marked abandoned",
-                    row["run_id"], row["method"], row["brain_key"], now - (lake.last_beat(row["run_id"]) or 0))
+        log.warning("run %s (%s, key %r): its process %s on %s was killed or lost: marked abandoned",
+                    row["run_id"], row["method"], row["brain_key"], row["pid"], row["host"])
     if stale:
         _append_events(lake, [dict(event="abandoned", run_id=r["run_id"], brain_key=r["brain_key"],
-                                   error=f"abandoned: no heartbeat for over {policy.abandon_after_s:g} s "
-                                         f"(process {r['pid']} on {r['host']} was killed or lost)") for r in stale])
+                                   error=f"abandoned: no heartbeat for over {policy.abandon_after_s:g} s or its "
+                                         f"process {r['pid']} on {r['host']} is gone (killed or lost)")
+                              for r in stale])
         for row in stale:
             lake.forget_beat(row["run_id"])
     return [r["run_id"] for r in stale]
@@ -615,13 +629,28 @@ LOADERS: dict[str, Callable[[Lake, dict[str, Any]], Any]] = {
 }
 
 
+def readable_run(lake: Lake, key: str) -> dict[str, Any]:
+    """The run a reader means by ``key``: that run for a run id, else the key's current run.
+
+    A key with a re-run in progress (or a failed one) still reads its current run.
+    """
+    snapshot = catalog(lake)
+    try:
+        return snapshot.current(key)
+    except RunNotFoundError:
+        try:
+            return snapshot.get(key)
+        except RunNotFoundError:
+            raise RunNotFoundError(f"no run with key or id {key!r} in {lake.uri}") from None
+
+
 def load_results(lake: Lake, key: str) -> Any:
-    """The outputs of the newest run with ``key`` (brain key or run id).
+    """The outputs of ``key``'s current run (or of the run with that id).
 
     Arrow tables of its rows for table-producing methods, the FAISS index for a kNN
     (``neighbors``) run; see :data:`LOADERS`.
     """
-    run = get_run(lake, key)
+    run = readable_run(lake, key)
     if run["status"] not in ("succeeded", "superseded") or run["purged_at"] is not None:
         raise ValueError(f"run {run['run_id']} ({key!r}) is {run['status']}: it has no results to load")
     try:
@@ -632,9 +661,9 @@ def load_results(lake: Lake, key: str) -> Any:
 
 
 def load_view(lake: Lake, key: str) -> pa.Table:
-    """The `samples` rows the run with ``key`` was computed on (its recorded sample filter)."""
+    """The `samples` rows ``key``'s current run (or the run with that id) was computed on (its sample filter)."""
     from brain import sql
 
-    run = get_run(lake, key)
+    run = readable_run(lake, key)
     predicate = run.get("sample_filter") or dataset_filter(run["dataset"])
     return sql.query(lake, f"SELECT * FROM samples WHERE {predicate} ORDER BY sample_id")

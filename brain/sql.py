@@ -41,12 +41,11 @@ def connect(lake: Lake, *, history: bool = False, allow_files: bool = False) -> 
     current = snapshot.runs.filter(snapshot.runs["current"]).select(["run_id", "brain_key"])
     con.register("_current_runs", current)
     for name, schema in TABLES.items():
-        if not lake.exists(name):
-            continue
+        rows = lake.dataset(name) if lake.exists(name) else schema.empty_table()  # not written yet: no rows
         if name not in RUN_RESULT_TABLES:
-            con.register(name, lake.dataset(name))
+            con.register(name, rows)
             continue
-        con.register(name + HISTORY_SUFFIX, lake.dataset(name))
+        con.register(name + HISTORY_SUFFIX, rows)
         if history:
             con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM "{name}{HISTORY_SUFFIX}"')
         elif "brain_key" in schema.names:
@@ -67,6 +66,4 @@ def query(lake: Lake, sql: str, *, history: bool = False, allow_files: bool = Fa
             raise ValueError(f"SQL failed: give one statement, got {len(statements)}")
         return connect(lake, history=history, allow_files=allow_files).sql(sql).to_arrow_table()
     except duckdb.Error as err:
-        missing = [t for t in TABLES if not lake.exists(t) and t in sql]
-        hint = f" (tables not written yet in {lake.uri}: {missing})" if missing else ""
-        raise ValueError(f"SQL failed: {err}{hint}") from None
+        raise ValueError(f"SQL failed: {err}") from None

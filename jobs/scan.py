@@ -112,7 +112,7 @@ def neighbors_step(lake: Lake, conf: Conf) -> int | None:
     cfg = conf.neighbors
     source = runs.latest_succeeded(lake, cfg.embeddings_key)
     previous = _latest(lake, cfg.brain_key)
-    if previous is not None and json.loads(previous["config"]).get("input_run_id") == source["run_id"]:
+    if previous is not None and dict(previous["input_run_ids"] or []).get("embeddings") == source["run_id"]:
         return None
     ids = lake.read("embeddings", columns=["sample_id"], filter=pc.field("run_id") == source["run_id"])["sample_id"]
     if previous is not None:
@@ -137,7 +137,7 @@ def uniqueness_step(lake: Lake, conf: Conf, fresh: int) -> bool:
 
     source = runs.latest_succeeded(lake, conf.uniqueness.neighbors_key)
     previous = _latest(lake, conf.uniqueness.brain_key)
-    if previous is not None and json.loads(previous["config"]).get("input_run_id") == source["run_id"]:
+    if previous is not None and dict(previous["input_run_ids"] or []).get("neighbors") == source["run_id"]:
         return False
     # normalisation is over the dataset's maximum, so every score is recomputed; small updates skip Spark
     uniqueness.run(conf, in_process=fresh <= conf.scan.in_process_max)

@@ -108,10 +108,10 @@ def test_a_failed_run_resumes_without_recomputing_staged_shards(dataset):
     lake = Lake(conf.lake)
     items = lake.read("samples", columns=["sample_id", "uri"])
 
-    def spec(after_commit=None):
+    def spec(finish=None):
         return PipelineSpec(table="embeddings", brain_key="resumable", method="embeddings", items=items,
                             model_name=None, model_kwargs={}, shard_size=4, resume=True,
-                            settings=dict(shard_size=4), after_commit=after_commit)
+                            settings=dict(shard_size=4), finish=finish)
 
     def fail(lake, run):
         raise RuntimeError("the job died after staging its shards")
