@@ -37,13 +37,17 @@ def expected_failure(err: BaseException) -> str | None:
     from deltalake.exceptions import CommitFailedError
 
     from brain.config import ConfError
+    from brain.lake import LakeConflictError
+    from brain.runs import RunAbandonedError
     from brain.scan import ScanLockedError
 
     if isinstance(err, ScanLockedError):
         return one_line(f"{err}. Fix: wait for that scan to finish (or stop it); a dead one's lock is taken over")
-    if isinstance(err, CommitFailedError):
+    if isinstance(err, (CommitFailedError, LakeConflictError)):
         return one_line(f"another job wrote the same table at the same time and this commit lost ({err}). "
                         "Fix: run the command again")
+    if isinstance(err, RunAbandonedError):
+        return one_line(f"{err}. Fix: run the command again (this process stalled longer than runs.abandon_after_s)")
     if isinstance(err, ConfError):
         return one_line(f"{err}. Fix: correct the config file or the --set value")
     if isinstance(err, (ValueError, KeyError, FileNotFoundError, ImportError)):

@@ -149,6 +149,18 @@ def test_expected_failures_print_one_line_with_the_fix_and_exit_2(tmp_path, caps
         brain_main(["--debug", *args])
 
 
+def test_conflicts_and_abandoned_runs_are_expected_failures():
+    from brain.errors import expected_failure
+    from brain.lake import LakeConflictError
+    from brain.runs import RunAbandonedError
+
+    conflict = expected_failure(LakeConflictError("commit to uniqueness: gave up after 8 attempts\n(\x1b[31mx\x1b[0m)"))
+    assert conflict.startswith("another job wrote the same table") and "Fix: run the command again" in conflict
+    assert "\n" not in conflict and "\x1b" not in conflict
+    assert "Fix: run the command again" in expected_failure(RunAbandonedError("run r was marked abandoned"))
+    assert expected_failure(RuntimeError("a bug")) is None
+
+
 def test_stored_text_is_plain():
     assert plain_text("\x1b[31mred\x1b[0m \x1b]8;;http://x\x07link\x1b]8;;\x07 a\tb\x07") == "red link a\tb"
     with pytest.raises(UnsafeSQLError, match="is empty"):
