@@ -25,6 +25,9 @@ JOBS = {
     "apply-model": "jobs.apply_model",
     "patch-embeddings": "jobs.patch_embeddings",
     "register-embeddings": "jobs.register_embeddings",
+    "register-predictions": "jobs.register_predictions",
+    "linear-probe": "jobs.linear_probe",
+    "hardness": "jobs.hardness",
     "duplicates": "jobs.duplicates",
     "unique": "jobs.unique",
     "leaks": "jobs.leaks",
@@ -93,6 +96,15 @@ def _cmd_job(args) -> int:
         updates = {k: v for k, v in dict(file=args.file, ids_file=args.ids, samples_column=args.samples_column,
                                          brain_key=args.brain_key).items() if v}
         conf.register_embeddings = conf.register_embeddings.model_copy(update=updates)
+    if args.command == "register-predictions":
+        updates = {k: v for k, v in dict(file=args.file, ids_file=args.ids, classes_file=args.classes_file,
+                                         brain_key=args.brain_key).items() if v}
+        if args.classes:
+            updates["classes"] = args.classes.split(",")
+        conf.register_predictions = conf.register_predictions.model_copy(update=updates)
+    if args.command == "visualize":
+        conf.visualization = conf.visualization.model_copy(update={k: v for k, v in dict(
+            where=args.where, points=args.points, points_ids=args.points_ids).items() if v})
     if args.command == "compare":
         conf.comparison = conf.comparison.model_copy(
             update={k: v for k, v in dict(fit=args.fit, predict=args.predict).items() if v})
@@ -214,6 +226,24 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _cmd_results(args) -> int:
+    """A run's results as rows (what brain.results.load_results returns, as a table)."""
+    from brain import results
+
+    loaded = results.load_results(_lake(args), args.key)
+    if isinstance(loaded, dict):  # several tables: pick one
+        if args.table not in loaded:
+            raise ConfError(f"run {args.key!r} has tables {sorted(loaded)}: choose one with --table")
+        loaded = loaded[args.table]
+    elif isinstance(loaded, results.PredictionsResults):
+        loaded = loaded.rows
+    elif isinstance(loaded, results.FamiliarityResults):
+        loaded = loaded.extremes if args.table == "familiarity_extremes" else loaded.scores
+    elif not isinstance(loaded, pa.Table):
+        raise ConfError(f"run {args.key!r} holds a FAISS index, not rows: query it with `brain similar --key {args.key}`")
+    return _write_result(loaded, args.format, args.out)
+
+
 def _cmd_sql(args) -> int:
     lake = _lake(args)
     if args.engine == "spark":
@@ -234,12 +264,14 @@ def _cmd_similar(args) -> int:
     import numpy as np
 
     from brain.similarity import similar
+    from jobs.engines import use_code_paths
 
     vector = None
     if args.vector:
         vector = np.load(args.vector) if args.vector.endswith(".npy") else np.loadtxt(args.vector, delimiter=",")
-    table = similar(_lake(args), args.key, sample_id=args.id, vector=vector, k=args.k, reverse=args.reverse,
-                    where=args.where)
+    use_code_paths(load_conf(args.conf, args.overrides))  # a user model's text tower is imported here
+    table = similar(_lake(args), args.key, sample_id=args.id, vector=vector, text=args.text, k=args.k,
+                    reverse=args.reverse, where=args.where, save_as=args.save_as)
     return _write_result(table, args.format, args.out)
 
 
@@ -279,15 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
                             ("neighbors", "FAISS kNN graph on Ray"),
                             ("uniqueness", "uniqueness on Spark"),
                             ("label-quality", "hardness and mistakenness of a predictions run (+ Spark per-class tables)"),
+                            ("hardness", "hardness (entropy of the logits) of a predictions run; needs no labels"),
+                            ("linear-probe", "out-of-fold logistic regression on an embeddings run → predictions"),
                             ("walkthrough", "the label-mistake walkthrough on the digits"),
                             ("detection-mistakenness", "ground-truth boxes vs a detector's predictions"),
                             ("scan", "incremental scan of the dataset's sources (what a scheduler runs)"),
                             ("duplicates", "near or exact duplicate groups on Spark"),
                             ("unique", "a unique (k-center) subset of n samples"),
                             ("leaks", "duplicates across splits on Spark"),
-                            ("familiarity", "fit a familiarity model on embeddings, score samples on Spark"),
-                            ("visualize", "2-D/3-D map of embeddings (umap|tsne|pca) on Ray")):
+                            ("familiarity", "fit a familiarity model on embeddings, score samples on Spark")):
         with_conf(sub.add_parser(name, help=help_text)).set_defaults(func=_cmd_job)
+    viz_p = with_conf(sub.add_parser("visualize", help="2-D/3-D map of embeddings (umap|tsne|pca) on Ray"))
+    viz_p.add_argument("--where", help="SQL condition over samples: map only that subset (FiftyOne's use_view)")
+    viz_p.add_argument("--points", help="register precomputed coordinates instead: .parquet (sample_id, points) "
+                                        "or .npy [N, 2|3] with --points-ids")
+    viz_p.add_argument("--points-ids", help="for .npy points: a text file, one sample id per line")
+    viz_p.set_defaults(func=_cmd_job)
     cmp_p = with_conf(sub.add_parser("compare", help="dataset comparison L(fit → predict) with a verdict"))
     cmp_p.add_argument("--fit", help="vector set NAME[@SPLIT]: an embeddings brain key or a dataset name, "
                                      "optionally one split (e.g. embeddings@train)")
@@ -325,6 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--samples-column", help="a samples column or attributes field holding the vectors")
     reg.add_argument("--brain-key", help="brain key of the run (default: register_embeddings.brain_key)")
     reg.set_defaults(func=_cmd_job)
+    regp = with_conf(sub.add_parser("register-predictions", help="store a model's predictions computed elsewhere"))
+    regp.add_argument("--file", help=".parquet/.csv (sample_id or uri; label, confidence, logits, detections) "
+                                     "or .npy logits [N, C] (with --ids)")
+    regp.add_argument("--ids", help="for .npy: a text file, one sample id per line")
+    regp.add_argument("--classes", help="class names in logit order, comma-separated")
+    regp.add_argument("--classes-file", help="class names in logit order, one per line")
+    regp.add_argument("--brain-key", help="brain key of the run (default: register_predictions.brain_key)")
+    regp.set_defaults(func=_cmd_job)
     models_p = sub.add_parser("models", help="the model zoo")
     models_sub = models_p.add_subparsers(dest="action", required=True)
     models_sub.add_parser("list")
@@ -353,6 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
     vac.add_argument("--dry-run", action="store_true", help="say what would be removed")
     lake_p.set_defaults(func=_cmd_lake)
 
+    res_p = with_conf(sub.add_parser("results", help="a run's results (FiftyOne's load_brain_results) as rows"))
+    res_p.add_argument("key", help="brain key (its current run) or run id")
+    res_p.add_argument("--table", help="for runs that write several tables (mistakenness, familiarity, ...): which")
+    res_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
+    res_p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    res_p.add_argument("--out", help="file to write (csv/json default to stdout)")
+    res_p.set_defaults(func=_cmd_results)
     sql_p = with_conf(sub.add_parser("sql", help="SQL over the lake's tables"))
     sql_p.add_argument("query")
     sql_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
@@ -366,14 +420,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tables hold every stored run's rows, not only the current runs' (as TABLE_history does)")
     sql_p.set_defaults(func=_cmd_sql)
 
-    sim = with_conf(sub.add_parser("similar", help="the samples nearest a sample or a vector"))
+    sim = with_conf(sub.add_parser("similar", help="the samples nearest some samples, a vector or a text prompt"))
     sim.add_argument("--key", default="knn", help="brain key of the kNN run whose index to query")
     query = sim.add_mutually_exclusive_group(required=True)
-    query.add_argument("--id", help="sample id of the query")
+    query.add_argument("--id", action="append", help="sample id of the query; repeat for the mean of several")
     query.add_argument("--vector", help="a .npy file or a comma-separated text file holding the query vector")
+    query.add_argument("--text", help="a prompt, embedded by the text tower of the index's model (CLIP)")
     sim.add_argument("-k", type=int, default=15)
     sim.add_argument("--reverse", action="store_true", help="the least similar samples instead")
     sim.add_argument("--where", help="SQL condition over samples restricting the results, e.g. \"split = 'test'\"")
+    sim.add_argument("--save-as", metavar="KEY", help="also save the result as a view run (SQL: similarity_views; "
+                                                      "`brain runs` and load_view read it)")
     sim.add_argument("--lake", help="lake folder or URI (default: the config's)")
     sim.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     sim.add_argument("--out", help="file to write (csv/json default to stdout)")

@@ -104,7 +104,7 @@ def run(conf: Conf) -> str:
 
     probe = stage("predictions with logits: logistic regression, out of fold", lambda: linear_probe.run(conf))
     console.print(f"  out-of-fold accuracy {dict(runs.get_run(lake, probe)['metrics'])['oof_accuracy']:.3f}; "
-                  f"rows in `predictions` under brain key {conf.apply_model.brain_key!r}")
+                  f"rows in `predictions` under brain key {conf.linear_probe.brain_key!r}")
 
     walk = stage(f"label-mistake walkthrough ({conf.walkthrough.noise_fraction:.0%} of labels flipped, "
                  f"dataset {conf.walkthrough.dataset!r})", lambda: walkthrough.run(conf))

@@ -1,7 +1,7 @@
 """Label-quality jobs: hardness and mistakenness from a predictions run (math in brain.methods).
 
     predictions (logits; class order in the run's classes.json) ⋈ samples (given labels) [+ kNN run]
-      → brain.methods.hardness.hardness                   → `hardness`
+      → brain.methods.hardness.hardness                   → `hardness` (jobs.hardness: needs no labels)
       → brain.methods.mistakenness.classification/label_issues → `mistakenness`
       → Spark: per-class counts, issues, mean score; given × suggested confusion
         → `label_quality_classes`, `label_confusion`
@@ -22,7 +22,6 @@ from brain import runs
 from brain.config import Conf
 from brain.lake import Lake, plain_strings
 from brain.vectors import to_matrix
-from brain.methods import hardness as hardness_method
 from brain.methods import mistakenness as mistakenness_method
 
 log = logging.getLogger("jobs.label_quality")
@@ -104,18 +103,6 @@ def knn_rows(lake: Lake, run: dict, sample_ids: list[str]) -> np.ndarray:
     return out
 
 
-def run_hardness(conf: Conf) -> str:
-    lake, cfg = Lake(conf.lake), conf.label_quality
-    scored = read_predictions(lake, cfg.predictions_key, conf.dataset)
-    with runs.track(lake, brain_key=cfg.hardness_key, method="hardness", dataset=conf.dataset,
-                    inputs={"predictions": scored.run_id}, config=conf.model_dump(), policy=conf.runs) as run:
-        scores = hardness_method.hardness(scored.logits)
-        rows = pa.table({"run_id": [run.run_id] * len(scores), "brain_key": [cfg.hardness_key] * len(scores),
-                         "sample_id": scored.sample_ids, "hardness": scores})
-        run.write("hardness", rows)
-    return run.run_id
-
-
 def run_mistakenness(conf: Conf) -> str:
     from pyspark.sql import functions as F
 
@@ -161,8 +148,10 @@ def run(conf: Conf) -> str:
     The inputs are checked first (logits present and as wide as the classes, every given label
     one of the classes), so bad predictions fail before either table is written.
     """
+    from jobs import hardness
+
     labelled(read_predictions(Lake(conf.lake), conf.label_quality.predictions_key, conf.dataset), conf.dataset)
-    run_hardness(conf)
+    hardness.run(conf)
     return run_mistakenness(conf)
 
 

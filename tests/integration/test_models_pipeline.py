@@ -166,7 +166,8 @@ def test_a_linear_probe_stores_out_of_fold_predictions_with_logits(dataset):
 
     _, conf, paths, _ = dataset
     embed.run(conf)
-    run_id = linear_probe.run(conf, folds=3)
+    conf.linear_probe.folds = 3
+    run_id = linear_probe.run(conf)
     lake = Lake(conf.lake)
     preds = lake.read("predictions", filter=pc.field("run_id") == run_id)
     assert preds.num_rows == len(paths) - 1
