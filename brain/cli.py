@@ -275,6 +275,23 @@ def _cmd_similar(args) -> int:
     return _write_result(table, args.format, args.out)
 
 
+def _cmd_app(args) -> int:
+    from brain.app import serve
+
+    serve(_lake(args).uri, host=args.host, port=args.port, cache_dir=args.cache_dir)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from brain.app import write_report
+    from jobs._entry import setup_logging
+
+    setup_logging()
+    index = write_report(_lake(args).uri, args.out, max_samples=args.max_samples, cache_dir=args.cache_dir)
+    print(f"wrote {index} (open it in a browser; no server needed)")
+    return 0
+
+
 def _write_result(table: pa.Table, fmt: str, out: str | None) -> int:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -435,6 +452,19 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     sim.add_argument("--out", help="file to write (csv/json default to stdout)")
     sim.set_defaults(func=_cmd_similar)
+
+    app_p = with_conf(sub.add_parser("app", help="the lake browser: a local web app over the lake (read-only)"))
+    app_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
+    app_p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    app_p.add_argument("--port", type=int, default=8765)
+    app_p.add_argument("--cache-dir", help="thumbnail cache folder (default: ~/.cache/lakebrain/thumbnails/...)")
+    app_p.set_defaults(func=_cmd_app)
+    rep = with_conf(sub.add_parser("report", help="the lake browser's views as static HTML (no search)"))
+    rep.add_argument("--lake", help="lake folder or URI (default: the config's)")
+    rep.add_argument("--out", required=True, help="folder to write index.html and its files into")
+    rep.add_argument("--max-samples", type=int, default=2000, help="samples the report's grid holds")
+    rep.add_argument("--cache-dir", help="thumbnail cache folder")
+    rep.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -215,12 +215,17 @@ class DuplicatesConf(_Section):
     brain_key: str = "duplicates"
     neighbors_key: str = "knn"
     method: Literal["near", "exact"] = "near"  # exact: equal content hashes
-    thresh: float | None = Field(None, ge=0)  # embedding distance; None: see brain.methods.duplicates
+    grouping: Literal["greedy", "components"] = "greedy"  # greedy: FiftyOne's kept set (brain.methods.duplicates)
+    thresh: float | None = Field(None, ge=0)  # embedding distance, no verification; None: verified candidates
     fraction: float | None = Field(None, gt=0, lt=1)  # or: the threshold making this fraction duplicates
-    verify: bool = True  # candidates confirmed on aligned pixels (brain.methods.duplicates.aligned_similarity)
+    verify: bool = True  # candidates confirmed on pixels (brain.methods.near_duplicates)
+    verifier: Literal["geometric", "aligned"] = "geometric"  # aligned: the previous shift/rescale correlation
     candidate_thresh: float = Field(0.5, ge=0)  # verify: embedding distance of the candidate pairs
-    min_ncc: float = Field(0.92, ge=-1, le=1)  # verify: aligned correlation of a duplicate
-    max_iterations: int = Field(100, ge=1)  # label propagation rounds (≥ the largest group's diameter)
+    descriptor_thresh: float = Field(0.6, ge=0)  # geometric: blurred-thumbnail distance of the candidate pairs
+    min_corr: float = Field(0.95, ge=-1, le=1)  # geometric: correlation after alignment of a duplicate
+    min_ncc: float = Field(0.92, ge=-1, le=1)  # aligned: aligned correlation of a duplicate
+    flips: bool = False  # geometric: horizontal mirror images count as duplicates
+    verify_batch: int = Field(256, ge=1)  # candidate pairs per Arrow batch on the workers
 
 
 class UniqueConf(_Section):
@@ -233,6 +238,9 @@ class UniqueConf(_Section):
 class LeaksConf(_Section):
     brain_key: str = "leaks"
     duplicates_key: str = "duplicates"
+    thresh: float | None = Field(None, ge=0)  # only duplicates this close to their kept sample; None: all
+    split_field: str = "split"  # a samples column or attributes.FIELD naming each sample's split
+    splits: list[str] | dict[str, list[str]] | None = None  # names of split_field to compare, or {split: [ids]}
 
 
 class FamiliarityConf(_Section):

@@ -6,7 +6,9 @@ import logging
 import os
 import socket
 import sys
+import time
 
+from brain import progress
 from brain.config import Conf
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,8 @@ def ray_init(conf: Conf):
         os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
         ray.init(num_cpus=conf.ray.num_cpus, _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", **kwargs)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
+    # Ray Data's own bars on a terminal; elsewhere they would be noise, and brain.progress logs lines instead.
+    ctx.enable_progress_bars = progress.on_terminal()
     ctx.print_on_execution_start = False
     return ray
 
@@ -53,6 +56,18 @@ def _ray_on_loopback() -> None:
         from ray._private import ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def ray_get_with_progress(refs: list, *, desc: str, unit: str = "tasks") -> list:
+    """``ray.get(refs)`` (results in their order), with progress as the tasks finish."""
+    import ray
+
+    pending = list(refs)
+    with progress.Progress(desc, len(pending), unit) as bar:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            bar.update(len(ready))
+    return ray.get(refs)
 
 
 def use_code_paths(conf: Conf) -> list[str]:
@@ -121,7 +136,54 @@ def spark_session(conf: Conf):
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    watch_spark_stages(spark)
     return spark
+
+
+_WATCHED: set[int] = set()
+
+
+def watch_spark_stages(spark, *, every: float | None = None) -> None:
+    """Show the progress (tasks done of each active stage) of every Spark job this session runs.
+
+    A daemon thread polls ``statusTracker()`` for the session's life: a bar per stage on a terminal,
+    periodic log lines elsewhere (:mod:`brain.progress`). It ends when the session stops.
+    """
+    import threading
+
+    sc = spark.sparkContext
+    if id(sc) in _WATCHED:
+        return
+    _WATCHED.add(id(sc))
+    every = every if every is not None else (1.0 if progress.on_terminal() else min(progress.default_interval(), 5.0))
+
+    def loop() -> None:
+        stages: dict[int, progress.Progress] = {}
+        tracker = sc.statusTracker()
+        while True:
+            time.sleep(every)
+            try:
+                active = {sid: tracker.getStageInfo(sid) for sid in tracker.getActiveStageIds()}
+            except Exception:  # the session stopped: py4j's gateway is gone
+                break
+            for sid, info in active.items():
+                if info is None:
+                    continue
+                if sid not in stages:
+                    call = info.name.split(" at ")[0]  # e.g. "parquet at NativeMethodAccessorImpl.java:0"
+                    label = f"spark stage {sid}" + ("" if call.startswith("$") else f" ({call})")
+                    stages[sid] = progress.Progress(label, info.numTasks, "tasks")
+                stages[sid].set(info.numCompletedTasks)
+            for sid in [s for s in stages if s not in active]:
+                finished = tracker.getStageInfo(sid)
+                if finished is not None:
+                    stages[sid].set(finished.numCompletedTasks)
+                stages.pop(sid).close()
+        for bar in stages.values():
+            bar.close()
+        _WATCHED.discard(id(sc))
+
+    threading.Thread(target=loop, name="spark-stage-progress", daemon=True).start()
 
 
 def stop_engines() -> None:

@@ -7,7 +7,7 @@ import time
 
 import pyarrow.compute as pc
 
-from brain import ingest, runs
+from brain import ingest, progress, runs
 from brain.config import Conf, ConfError
 from brain.lake import Lake, plain_strings
 
@@ -25,7 +25,8 @@ def run(conf: Conf) -> str:
         raise ValueError(f"ingest source {source.source or source.manifest} holds no files")
     with runs.track(lake, brain_key=f"ingest_{conf.dataset}", method="ingest", dataset=conf.dataset,
                     config=conf.model_dump(), policy=conf.runs) as run:
-        samples, errors = ingest.probe(files, dataset=conf.dataset, run_id=run.run_id, limits=conf.images.limits())
+        samples, errors = ingest.probe(progress.iterate(files, desc="ingest", unit="files"),
+                                       dataset=conf.dataset, run_id=run.run_id, limits=conf.images.limits())
         ingest.check_new_ids(plain_strings(lake.read("samples", columns=["sample_id", "uri"],
                                                      filter=pc.field("dataset") == conf.dataset)), samples)
         if samples.num_rows:

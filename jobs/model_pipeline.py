@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from brain import images, runs
+from brain import images, progress, runs
 from brain.config import Conf
 from brain.errors import plain_text
 from brain.lake import Lake
@@ -309,13 +309,19 @@ def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
                  spec.method, len(shards), len(shards) - len(todo), run_id, len(todo))
         common = dict(model_name=spec.model_name, model_kwargs=spec.model_kwargs, lake_uri=lake.uri,
                       run_id=run.run_id)
-        if todo and spec.in_process:
-            actor = ModelActor(**common, table=spec.table, options=spec.options)
-            for sid, part in todo:
-                raise_refused(actor(decode_shard(pa.table({"shard": [sid], "items": [_ipc(part)]}), **common,
-                                                 dataset=conf.dataset, limits=conf.images.limits())))
-        elif todo:
-            raise_refused(_on_ray(ray, todo, common, conf, spec, gpus))
+        sizes = {sid: part.num_rows for sid, part in todo}
+
+        def items_done() -> int:  # the actors stage one file per finished shard
+            return sum(sizes.get(sid, 0) for sid in staged_shards(lake, spec.table, run.run_id))
+
+        with progress.poll(items_done, desc=spec.method, total=sum(sizes.values()), unit="samples"):
+            if todo and spec.in_process:
+                actor = ModelActor(**common, table=spec.table, options=spec.options)
+                for sid, part in todo:
+                    raise_refused(actor(decode_shard(pa.table({"shard": [sid], "items": [_ipc(part)]}), **common,
+                                                     dataset=conf.dataset, limits=conf.images.limits())))
+            elif todo:
+                raise_refused(_on_ray(ray, todo, common, conf, spec, gpus))
         if spec.finish:
             spec.finish(lake, run)
         run.metrics["shards_reused"] = float(len(shards) - len(todo))
