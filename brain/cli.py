@@ -256,7 +256,7 @@ def _cmd_sql(args) -> int:
     else:
         from brain import sql
 
-        table = sql.query(lake, args.query, history=args.all_runs)
+        table = sql.query(lake, args.query, history=args.all_runs, allow_files=args.allow_files)
     return _write_result(table, args.format, args.out)
 
 
@@ -313,6 +313,8 @@ def _write_result(table: pa.Table, fmt: str, out: str | None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brain", description=__doc__)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of expected failures too (bad config, lock held, commit conflict)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_conf(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -426,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     sql_p.add_argument("query")
     sql_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
     sql_p.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb")
+    sql_p.add_argument("--allow-files", action="store_true",
+                       help="let the query read and write files (COPY ... TO for exports, read_csv); off by default: "
+                            "queries see the lake's tables only")
     sql_p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     sql_p.add_argument("--out", help="file to write (csv/json default to stdout)")
     sql_p.add_argument("--all-runs", action="store_true",
@@ -464,12 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from brain.errors import reporting_failures
+
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ConfError, ValueError, KeyError, FileNotFoundError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return reporting_failures(lambda: args.func(args), debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import os
 import sys
 from typing import Callable, NoReturn
 
-from brain.config import Conf, ConfError, load_conf
+from brain.config import Conf, load_conf
+from brain.errors import reporting_failures
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -27,16 +28,16 @@ def add_conf_args(parser: argparse.ArgumentParser) -> None:
 def job_main(run: Callable[[Conf], str], description: str, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=description)
     add_conf_args(parser)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of expected failures too")
     args = parser.parse_args(argv)
     setup_logging()
-    try:
+
+    def load_and_run() -> int:
         conf = load_conf(args.conf, args.overrides)
-    except ConfError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    run_id = run(conf)
-    print(f"run {run_id} succeeded; lake: {conf.lake}")
-    return 0
+        print(f"run {run(conf)} succeeded; lake: {conf.lake}")
+        return 0
+
+    return reporting_failures(load_and_run, debug=args.debug)
 
 
 def exit_process(code: int) -> NoReturn:

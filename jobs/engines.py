@@ -15,7 +15,10 @@ log = logging.getLogger(__name__)
 
 
 def ray_init(conf: Conf):
-    """Join the configured Ray cluster (or RAY_ADDRESS), else start a local Ray."""
+    """Join the configured Ray cluster (or RAY_ADDRESS), else start a local Ray that listens on loopback only."""
+    address = conf.ray.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        _ray_on_loopback()
     import ray
 
     code = use_code_paths(conf)
@@ -24,7 +27,6 @@ def ray_init(conf: Conf):
     # Ray's tqdm support replaces builtins.print with a Python function, which numba cannot compile:
     # UMAP fits above 4,096 rows (pynndescent) then fail to compile in a process that started Ray.
     os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
-    address = conf.ray.address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(include_dashboard=conf.ray.include_dashboard, log_to_driver=True,
                   logging_level=logging.WARNING, configure_logging=True)
     if code:  # local folders can only be uploaded for the whole job, when it connects
@@ -33,12 +35,27 @@ def ray_init(conf: Conf):
         ray.init(address=address, **kwargs)
     else:
         os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-        ray.init(num_cpus=conf.ray.num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+        ray.init(num_cpus=conf.ray.num_cpus, _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", **kwargs)
     ctx = ray.data.DataContext.get_current()
     # Ray Data's own bars on a terminal; elsewhere they would be noise, and brain.progress logs lines instead.
     ctx.enable_progress_bars = progress.on_terminal()
     ctx.print_on_execution_start = False
     return ray
+
+
+def _ray_on_loopback() -> None:
+    """Make a local Ray's node address loopback, so its servers (GCS, raylet, workers, agents) listen there.
+
+    Ray turns a 127.0.0.1 node address into the machine's routable address unless "clusters" are
+    off (ray._private.services.resolve_ip_for_localhost); ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+    is that switch (the name is Ray's; it is read on every platform). The processes Ray starts
+    inherit the variable; this process reads it when ``ray`` is first imported, or here.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if "ray" in sys.modules:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def ray_get_with_progress(refs: list, *, desc: str, unit: str = "tasks") -> list:

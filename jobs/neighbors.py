@@ -67,22 +67,10 @@ from brain import index as knn_index
 from brain import runs
 from brain.config import Conf, NeighborsConf
 from brain.lake import Lake
+from brain.vectors import to_list_array, to_matrix
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.neighbors")
-
-
-def block_vectors(batch: pa.RecordBatch | pa.Table, run_id: str, dim: int | None) -> np.ndarray:
-    """[rows, D] float32 of a block of ``embeddings`` rows; a clear error naming a sample whose vector differs."""
-    vectors = batch.column("vector")
-    if isinstance(vectors, pa.ChunkedArray):
-        vectors = vectors.combine_chunks()
-    lengths = pc.list_value_length(vectors).to_numpy(zero_copy_only=False)
-    expected = dim if dim is not None else (int(lengths[0]) if len(lengths) else 0)
-    bad = np.flatnonzero(lengths != expected)
-    if bad.size:
-        raise ValueError(f"embeddings run {run_id}: sample {batch.column('sample_id')[int(bad[0])]} has a vector of "
-                         f"length {lengths[bad[0]]}, others {expected}")
-    return vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(lengths), expected)
 
 
 def graph_rows(run_id: str, id_map: pa.Array, query_ids: pa.Array, dist: np.ndarray, nbr: np.ndarray) -> pa.Table:
@@ -93,7 +81,7 @@ def graph_rows(run_id: str, id_map: pa.Array, query_ids: pa.Array, dist: np.ndar
         "run_id": pa.array([run_id] * len(query_ids), pa.string()),
         "sample_id": query_ids,
         "neighbor_ids": pa.ListArray.from_arrays(offsets, id_map.take(pa.array(nbr.reshape(-1)))),
-        "distances": pa.ListArray.from_arrays(offsets, pa.array(dist.reshape(-1), pa.float32())),
+        "distances": to_list_array(dist, query_ids, what="list of neighbour distances", max_norm=None),
     })
 
 
@@ -138,7 +126,8 @@ class ShardWorker:
             for batch in data.to_batches(columns=["sample_id", "vector"], batch_size=block_rows,
                                          filter=pc.field("run_id") == self.embeddings_run_id):
                 if batch.num_rows:
-                    part = block_vectors(batch, self.embeddings_run_id, dim)
+                    part = to_matrix(batch.column("vector"), batch.column("sample_id"), width=dim,
+                                     context=f"embeddings run {self.embeddings_run_id}", dtype=np.float32)
                     dim = part.shape[1]
                     parts.append(knn_index.prepare(part, metric=self.metric))
                     ids.append(batch.column("sample_id").cast(pa.string()))
@@ -594,14 +583,13 @@ def update(conf: Conf, *, previous: str, fresh_ids: pa.Array) -> str:
     return run_.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="neighbors", engine="ray", help="FAISS kNN graph on Ray, shards on Ray actors, recall as a target",
+          reads=("embeddings",),
+          writes=("neighbors",),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-    from jobs.neighbors import main as imported_main  # workers load ShardWorker by module name, not from __main__
+    from jobs.neighbors import JOB as IMPORTED_JOB  # workers load ShardWorker by module name, not from __main__
 
-    exit_process(imported_main())
+    IMPORTED_JOB.main()

@@ -19,7 +19,8 @@ from brain import runs
 from brain.config import Conf
 from brain.lake import Lake, plain_strings
 from brain.methods import duplicates as dup
-from jobs.neighbors import block_vectors
+from brain.vectors import to_matrix
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.unique")
 
@@ -29,7 +30,8 @@ def read_vectors(lake: Lake, run_id: str) -> tuple[pa.Array, np.ndarray]:
     table = lake.read("embeddings", columns=["sample_id", "vector"], filter=pc.field("run_id") == run_id)
     if table.num_rows == 0:
         raise ValueError(f"embeddings run {run_id} has no rows")
-    return table["sample_id"].combine_chunks(), block_vectors(table, run_id, None)
+    ids = table["sample_id"].combine_chunks()
+    return ids, to_matrix(table["vector"], ids, context=f"embeddings run {run_id}", dtype=np.float32)
 
 
 def run(conf: Conf) -> str:
@@ -57,13 +59,11 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="unique", engine="driver", help="a unique (k-center) subset of n samples",
+          reads=("embeddings", "samples"),
+          writes=("unique",),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()
