@@ -29,6 +29,7 @@ from brain import images, runs
 from brain.config import Conf
 from brain.lake import Lake
 from brain.methods import duplicates as dup
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.duplicates")
 
@@ -159,13 +160,11 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="duplicates", engine="spark", help="near or exact duplicate groups on Spark",
+          reads=("neighbors", "samples"),
+          writes=("duplicates",),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

@@ -32,6 +32,7 @@ from brain import runs, vectors
 from brain.config import Conf, FamiliarityConf
 from brain.lake import Lake
 from brain.methods import familiarity as fam
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.familiarity")
 
@@ -168,13 +169,11 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="familiarity", engine="spark", help="fit a familiarity model on embeddings, score samples on Spark",
+          reads=("embeddings", "samples"),
+          writes=("familiarity", "familiarity_extremes"),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

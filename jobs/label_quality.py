@@ -23,6 +23,7 @@ from brain.config import Conf
 from brain.lake import Lake, plain_strings
 from brain.methods import hardness as hardness_method
 from brain.methods import mistakenness as mistakenness_method
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.label_quality")
 
@@ -170,13 +171,11 @@ def run(conf: Conf) -> str:
     return run_mistakenness(conf)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="label-quality", engine="spark", help="hardness and mistakenness of a predictions run (+ Spark per-class tables)",
+          reads=("predictions", "samples", "neighbors"),
+          writes=("hardness", "mistakenness", "label_quality_classes", "label_confusion"),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

@@ -13,6 +13,7 @@ import time
 from brain import runs
 from brain.config import Conf
 from brain.lake import Lake
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.leaks")
 
@@ -50,13 +51,11 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="leaks", engine="spark", help="duplicates across splits on Spark",
+          reads=("duplicates", "samples"),
+          writes=("leaks",),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

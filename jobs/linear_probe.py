@@ -19,6 +19,7 @@ from brain.lake import Lake, plain_strings
 from brain.models import Predictions
 from brain.models.linear_probe import out_of_fold_logits
 from jobs.model_pipeline import predictions_table
+from jobs.registry import Job
 
 
 def run(conf: Conf, *, folds: int = 5) -> str:
@@ -44,13 +45,11 @@ def run(conf: Conf, *, folds: int = 5) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="linear-probe", engine="driver", help="predictions with logits from a logistic regression on embeddings, out of fold",
+          reads=("embeddings", "samples"),
+          writes=("predictions",),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

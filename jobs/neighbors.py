@@ -28,6 +28,7 @@ from brain import index as knn_index
 from brain import runs
 from brain.config import Conf
 from brain.lake import Lake, plain_strings
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.neighbors")
 
@@ -205,13 +206,11 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="neighbors", engine="ray", help="FAISS kNN graph on Ray",
+          reads=("embeddings",),
+          writes=("neighbors",),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

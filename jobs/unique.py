@@ -20,6 +20,7 @@ from brain.config import Conf
 from brain.lake import Lake, plain_strings
 from brain.methods import duplicates as dup
 from jobs.neighbors import read_vectors
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.unique")
 
@@ -52,13 +53,11 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="unique", engine="driver", help="a unique (k-center) subset of n samples",
+          reads=("embeddings", "samples"),
+          writes=("unique",),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

@@ -19,6 +19,7 @@ from brain import runs
 from brain.config import Conf
 from brain.lake import Lake, plain_strings
 from brain.methods import uniqueness as uq
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.uniqueness")
 
@@ -108,13 +109,11 @@ def _score_on_spark(spark, lake: Lake, conf: Conf, neighbors_run: str, run_id: s
     return lake.commit_files("uniqueness", run_id)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="uniqueness", engine="spark", help="uniqueness on Spark",
+          reads=("neighbors", "samples"),
+          writes=("uniqueness",),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

@@ -27,6 +27,7 @@ from brain import runs, vectors
 from brain.config import Conf
 from brain.lake import Lake
 from brain.methods import visualization as viz
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.visualization")
 
@@ -112,13 +113,11 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="visualize", engine="ray", help="2-D/3-D map of embeddings (umap|tsne|pca) on Ray",
+          reads=("embeddings",),
+          writes=("visualization",),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

@@ -118,7 +118,7 @@ def cluster_lake(tmp_path_factory):
 def _submit(root: Path, conf, job: str) -> subprocess.CompletedProcess:
     path = root / f"submit-{job}.yaml"
     path.write_text(yaml.safe_dump(conf.model_dump()))
-    return subprocess.run([sys.executable, "-m", "brain.cli", "submit", job, "--conf", str(path)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "jobs.cli", "submit", job, "--conf", str(path)], cwd=ROOT,
                           env=_env(), capture_output=True, text=True, timeout=240)
 
 

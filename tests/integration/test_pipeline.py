@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import add_bad_files, local_conf, write_image_folder
 
 from brain import runs, sql
-from brain.cli import main as brain_main
+from jobs.cli import main as brain_main
 from brain.config import IngestConf
 from brain.lake import Lake
 

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from brain import index, runs
-from brain.cli import main as brain_main
+from jobs.cli import main as brain_main
 
 
 def _samples(lake, n=4):
