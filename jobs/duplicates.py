@@ -29,9 +29,15 @@ from brain import images, runs
 from brain.config import Conf
 from brain.lake import Lake
 from brain.methods import duplicates as dup
+from brain.schemas import fields_of
 from jobs.registry import Job
 
 log = logging.getLogger("jobs.duplicates")
+
+
+# Candidate pairs (sample ids a < b) and their embedding distance, as verified() yields them.
+PAIRS = pa.schema([fields_of("duplicates", "sample_id")[0].with_name(end) for end in ("a", "b")]
+                  + fields_of("duplicates", "distance"))
 
 
 def verified(batches: Iterator[pa.RecordBatch], min_ncc: float) -> Iterator[pa.RecordBatch]:
@@ -67,6 +73,7 @@ def components(spark, edges, max_iterations: int):
 
 def near_rows(spark, lake: Lake, conf: Conf, run_id: str, metrics: dict[str, float]):
     from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
 
     from jobs.spark_lake import read_table
 
@@ -93,7 +100,7 @@ def near_rows(spark, lake: Lake, conf: Conf, run_id: str, metrics: dict[str, flo
             uris.select(F.col("a").alias("b"), F.col("uri_a").alias("uri_b")), "b")
         min_ncc = cfg.min_ncc
         edges = with_uris.select("a", "b", "distance", "uri_a", "uri_b").mapInArrow(
-            lambda it: verified(it, min_ncc), "a string, b string, distance double")
+            lambda it: verified(it, min_ncc), from_arrow_schema(PAIRS))
     edges = edges.localCheckpoint()
     metrics["verified_pairs" if verify else "pairs"] = float(edges.count())
     labels = components(spark, edges, cfg.max_iterations)

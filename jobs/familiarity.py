@@ -30,6 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from brain import runs, vectors
 from brain.config import Conf, FamiliarityConf
+from brain.schemas import FAMILIARITY_EXTREMES, fields_of
 from brain.lake import Lake
 from brain.methods import familiarity as fam
 from jobs.registry import Job
@@ -38,9 +39,9 @@ log = logging.getLogger("jobs.familiarity")
 
 MODEL_ARTIFACT = "familiarity.npz"
 FIT_SCORES_ARTIFACT = "fit_scores.npy"
-SCORED_SCHEMA = "sample_id string, label string, score double, percentile double"
-EXTREMES_SCHEMA = ("run_id string, brain_key string, label string, which_end string, rank int, "
-                   "sample_id string, score double")
+# What score_batches yields: a familiarity row's score and percentile with the sample's label.
+SCORED = pa.schema([*fields_of("familiarity", "sample_id"), *fields_of("samples", "label"),
+                    *fields_of("familiarity", "score", "percentile")])
 
 
 def density_params(cfg: FamiliarityConf) -> dict:
@@ -118,6 +119,7 @@ def extremes_of(table: pa.Table, *, count: int, run_id: str, brain_key: str) -> 
 
 def run(conf: Conf) -> str:
     from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
 
     from jobs.engines import spark_session, spark_where, versions
     from jobs.spark_lake import read_table
@@ -150,13 +152,14 @@ def run(conf: Conf) -> str:
             joined = joined.where(F.col("split") == score_set.split)
         scored = joined.mapInArrow(lambda it: score_batches(it, lake_uri=lake_uri, model_run_id=run_id,
                                                             embeddings_run_id=emb_run, per=per),
-                                   SCORED_SCHEMA).cache()
+                                   from_arrow_schema(SCORED)).cache()
         (scored.select(F.lit(run_id).alias("run_id"), F.lit(key).alias("brain_key"), "sample_id", "score",
                        "percentile")
          .write.mode("overwrite").parquet(lake.staging_dir("familiarity", run_id)))
         count = cfg.extremes_count
         (scored.select("sample_id", "label", "score").groupBy("label")
-         .applyInArrow(lambda t: extremes_of(t, count=count, run_id=run_id, brain_key=key), EXTREMES_SCHEMA)
+         .applyInArrow(lambda t: extremes_of(t, count=count, run_id=run_id, brain_key=key),
+                       from_arrow_schema(FAMILIARITY_EXTREMES))
          .write.mode("overwrite").parquet(lake.staging_dir("familiarity_extremes", run_id)))
         scored.unpersist()
         run.rows_written["familiarity"] = lake.commit_files("familiarity", run_id)

@@ -49,7 +49,7 @@ def test_bad_files_are_recorded_and_the_rest_ingested(pipeline):
     assert lake.read("samples").num_rows == 46  # 45 images + the duplicate copy
 
 
-def test_every_sample_is_embedded_and_has_k_neighbours(pipeline):
+def test_every_sample_is_embedded_and_has_k_neighbors(pipeline):
     lake, conf, _, run_ids = pipeline
     emb = lake.read("embeddings")
     assert emb.num_rows == 46 and set(emb["run_id"].to_pylist()) == {run_ids["embeddings"]}

@@ -1,0 +1,151 @@
+"""Processes that succeeded exit 0, every time: each `brain` verb and a plain library script, run repeatedly.
+
+A committed run whose process then aborts at interpreter exit (exit 134 "terminate called without
+an active exception", 139, or a hang) makes a scheduler retry a job that succeeded. The source was
+DuckDB scans reading through deltalake's Python filesystem with reads left in flight (see
+``brain.sql.native_dataset``); these tests run each command in a fresh process and require exit 0.
+
+Tiers: the integration tier runs the library script and the engine-free verbs 30 times and the
+engine verbs twice; the `stress` tier (``pytest -m stress``, not in CI: about an hour on 2 cores)
+runs every verb 30 times.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from tests.conftest import ROOT, local_conf, write_image_folder
+
+pytestmark = pytest.mark.integration
+
+REPEATS = 30
+ENGINE_REPEATS = 2
+
+# A library user: no engine, only `brain` functions; the SQL stops early (LIMIT) over a table of
+# several files, which is what left Arrow reads in flight at exit.
+LIBRARY_SCRIPT = textwrap.dedent("""
+    import sys
+    from brain import ingest, runs, sql
+    from brain.lake import Lake
+
+    lake = Lake(sys.argv[1])
+    files = ingest.discover_folder(sys.argv[2])
+    with runs.track(lake, brain_key="ingest_script", method="ingest", dataset="script", config={}) as run:
+        samples, errors = ingest.probe(files, dataset="script", run_id=run.run_id)
+        lake.append("samples", samples)
+    found = sql.query(lake, "SELECT s.sample_id FROM samples s JOIN samples t USING (sample_id) LIMIT 3")
+    assert found.num_rows == 3, found
+    print("library script done")
+""")
+
+# Verbs in pipeline order, each with the arguments that make it succeed on the tiny lake.
+ENGINE_FREE = {
+    "ingest": ["--source", "{images}"],
+    "unique": ["--set", "unique.n=5"],
+    "linear-probe": [],
+    "compare": ["--fit", "embeddings", "--predict", "embeddings"],
+    "sql": ["SELECT sample_id FROM embeddings LIMIT 2", "--format", "csv"],
+    "runs": ["list"],
+    "similar": ["--id", "{sample_id}", "-k", "3", "--format", "csv"],
+    "models": ["list"],
+}
+ENGINE = {
+    "embed": [],
+    "neighbors": [],
+    "uniqueness": [],
+    "duplicates": [],
+    "leaks": [],
+    "label-quality": [],
+    "familiarity": [],
+    "visualize": ["--set", "visualization.method=pca"],
+    "scan": [],
+}
+NO_CONF = {"models"}
+
+
+@pytest.fixture(scope="module")
+def tiny_lake(tmp_path_factory):
+    """A lake on which every verb above succeeds: images ingested, embedded, kNN, predictions."""
+    root = tmp_path_factory.mktemp("exit")
+    images = root / "images"
+    write_image_folder(images, per_class=8, size=16)
+    conf = local_conf(root / "lake")
+    conf.ingest.source = str(images)
+    conf.neighbors.k = 3
+    conf.familiarity.reduced_dims, conf.familiarity.gaussian_count = 4, 2
+    conf.comparison.folds = 2
+    conf_file = root / "conf.yaml"
+    conf_file.write_text(yaml.safe_dump(conf.model_dump()))
+    for verb in ("ingest", "embed", "neighbors", "linear-probe"):
+        _assert_exit_0(_brain(conf_file, verb, []))
+    from brain.lake import Lake
+
+    sample_id = Lake(conf.lake).read("samples", columns=["sample_id"])["sample_id"][0].as_py()
+    return conf_file, {"images": str(images), "sample_id": sample_id}, root
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(ROOT), RAY_ADDRESS="")
+
+
+def _brain(conf_file: Path, verb: str, args: list[str], values: dict | None = None) -> subprocess.CompletedProcess:
+    args = [a.format(**(values or {})) for a in args]
+    conf_args = [] if verb in NO_CONF else ["--conf", str(conf_file)]
+    return subprocess.run([sys.executable, "-m", "jobs.cli", verb, *args, *conf_args], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=600)
+
+
+def _assert_exit_0(done: subprocess.CompletedProcess, label: str = "") -> None:
+    assert done.returncode == 0, f"{label} exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+
+
+def test_a_library_script_exits_0_every_time(tiny_lake):
+    _, values, root = tiny_lake
+    script = root / "library_script.py"
+    script.write_text(LIBRARY_SCRIPT)
+    for attempt in range(REPEATS):
+        done = subprocess.run([sys.executable, str(script), str(root / f"script-lake-{attempt % 3}"),
+                               values["images"]], cwd=root, env=_env(), capture_output=True, text=True, timeout=300)
+        _assert_exit_0(done, f"attempt {attempt}")
+        assert "library script done" in done.stdout
+
+
+@pytest.mark.parametrize("verb", sorted(ENGINE_FREE))
+def test_engine_free_verbs_exit_0_every_time(tiny_lake, verb):
+    conf_file, values, _ = tiny_lake
+    for attempt in range(REPEATS):
+        _assert_exit_0(_brain(conf_file, verb, ENGINE_FREE[verb], values), f"brain {verb} attempt {attempt}")
+
+
+@pytest.mark.parametrize("verb", list(ENGINE))
+def test_engine_verbs_exit_0(tiny_lake, verb):
+    conf_file, values, _ = tiny_lake
+    for attempt in range(ENGINE_REPEATS):
+        _assert_exit_0(_brain(conf_file, verb, ENGINE[verb], values), f"brain {verb} attempt {attempt}")
+
+
+@pytest.mark.stress
+@pytest.mark.parametrize("verb", list(ENGINE))
+def test_engine_verbs_exit_0_every_time(tiny_lake, verb):
+    conf_file, values, _ = tiny_lake
+    for attempt in range(REPEATS):
+        _assert_exit_0(_brain(conf_file, verb, ENGINE[verb], values), f"brain {verb} attempt {attempt}")
+
+
+def test_a_job_module_ends_like_its_verb(tiny_lake):
+    """`python -m jobs.NAME` and `brain NAME` print the same last line and exit the same way."""
+    conf_file, values, _ = tiny_lake
+    module = subprocess.run([sys.executable, "-m", "jobs.unique", "--conf", str(conf_file), "--set", "unique.n=5"],
+                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    verb = _brain(conf_file, "unique", ENGINE_FREE["unique"], values)
+    for done in (module, verb):
+        _assert_exit_0(done)
+    last = [done.stdout.strip().splitlines()[-1] for done in (module, verb)]
+    assert [line.split()[0] + " " + line.split()[2] for line in last] == ["run succeeded;"] * 2
+    assert last[0].split("lake: ")[1] == last[1].split("lake: ")[1]
