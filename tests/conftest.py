@@ -1,4 +1,9 @@
-"""Shared fixtures: small real image folders, a lake in a temp folder, one Ray and one Spark per session."""
+"""Shared fixtures: small real image folders, a lake in a temp folder, one Ray and one Spark per session.
+
+Test tiers are markers (registered in pyproject.toml): ``integration`` (real local Ray and Spark),
+``cluster`` (starts local clusters and submits to them), ``stress`` (repeats commands many times;
+deselected unless asked for with ``-m stress``); every other test is ``unit`` (no engine).
+"""
 
 from __future__ import annotations
 
@@ -48,6 +53,15 @@ def add_bad_files(root: Path) -> dict[str, Path]:
     dup = root / "fish" / "copy-of-cat.png"
     shutil.copyfile(first, dup)
     return {"corrupt": corrupt, "text": text, "duplicate": dup, "original": first}
+
+
+ENGINE_TIERS = ("integration", "cluster", "stress")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if not any(item.get_closest_marker(tier) for tier in ENGINE_TIERS):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture

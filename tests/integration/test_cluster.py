@@ -25,7 +25,7 @@ from brain import runs
 from brain.config import IngestConf
 from brain.lake import Lake
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.cluster
 
 VENV_BIN = Path(sys.executable).parent
 
