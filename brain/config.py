@@ -133,6 +133,16 @@ class ScanConf(_Section):
     heartbeat_s: float = Field(10.0, gt=0)
 
 
+class RunsConf(_Section):
+    """How runs share a lake: liveness, and how long replaced results stay readable."""
+
+    heartbeat_s: float = Field(10.0, gt=0, description="seconds between a running job's heartbeats")
+    abandon_after_s: float = Field(60.0, gt=0, description=(
+        "a running run whose last heartbeat is older than this is marked abandoned by the next job on its key"))
+    retention_hours: float = Field(24.0, ge=0, description=(
+        "`brain lake vacuum` keeps rows of runs replaced less than this long ago, and their files as long again"))
+
+
 class SubmitConf(_Section):
     """Where `brain submit` sends a job (the job itself then runs with the rest of this config)."""
 
@@ -224,6 +234,7 @@ class Conf(_Section):
     label_quality: LabelQualityConf = Field(default_factory=LabelQualityConf)
     walkthrough: WalkthroughConf = Field(default_factory=WalkthroughConf)
     scan: ScanConf = Field(default_factory=ScanConf)
+    runs: RunsConf = Field(default_factory=RunsConf)
     submit: SubmitConf = Field(default_factory=SubmitConf)
     models: ModelsConf = Field(default_factory=ModelsConf)
     apply_model: ApplyModelConf = Field(default_factory=ApplyModelConf)

@@ -12,23 +12,28 @@ Two ways to write:
 
 Readers: :meth:`Lake.read` (Arrow), :meth:`Lake.dataset` (a lazy
 ``pyarrow.dataset``), and :meth:`Lake.file_uris` for engines that read the
-committed Parquet files themselves (Spark has no Delta jars here).
+committed Parquet files themselves (Spark has no Delta jars here). These read
+every run's rows; :mod:`brain.runs` resolves which runs are current.
+
+Many processes write one lake at once. Appends never conflict in Delta; a commit
+that does (a MERGE into `samples`, a DELETE by vacuum) is retried with backoff
+up to ``commit_retries`` times, and :class:`LakeConflictError` says so if it gives up.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 import uuid
 from pathlib import Path
-from typing import Iterable
-
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction
 
 from brain.schemas import schema_of
@@ -36,10 +41,41 @@ from brain.schemas import schema_of
 log = logging.getLogger(__name__)
 
 STAGING_FOLDER = "_staging"
+HEARTBEATS_FOLDER = "_heartbeats"
+COMMIT_RETRIES = 12  # attempts of a conflicting commit before LakeConflictError
 
 
 class SchemaMismatchError(ValueError):
     """Files or rows whose columns do not match the table's schema."""
+
+
+class LakeConflictError(RuntimeError):
+    """Concurrent writers kept conflicting with a commit after every retry."""
+
+
+def _is_conflict(err: Exception) -> bool:
+    if isinstance(err, CommitFailedError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, DeltaError) and any(
+        word in text for word in ("conflict", "concurrent", "already exists", "version mismatch"))
+
+
+def with_retries(action, what: str, *, attempts: int = COMMIT_RETRIES):
+    """Call ``action()``; on a Delta commit conflict, back off (jittered, doubling) and call it again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except (CommitFailedError, DeltaError) as err:
+            if not _is_conflict(err):
+                raise
+            if attempt == attempts:
+                raise LakeConflictError(
+                    f"{what}: gave up after {attempts} attempts, each conflicting with a concurrent "
+                    f"writer ({err}); run it again") from None
+            delay = min(2.0, 0.02 * 2 ** attempt) * (0.5 + random.random())
+            log.info("%s: commit conflict (%s), retrying in %.2f s", what, err, delay)
+            time.sleep(delay)
 
 
 class Lake:
@@ -93,8 +129,12 @@ class Lake:
         """The Delta table, created empty with its schema on first use."""
         uri = self.table_uri(table)
         if not self.exists(table):
-            DeltaTable.create(uri, schema_of(table), mode="ignore", name=table,
-                              storage_options=self.storage_options)
+            try:
+                DeltaTable.create(uri, schema_of(table), mode="ignore", name=table,
+                                  storage_options=self.storage_options)
+            except (CommitFailedError, DeltaError):
+                if not self.exists(table):  # another writer created it first: that is fine
+                    raise
         return DeltaTable(uri, storage_options=self.storage_options)
 
     def version(self, table: str) -> int:
@@ -127,26 +167,31 @@ class Lake:
 
     def append(self, table: str, rows: pa.Table) -> int:
         """Append rows in one commit; returns the new table version."""
-        dt = self.table(table)
-        # schema_mode="merge": a lake written before a column was added to the schema gains it (rows are conformed)
-        write_deltalake(dt, self._conform(table, rows), mode="append", schema_mode="merge")
-        dt.update_incremental()
-        return dt.version()
+        rows = self._conform(table, rows)
+
+        def append() -> int:
+            dt = self.table(table)
+            # schema_mode="merge": a lake written before a column was added to the schema gains it
+            write_deltalake(dt, rows, mode="append", schema_mode="merge")
+            return dt.version()
+        return with_retries(append, f"append to {table}")
 
     def upsert(self, table: str, rows: pa.Table, *, key: str) -> int:
         """Insert new rows and replace those whose ``key`` already exists, in one commit."""
-        dt = self.table(table)
-        (dt.merge(self._conform(table, rows), predicate=f"t.{key} = s.{key}",
-                  source_alias="s", target_alias="t", merge_schema=True)
-           .when_matched_update_all().when_not_matched_insert_all().execute())
-        dt.update_incremental()
-        return dt.version()
+        rows = self._conform(table, rows)
+
+        def merge() -> int:
+            dt = self.table(table)
+            (dt.merge(rows, predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t", merge_schema=True)
+               .when_matched_update_all().when_not_matched_insert_all().execute())
+            return dt.version()
+        return with_retries(merge, f"upsert into {table}")
 
     def delete_where(self, table: str, predicate: str) -> int:
         """Delete the rows matching a SQL ``predicate``; returns how many."""
         if not self.exists(table):
             return 0
-        metrics = self.table(table).delete(predicate)
+        metrics = with_retries(lambda: self.table(table).delete(predicate), f"delete from {table}")
         return int(metrics.get("num_deleted_rows", 0) or 0)
 
     def staged_files(self, table: str, run_id: str) -> list[str]:
@@ -166,7 +211,6 @@ class Lake:
         wrong column or type is refused with its name before anything is committed.
         Returns the number of rows committed.
         """
-        dt = self.table(table)
         schema = schema_of(table)
         actions, total = [], 0
         for rel in self.staged_files(table, run_id):
@@ -180,22 +224,35 @@ class Lake:
                 data_change=True, stats=json.dumps({"numRecords": meta.num_rows})))
             total += meta.num_rows
         if actions:
-            dt.create_write_transaction(actions, mode="append", schema=schema)
+            with_retries(lambda: self.table(table).create_write_transaction(actions, mode="append", schema=schema),
+                         f"commit of run {run_id}'s files to {table}")
         log.info("committed %d rows in %d files to %s", total, len(actions), table)
         return total
 
     def discard_staged(self, table: str, run_id: str) -> None:
         """Remove a run's staged files that the table's current version does not reference."""
-        committed = {uri[len(self.table_uri(table)) + 1:] for uri in self.file_uris(table)} if self.exists(table) else set()
         staged = self.staged_files(table, run_id)
+        if not staged:
+            return
+        committed = {uri[len(self.table_uri(table)) + 1:] for uri in self.file_uris(table)} if self.exists(table) else set()
         for rel in staged:
             if rel not in committed:
                 self._fs.delete_file(f"{self._table_path(table)}/{rel}")
         if not committed.intersection(staged):
-            try:
-                self._fs.delete_dir(f"{self._table_path(table)}/{STAGING_FOLDER}/{run_id}")
-            except FileNotFoundError:
-                pass
+            self.remove_staging(table, run_id)
+
+    def read_staged(self, table: str, run_id: str, *, columns: list[str] | None = None) -> pa.Table:
+        """The rows in the run's staged files for ``table``, not yet committed."""
+        files = [f"{self._table_path(table)}/{rel}" for rel in self.staged_files(table, run_id)]
+        schema = schema_of(table)
+        if not files:
+            return schema.empty_table().select(columns or schema.names)
+        return pads.dataset(files, schema=schema, format="parquet", filesystem=self._fs).to_table(columns=columns)
+
+    def staged_rows(self, table: str, run_id: str) -> int:
+        """Rows in the run's staged files for ``table`` (from the Parquet footers)."""
+        return sum(pq.read_metadata(f"{self._table_path(table)}/{rel}", filesystem=self._fs).num_rows
+                   for rel in self.staged_files(table, run_id))
 
     def stage(self, table: str, run_id: str, rows: pa.Table, *, name: str | None = None) -> None:
         """Write rows as one uncommitted Parquet file of the run (safe from many workers at once).
@@ -212,11 +269,39 @@ class Lake:
         pq.write_table(self._conform(table, rows), tmp, filesystem=self._fs)
         self._fs.move(tmp, f"{base}/{name}.parquet")
 
-    def write_files(self, table: str, run_id: str, parts: Iterable[pa.Table]) -> int:
-        """Stage Arrow tables as Parquet files and commit them in one transaction."""
-        for part in parts:
-            self.stage(table, run_id, part)
-        return self.commit_files(table, run_id)
+    def staged_runs(self, table: str) -> list[str]:
+        """Run ids with a staging folder in ``table``."""
+        selector = pafs.FileSelector(f"{self._table_path(table)}/{STAGING_FOLDER}", allow_not_found=True)
+        return [Path(info.path).name for info in self._fs.get_file_info(selector) if info.type == pafs.FileType.Directory]
+
+    def remove_staging(self, table: str, run_id: str) -> None:
+        """Delete a run's staging folder, committed files included: only for runs whose rows were purged."""
+        try:
+            self._fs.delete_dir(f"{self._table_path(table)}/{STAGING_FOLDER}/{run_id}")
+        except FileNotFoundError:
+            pass
+
+    # -- liveness --------------------------------------------------------------
+    def beat(self, run_id: str) -> None:
+        """Record that ``run_id``'s process is alive (a small file rewritten in place)."""
+        base = f"{self._root}/{HEARTBEATS_FOLDER}"
+        self._fs.create_dir(base, recursive=True)
+        with self._fs.open_output_stream(f"{base}/{run_id}") as out:
+            out.write(str(time.time()).encode())
+
+    def last_beat(self, run_id: str) -> float | None:
+        """Seconds since the epoch of ``run_id``'s last heartbeat; None if it has none."""
+        try:
+            with self._fs.open_input_stream(f"{self._root}/{HEARTBEATS_FOLDER}/{run_id}") as stream:
+                return float(stream.read().decode() or 0)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def forget_beat(self, run_id: str) -> None:
+        try:
+            self._fs.delete_file(f"{self._root}/{HEARTBEATS_FOLDER}/{run_id}")
+        except FileNotFoundError:
+            pass
 
     def delete_artifacts(self, run_id: str) -> None:
         path = f"{self._root}/_artifacts/{run_id}"

@@ -141,27 +141,66 @@ INGEST_ERRORS = pa.schema(
     ]
 )
 
+# The run catalog is an append-only log of events (Delta blind appends never conflict); the
+# `runs` view resolves it to one row per run (brain.runs.resolve). Event rows fill the columns
+# their event carries: `started` the run record, `succeeded` rows_written/metrics, `failed` and
+# `abandoned` the error, `renamed` the new brain_key; the rest are null.
+RUN_EVENTS = pa.schema(
+    [
+        ("event", pa.string()),  # started | succeeded | failed | abandoned | renamed | deleted | purged
+        ("at", _TS),  # when the event was written (orders a run's events and a key's successes)
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("method", pa.string()),
+        ("dataset", pa.string()),
+        ("input_key", pa.string()),  # brain_key of the run this one consumed
+        ("input_run_ids", pa.map_(pa.string(), pa.string())),  # role -> run id of every input run
+        ("samples_version", pa.int64()),  # Delta version of `samples` it read
+        ("config", pa.string()),  # the job's config sections as JSON, credentials redacted
+        ("error", pa.string()),
+        ("rows_written", pa.map_(pa.string(), pa.int64())),
+        ("metrics", pa.map_(pa.string(), pa.float64())),  # e.g. recall@k of an approximate index
+        ("warnings", pa.list_(pa.string())),
+        ("package_version", pa.string()),
+        ("git_sha", pa.string()),
+        ("engine_versions", pa.map_(pa.string(), pa.string())),
+        ("executed_on", pa.string()),  # "<engine> [details] host=<host>"
+        ("submission_id", pa.string()),  # cluster job id (LAKEBRAIN_SUBMISSION_ID set by `brain submit`)
+        ("sample_filter", pa.string()),  # SQL predicate over `samples`: the view the run was computed on
+        ("host", pa.string()),
+        ("pid", pa.int64()),
+    ]
+)
+
+# The `runs` view: one row per run, resolved from `run_events` as of one catalog snapshot.
 RUNS = pa.schema(
     [
         ("run_id", pa.string()),
         ("brain_key", pa.string()),
         ("method", pa.string()),
         ("dataset", pa.string()),
-        ("input_key", pa.string()),  # brain_key of the run this one consumed
-        ("samples_version", pa.int64()),  # Delta version of `samples` it read
-        ("config", pa.string()),  # the full job config as JSON
-        ("status", pa.string()),  # running | succeeded | failed
+        ("status", pa.string()),  # running | succeeded | superseded | failed | abandoned | deleted
+        ("current", pa.bool_()),  # the key's current run: its rows are what the table views show
+        ("input_key", pa.string()),
+        ("input_run_ids", pa.map_(pa.string(), pa.string())),
+        ("samples_version", pa.int64()),
+        ("config", pa.string()),
         ("error", pa.string()),
         ("started_at", _TS),
-        ("finished_at", _TS),
+        ("finished_at", _TS),  # when it succeeded, failed or was abandoned
+        ("superseded_at", _TS),  # when a newer run of its key succeeded (or it was deleted)
+        ("purged_at", _TS),  # when `brain lake vacuum` or `brain runs delete` removed its rows
         ("rows_written", pa.map_(pa.string(), pa.int64())),
-        ("metrics", pa.map_(pa.string(), pa.float64())),  # e.g. recall@k of an approximate index
+        ("metrics", pa.map_(pa.string(), pa.float64())),
+        ("warnings", pa.list_(pa.string())),
         ("package_version", pa.string()),
         ("git_sha", pa.string()),
         ("engine_versions", pa.map_(pa.string(), pa.string())),
-        ("executed_on", pa.string()),  # e.g. "ray=local spark=local[*] host=..."
-        ("submission_id", pa.string()),  # cluster job id (LAKEBRAIN_SUBMISSION_ID set by `brain submit`)
-        ("sample_filter", pa.string()),  # SQL predicate over `samples`: the view the run was computed on
+        ("executed_on", pa.string()),
+        ("submission_id", pa.string()),
+        ("sample_filter", pa.string()),
+        ("host", pa.string()),
+        ("pid", pa.int64()),
     ]
 )
 
@@ -296,7 +335,7 @@ TABLES: dict[str, pa.Schema] = {
     "label_quality_classes": LABEL_QUALITY_CLASSES,
     "label_confusion": LABEL_CONFUSION,
     "patch_embeddings": PATCH_EMBEDDINGS,
-    "runs": RUNS,
+    "run_events": RUN_EVENTS,
     "duplicates": DUPLICATES,
     "unique": UNIQUE,
     "leaks": LEAKS,
@@ -306,8 +345,11 @@ TABLES: dict[str, pa.Schema] = {
     "visualization": VISUALIZATION,
 }
 
-# Tables whose rows belong to one run: deleting a run deletes its rows here.
-RUN_RESULT_TABLES = [name for name, schema in TABLES.items() if "run_id" in schema.names and name != "runs"]
+# Tables whose rows belong to one run: SQL shows the current runs' rows; vacuum removes the others'.
+RUN_RESULT_TABLES = [name for name, schema in TABLES.items() if "run_id" in schema.names and name != "run_events"]
+
+# Views derived from the tables (not stored): the run catalog.
+VIEWS: dict[str, pa.Schema] = {"runs": RUNS}
 
 
 def fields_of(table: str, *names: str) -> list[pa.Field]:

@@ -1,4 +1,13 @@
-"""SQL over every lake table by name, with DuckDB (over the Delta tables' Arrow datasets)."""
+"""SQL over the lake with DuckDB: every table by name, as of one catalog snapshot.
+
+Each table keyed by run (``uniqueness``, ``embeddings``, …) is a view of the rows of
+the runs that are current in one snapshot of the run catalog (:func:`brain.runs.catalog`),
+with ``brain_key`` as the catalog has it now (renames included). A re-run that is still
+writing, a failed or abandoned run, and a replaced run that vacuum has not removed yet
+are invisible there; ``<table>_history`` holds every stored row of every run. ``runs``
+is the catalog (one row per run, with ``status`` and ``current``), ``run_events`` its log.
+``history=True`` makes the plain names show every run's rows, as ``--all-runs`` does.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +18,38 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
+from brain import runs
 from brain.lake import Lake
-from brain.schemas import TABLES
+from brain.schemas import RUN_RESULT_TABLES, TABLES
+
+HISTORY_SUFFIX = "_history"
 
 
-def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection where each existing lake table is a view of its committed rows."""
+def connect(lake: Lake, *, history: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with a view per lake table (see the module docstring)."""
     con = duckdb.connect()
     # delta-rs records string columns as string_view; when DuckDB pushes a filter into the Arrow
     # dataset, pyarrow prunes row groups by comparing string_view statistics with a string literal
     # and has no kernel for it ("WHERE split = 'test'" fails). Filters then run in DuckDB.
     con.execute("SET disabled_optimizers = 'filter_pushdown'")
-    for name in TABLES:
-        if lake.exists(name):
-            con.register(name, native_dataset(lake, name))
+    snapshot = runs.catalog(lake)
+    con.register("runs", snapshot.runs)
+    current = snapshot.runs.filter(snapshot.runs["current"]).select(["run_id", "brain_key"])
+    con.register("_current_runs", current)
+    for name, schema in TABLES.items():
+        rows = native_dataset(lake, name) if lake.exists(name) else schema.empty_table()  # not written yet: no rows
+        if name not in RUN_RESULT_TABLES:
+            con.register(name, rows)
+            continue
+        con.register(name + HISTORY_SUFFIX, rows)
+        if history:
+            con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM "{name}{HISTORY_SUFFIX}"')
+        elif "brain_key" in schema.names:
+            con.execute(f'CREATE VIEW "{name}" AS SELECT h.* REPLACE (c.brain_key AS brain_key) '
+                        f'FROM "{name}{HISTORY_SUFFIX}" h JOIN _current_runs c ON h.run_id = c.run_id')
+        else:
+            con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM "{name}{HISTORY_SUFFIX}" '
+                        f'WHERE run_id IN (SELECT run_id FROM _current_runs)')
     return con
 
 
@@ -42,10 +69,8 @@ def native_dataset(lake: Lake, table: str) -> pads.Dataset:
     return lake.table(table).to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(root, fs))
 
 
-def query(lake: Lake, sql: str) -> pa.Table:
+def query(lake: Lake, sql: str, *, history: bool = False) -> pa.Table:
     try:
-        return connect(lake).sql(sql).to_arrow_table()
+        return connect(lake, history=history).sql(sql).to_arrow_table()
     except duckdb.Error as err:
-        missing = [t for t in TABLES if not lake.exists(t) and t in sql]
-        hint = f" (tables not written yet in {lake.uri}: {missing})" if missing else ""
-        raise ValueError(f"SQL failed: {err}{hint}") from None
+        raise ValueError(f"SQL failed: {err}") from None

@@ -40,8 +40,8 @@ def resolve(lake: Lake, spec: str) -> VectorSet:
     name, _, split = spec.partition("@")
     if not name:
         raise ValueError(f"vector set {spec!r} must look like EMBEDDINGS_KEY_OR_DATASET[@SPLIT]")
-    catalog = lake.read("runs", columns=["run_id", "brain_key", "method", "dataset", "status", "started_at"])
-    done = [r for r in catalog.sort_by([("started_at", "descending")]).to_pylist() if r["status"] == "succeeded"]
+    catalog = runs.list_runs(lake)
+    done = [r for r in reversed(catalog.to_pylist()) if r["current"]]
     by_key = [r for r in done if r["brain_key"] == name]
     if by_key and by_key[0]["method"] != "embeddings":
         raise ValueError(f"{name!r} is the brain key of a {by_key[0]['method']} run, not of an embeddings run")

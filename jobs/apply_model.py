@@ -39,12 +39,12 @@ def run(conf: Conf) -> str:
     classes = model.classes
 
     def save_classes(lake: Lake, run) -> None:
-        lake.write_artifact(run.run_id, "classes.json", json.dumps(classes).encode())
+        run.write_artifact("classes.json", json.dumps(classes).encode())
 
     return run_pipeline(conf, PipelineSpec(
         table="predictions", brain_key=cfg.brain_key, method="predictions", items=samples, model_name=cfg.model,
         model_kwargs=kwargs, shard_size=cfg.shard_size, resume=cfg.resume,
-        options=dict(store_logits=cfg.store_logits), after_commit=save_classes,
+        options=dict(store_logits=cfg.store_logits), finish=save_classes,
         settings=dict(model=cfg.model, kwargs=kwargs, shard_size=cfg.shard_size, store_logits=cfg.store_logits)))
 
 

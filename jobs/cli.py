@@ -1,7 +1,7 @@
 """The ``brain`` command: run jobs, manage runs, query the lake with SQL.
 
 The job verbs (``brain embed``, ...) and ``brain submit JOB`` come from the jobs' own
-declarations (``jobs.registry``); the other commands (sql, runs, similar, plot, models)
+declarations (``jobs.registry``); the other commands (sql, runs, lake, similar, plot, models)
 read the lake without an engine, and a command line that names one of them does not
 import the job modules at all.
 """
@@ -17,11 +17,12 @@ from typing import NoReturn
 import pyarrow as pa
 
 from brain.config import ConfError, load_conf
+from brain.lake import Lake
 from jobs.console import make_console, print_table
 from jobs.registry import USER_ERRORS, Job, add_conf_args, exit_process, load_jobs
 
 # Commands of the `brain` tool that are not jobs.
-TOOL_COMMANDS = ("submit", "plot", "runs", "models", "sql", "similar")
+TOOL_COMMANDS = ("submit", "plot", "runs", "lake", "models", "sql", "similar")
 
 def _lake(args):
     from brain.lake import Lake
@@ -70,10 +71,15 @@ def _cmd_runs(args) -> int:
 
     lake, console = _lake(args), make_console()
     if args.action == "list":
-        table = runs.list_runs(lake, method=args.method).select(
-            ["brain_key", "method", "dataset", "status", "started_at", "finished_at", "rows_written", "run_id",
-             "executed_on", "submission_id"])
-        print_table(console, table)
+        import pyarrow.compute as pc
+
+        table = runs.list_runs(lake, method=args.method, history=args.all)
+        if not args.all:  # replaced runs wait for `brain lake vacuum`; --all shows them
+            table = table.filter(pc.is_in(table["status"], pa.array(["running", "succeeded", "failed",
+                                                                               "abandoned"])))
+        print_table(console, table.select(
+            ["brain_key", "method", "dataset", "status", "current", "started_at", "finished_at", "rows_written",
+             "run_id", "executed_on", "submission_id"]))
     elif args.action == "info":
         info = runs.get_run(lake, args.key)
         info["config"] = json.loads(info["config"])
@@ -84,6 +90,20 @@ def _cmd_runs(args) -> int:
     elif args.action == "delete":
         run_id = runs.delete_run(lake, args.key)
         console.print(f"deleted run {run_id} ({args.key}) and its rows")
+    return 0
+
+
+def _cmd_lake(args) -> int:
+    from brain import runs
+
+    conf = load_conf(args.conf, args.overrides)
+    lake = Lake(args.lake) if args.lake else Lake(conf.lake)
+    retention = conf.runs.retention_hours if args.retention_hours is None else args.retention_hours
+    report = runs.vacuum(lake, retention_hours=retention, dry_run=args.dry_run, policy=conf.runs)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"vacuum of {lake.uri} (retention {retention:g} h): {verb} the rows of {len(report['purged_runs'])} "
+          f"replaced or failed runs, the staged files of {len(report['removed_staging'])} purged runs, and "
+          f"{report['removed_files']} unreferenced table files")
     return 0
 
 
@@ -114,12 +134,12 @@ def _cmd_sql(args) -> int:
         from jobs.spark_lake import register_tables
 
         spark = spark_session(load_conf(args.conf, args.overrides))
-        register_tables(spark, lake)
+        register_tables(spark, lake, history=args.all_runs)
         table = spark.sql(args.query).toArrow()
     else:
         from brain import sql
 
-        table = sql.query(lake, args.query)
+        table = sql.query(lake, args.query, history=args.all_runs)
     return _write_result(table, args.format, args.out)
 
 
@@ -204,8 +224,9 @@ def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
     runs_p = with_conf(sub.add_parser("runs", help="the run catalog"))
     runs_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
     runs_sub = runs_p.add_subparsers(dest="action", required=True)
-    lst = runs_sub.add_parser("list")
+    lst = runs_sub.add_parser("list", help="current, running and failed runs")
     lst.add_argument("--method")
+    lst.add_argument("--all", action="store_true", help="also replaced (superseded), deleted and purged runs")
     runs_sub.add_parser("info").add_argument("key", help="brain key or run id")
     runs_sub.add_parser("delete").add_argument("key", help="brain key or run id")
     ren = runs_sub.add_parser("rename")
@@ -213,12 +234,23 @@ def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
     ren.add_argument("new", help="new brain key (must not exist)")
     runs_p.set_defaults(func=_cmd_runs)
 
+    lake_p = with_conf(sub.add_parser("lake", help="lake maintenance"))
+    lake_sub = lake_p.add_subparsers(dest="action", required=True)
+    vac = lake_sub.add_parser("vacuum", help="remove replaced runs' rows and unreferenced files (safe while jobs run)")
+    vac.add_argument("--lake", help="lake folder or URI (default: the config's)")
+    vac.add_argument("--retention-hours", type=float, help="keep what was replaced less than this long ago "
+                                                           "(default: runs.retention_hours)")
+    vac.add_argument("--dry-run", action="store_true", help="say what would be removed")
+    lake_p.set_defaults(func=_cmd_lake)
+
     sql_p = with_conf(sub.add_parser("sql", help="SQL over the lake's tables"))
     sql_p.add_argument("query")
     sql_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
     sql_p.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb")
     sql_p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     sql_p.add_argument("--out", help="file to write (csv/json default to stdout)")
+    sql_p.add_argument("--all-runs", action="store_true",
+                       help="tables hold every stored run's rows, not only the current runs' (as TABLE_history does)")
     sql_p.set_defaults(func=_cmd_sql)
 
     sim = with_conf(sub.add_parser("similar", help="the samples nearest a sample or a vector"))

@@ -17,7 +17,6 @@ multi-threaded BLAS turned the digits comparison's 0.8 s of CPU into 41 s (threa
 from __future__ import annotations
 
 import logging
-import socket
 import time
 
 import pyarrow as pa
@@ -34,8 +33,6 @@ log = logging.getLogger("jobs.comparison")
 
 
 def run(conf: Conf) -> str:
-    from jobs.engines import versions
-
     lake = Lake(conf.lake)
     cfg, fcfg = conf.comparison, conf.familiarity
     if not cfg.fit or not cfg.predict:
@@ -44,9 +41,8 @@ def run(conf: Conf) -> str:
     fit_set, predict_set = vectors.resolve(lake, cfg.fit), vectors.resolve(lake, cfg.predict)
     started = time.perf_counter()
     with runs.track(lake, brain_key=cfg.brain_key, method="comparison", dataset=predict_set.dataset,
-                    input_key=fit_set.brain_key, config=conf.model_dump(),
-                    engine_versions=versions("scikit-learn", "numpy"),
-                    executed_on=f"driver host={socket.gethostname()}") as run:
+                    inputs={"fit": fit_set.run_id, "predict": predict_set.run_id}, config=conf.model_dump(),
+                    policy=conf.runs) as run:
         chosen = {}
         for role, vset in (("fit", fit_set), ("predict", predict_set)):
             rows = vectors.sample(vectors.members(lake, vset), fcfg.max_fit_samples, seed=fcfg.seed)
@@ -73,8 +69,7 @@ def run(conf: Conf) -> str:
             "run_id": [run.run_id] * len(labels), "brain_key": [cfg.brain_key] * len(labels),
             "label": pa.array(labels, pa.string()), "ratio": ratios, "verdict": [fam.verdict(r) for r in ratios],
         })
-        lake.append("familiarity_comparison", table)
-        run.rows_written["familiarity_comparison"] = table.num_rows
+        run.write("familiarity_comparison", table)
     log.info("comparison: L(%s -> %s) = %.3f (%s) in %.1f s", fit_set.spec, predict_set.spec, ratio,
              fam.verdict(ratio), time.perf_counter() - started)
     return run.run_id

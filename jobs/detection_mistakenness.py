@@ -78,7 +78,7 @@ def run(conf: Conf) -> str:
                        missing_confidence=cfg.missing_confidence)
     key = cfg.detection_key
     with runs.track(lake, brain_key=key, method="detection_mistakenness", dataset=conf.dataset,
-                    input_key=cfg.predictions_key, config=conf.model_dump(), executed_on="driver") as run:
+                    inputs={"predictions": source["run_id"]}, config=conf.model_dump(), policy=conf.runs) as run:
         per_sample = pa.table({"run_id": [run.run_id] * len(ids), "brain_key": [key] * len(ids), "sample_id": ids,
                                "mistakenness": result.mistakenness, "mistakenness_loc": result.mistakenness_loc,
                                "num_missing": result.num_missing, "num_spurious": result.num_spurious})
@@ -91,17 +91,15 @@ def run(conf: Conf) -> str:
             objects += _objects(run.run_id, key, sample_id, "prediction", preds[i], mistakenness=None,
                                 mistakenness_loc=None, iou=None, possible_missing=result.possible_missing[i],
                                 possible_spurious=None)
-        run.rows_written["detection_mistakenness"] = lake.write_files("detection_mistakenness", run.run_id,
-                                                                      [per_sample])
-        run.rows_written["detection_objects"] = lake.write_files(
-            "detection_objects", run.run_id, [pa.Table.from_pylist(objects, schema=DETECTION_OBJECTS)])
+        run.write("detection_mistakenness", per_sample)
+        run.write("detection_objects", pa.Table.from_pylist(objects, schema=DETECTION_OBJECTS))
         if cfg.copy_missing:
             labels = [list(truth_of[s] or []) + [d for d, m in zip(predicted[s] or [], result.possible_missing[i]) if m]
                       for i, s in enumerate(ids)]
-            run.rows_written["detection_labels"] = lake.write_files("detection_labels", run.run_id, [pa.table({
+            run.write("detection_labels", pa.table({
                 "run_id": [run.run_id] * len(ids), "sample_id": ids,
                 "detections": pa.array([[dict(label=d["label"], bbox=d["bbox"], confidence=d.get("confidence"))
-                                         for d in dets] for dets in labels], pa.list_(DETECTION))})])
+                                         for d in dets] for dets in labels], pa.list_(DETECTION))}))
         run.metrics.update(possible_missing=float(result.num_missing.sum()),
                            possible_spurious=float(result.num_spurious.sum()))
     log.info("detection mistakenness: %d samples, %d possibly missing, %d possibly spurious objects", len(ids),

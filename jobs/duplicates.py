@@ -151,16 +151,16 @@ def run(conf: Conf) -> str:
     cfg = conf.duplicates
     spark = spark_session(conf)
     started = time.perf_counter()
+    inputs = {"neighbors": runs.latest_succeeded(lake, cfg.neighbors_key)["run_id"]} if cfg.method == "near" else {}
     with runs.track(lake, brain_key=cfg.brain_key, method=f"duplicates_{cfg.method}", dataset=conf.dataset,
-                    input_key=cfg.neighbors_key if cfg.method == "near" else None, config=conf.model_dump(),
+                    inputs=inputs, config=conf.model_dump(), policy=conf.runs,
                     engine_versions=versions("pyspark", "numpy", "scipy"), executed_on=spark_where(spark)) as run:
         rows = (near_rows(spark, lake, conf, run.run_id, run.metrics) if cfg.method == "near"
                 else exact_rows(spark, lake, conf))
         out = rows.select(F.lit(run.run_id).alias("run_id"), F.lit(cfg.brain_key).alias("brain_key"), "method",
                           "group_id", "kept_sample_id", "sample_id", "distance")
-        out.write.mode("overwrite").parquet(lake.staging_dir("duplicates", run.run_id))
-        run.rows_written["duplicates"] = lake.commit_files("duplicates", run.run_id)
-        groups = lake.read("duplicates", columns=["group_id"], filter=pc.field("run_id") == run.run_id)
+        out.write.mode("overwrite").parquet(run.stage_dir("duplicates"))
+        groups = run.read_staged("duplicates", columns=["group_id"])
         run.metrics["groups"] = float(len(pc.unique(groups["group_id"])))
     log.info("duplicates (%s): %d duplicates in %d groups in %.1f s", cfg.method, run.rows_written["duplicates"],
              run.metrics["groups"], time.perf_counter() - started)

@@ -67,12 +67,11 @@ def run(conf: Conf, *, sample_ids: list[str] | None = None, carry_from: str | No
                          f"{' matching ' + conf.embed.where if conf.embed.where else ''}: run `brain ingest` first")
     todo = view if sample_ids is None else view.filter(pc.is_in(view["sample_id"], pa.array(sample_ids, pa.string())))
 
-    def carry(lake: Lake, run: runs.Run) -> None:
-        keep = view.filter(pc.invert(pc.is_in(view["sample_id"], todo["sample_id"])))
-        run.metrics["carried"] = float(carry_forward(lake, carry_from, run.run_id, keep))
-
-    def count(lake: Lake, run: runs.Run) -> None:
-        run.metrics["embedded"] = float(run.rows_written["embeddings"] - run.metrics.get("carried", 0.0))
+    def finish(lake: Lake, run: runs.Run) -> None:
+        if carry_from is not None:
+            keep = view.filter(pc.invert(pc.is_in(view["sample_id"], todo["sample_id"])))
+            run.metrics["carried"] = float(carry_forward(lake, carry_from, run.run_id, keep))
+        run.metrics["embedded"] = float(run.staged_rows("embeddings") - run.metrics.get("carried", 0.0))
 
     kwargs = model_kwargs(conf, conf.embed.model, conf.embed.batch_size)
     return run_pipeline(conf, PipelineSpec(
@@ -80,7 +79,7 @@ def run(conf: Conf, *, sample_ids: list[str] | None = None, carry_from: str | No
         items=todo.select(["sample_id", "uri"]), model_name=conf.embed.model, model_kwargs=kwargs,
         shard_size=conf.embed.shard_size, resume=conf.embed.resume, in_process=in_process,
         sample_filter=runs.dataset_filter(conf.dataset, conf.embed.where),
-        before_commit=carry if carry_from is not None else None, after_commit=count,
+        inputs={"carried_from": carry_from} if carry_from is not None else {}, finish=finish,
         settings=dict(model=conf.embed.model, kwargs=kwargs, shard_size=conf.embed.shard_size)))
 
 

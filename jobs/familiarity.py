@@ -121,7 +121,7 @@ def run(conf: Conf) -> str:
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    from jobs.engines import spark_session, spark_where, versions
+    from jobs.engines import spark_session, spark_where
     from jobs.spark_lake import read_table
 
     lake = Lake(conf.lake)
@@ -131,14 +131,13 @@ def run(conf: Conf) -> str:
     spark = spark_session(conf)
     started = time.perf_counter()
     with runs.track(lake, brain_key=cfg.brain_key, method="familiarity", dataset=score_set.dataset,
-                    input_key=fit_set.brain_key, config=conf.model_dump(),
-                    engine_versions=versions("pyspark", "scikit-learn", "numpy"),
-                    executed_on=spark_where(spark)) as run:
+                    inputs={"fit": fit_set.run_id, "score": score_set.run_id}, config=conf.model_dump(),
+                    policy=conf.runs, executed_on=spark_where(spark)) as run:
         model, fit_scores, fit_rows = fit_model(lake, cfg, fit_set)
-        lake.write_artifact(run.run_id, MODEL_ARTIFACT, model.save(io.BytesIO()).getvalue())
+        run.write_artifact(MODEL_ARTIFACT, model.save(io.BytesIO()).getvalue())
         blob = io.BytesIO()
         np.save(blob, fit_scores, allow_pickle=False)
-        lake.write_artifact(run.run_id, FIT_SCORES_ARTIFACT, blob.getvalue())
+        run.write_artifact(FIT_SCORES_ARTIFACT, blob.getvalue())
         run.metrics.update(fit_samples=float(fit_scores.shape[0]), fit_set_samples=float(fit_rows),
                            fit_mean_score=float(fit_scores.mean()))
         fit_seconds = time.perf_counter() - started
@@ -155,16 +154,14 @@ def run(conf: Conf) -> str:
                                    from_arrow_schema(SCORED)).cache()
         (scored.select(F.lit(run_id).alias("run_id"), F.lit(key).alias("brain_key"), "sample_id", "score",
                        "percentile")
-         .write.mode("overwrite").parquet(lake.staging_dir("familiarity", run_id)))
+         .write.mode("overwrite").parquet(run.stage_dir("familiarity")))
         count = cfg.extremes_count
         (scored.select("sample_id", "label", "score").groupBy("label")
          .applyInArrow(lambda t: extremes_of(t, count=count, run_id=run_id, brain_key=key),
                        from_arrow_schema(FAMILIARITY_EXTREMES))
-         .write.mode("overwrite").parquet(lake.staging_dir("familiarity_extremes", run_id)))
+         .write.mode("overwrite").parquet(run.stage_dir("familiarity_extremes")))
         scored.unpersist()
-        run.rows_written["familiarity"] = lake.commit_files("familiarity", run_id)
-        run.rows_written["familiarity_extremes"] = lake.commit_files("familiarity_extremes", run_id)
-        if run.rows_written["familiarity"] == 0:
+        if run.staged_rows("familiarity") == 0:
             raise ValueError(f"embeddings run {score_set.run_id} ({score_set.spec!r}) has no samples to score")
     log.info("familiarity: fit on %d of %d samples of %r in %.1f s, %d samples of %r scored on Spark in %.1f s",
              fit_scores.shape[0], fit_rows, fit_set.spec, fit_seconds, run.rows_written["familiarity"],

@@ -24,13 +24,12 @@ def run(conf: Conf) -> str:
     if not files:
         raise ValueError(f"ingest source {source.source or source.manifest} holds no files")
     with runs.track(lake, brain_key=f"ingest_{conf.dataset}", method="ingest", dataset=conf.dataset,
-                    config=conf.model_dump(), executed_on="driver") as run:
+                    config=conf.model_dump(), policy=conf.runs) as run:
         samples, errors = ingest.probe(files, dataset=conf.dataset, run_id=run.run_id)
         if samples.num_rows:
-            lake.upsert("samples", samples, key="sample_id")
+            run.upsert("samples", samples, key="sample_id")
         if errors.num_rows:
-            lake.append("ingest_errors", errors)
-        run.rows_written.update(samples=samples.num_rows, ingest_errors=errors.num_rows)
+            run.write("ingest_errors", errors)
     log.info("ingest: %d samples, %d errors from %d files in %.1f s", samples.num_rows, errors.num_rows,
              len(files), time.perf_counter() - started)
     for reason in errors["reason"].to_pylist()[:10]:

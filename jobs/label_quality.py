@@ -36,6 +36,7 @@ class ScoredSet:
     labels: list[str | None]
     logits: np.ndarray  # [N, C]
     classes: list[str]
+    run_id: str  # the predictions run they come from
 
 
 def read_predictions(lake: Lake, predictions_key: str, dataset: str) -> ScoredSet:
@@ -65,7 +66,7 @@ def read_predictions(lake: Lake, predictions_key: str, dataset: str) -> ScoredSe
         raise ValueError(f"predictions run {predictions_key!r}: sample {ids[int(wrong[0])]} has "
                          f"{widths[wrong[0]]} logits, the run has {len(classes)} classes")
     matrix = logits.flatten().to_numpy(zero_copy_only=False).reshape(len(ids), len(classes))
-    return ScoredSet(ids, [label_of[i] for i in ids], matrix, list(classes))
+    return ScoredSet(ids, [label_of[i] for i in ids], matrix, list(classes), run["run_id"])
 
 
 def label_indices(scored: ScoredSet) -> np.ndarray:
@@ -86,13 +87,13 @@ def labelled(scored: ScoredSet, dataset: str) -> tuple[ScoredSet, np.ndarray]:
     if not keep:
         raise ValueError(f"dataset {dataset!r} has no labelled samples to check")
     scored = ScoredSet([scored.sample_ids[i] for i in keep], [scored.labels[i] for i in keep],
-                       scored.logits[keep], scored.classes)
+                       scored.logits[keep], scored.classes, scored.run_id)
     return scored, label_indices(scored)
 
 
-def knn_rows(lake: Lake, neighbors_key: str, sample_ids: list[str]) -> np.ndarray:
+def knn_rows(lake: Lake, run: dict, sample_ids: list[str]) -> np.ndarray:
     """The kNN run's neighbour lists as row positions in ``sample_ids`` (-1: not in the set)."""
-    run = runs.latest_succeeded(lake, neighbors_key)
+    neighbors_key = run["brain_key"]
     table = lake.read("neighbors", columns=["sample_id", "neighbor_ids"], filter=pc.field("run_id") == run["run_id"])
     lists = dict(zip(table["sample_id"].to_pylist(), table["neighbor_ids"].to_pylist()))
     position = {sid: i for i, sid in enumerate(sample_ids)}
@@ -112,28 +113,28 @@ def run_hardness(conf: Conf) -> str:
     lake, cfg = Lake(conf.lake), conf.label_quality
     scored = read_predictions(lake, cfg.predictions_key, conf.dataset)
     with runs.track(lake, brain_key=cfg.hardness_key, method="hardness", dataset=conf.dataset,
-                    input_key=cfg.predictions_key, config=conf.model_dump(), executed_on="driver") as run:
+                    inputs={"predictions": scored.run_id}, config=conf.model_dump(), policy=conf.runs) as run:
         scores = hardness_method.hardness(scored.logits)
         rows = pa.table({"run_id": [run.run_id] * len(scores), "brain_key": [cfg.hardness_key] * len(scores),
                          "sample_id": scored.sample_ids, "hardness": scores})
-        run.rows_written["hardness"] = lake.write_files("hardness", run.run_id, [rows])
+        run.write("hardness", rows)
     return run.run_id
 
 
 def run_mistakenness(conf: Conf) -> str:
     from pyspark.sql import functions as F
 
-    from jobs.engines import spark_session, spark_where, versions
-    from jobs.spark_lake import read_table
+    from jobs.engines import spark_session, spark_where
 
     lake, cfg = Lake(conf.lake), conf.label_quality
     scored, labels = labelled(read_predictions(lake, cfg.predictions_key, conf.dataset), conf.dataset)
-    knn = knn_rows(lake, cfg.neighbors_key, scored.sample_ids) if cfg.neighbors_key else None
+    knn_run = runs.latest_succeeded(lake, cfg.neighbors_key) if cfg.neighbors_key else None
+    knn = knn_rows(lake, knn_run, scored.sample_ids) if knn_run else None
+    inputs = {"predictions": scored.run_id, **({"neighbors": knn_run["run_id"]} if knn_run else {})}
     spark = spark_session(conf)
     started = time.perf_counter()
     with runs.track(lake, brain_key=cfg.brain_key, method="mistakenness", dataset=conf.dataset,
-                    input_key=cfg.predictions_key, config=conf.model_dump(),
-                    engine_versions=versions("pyspark", "numpy"), executed_on=spark_where(spark)) as run:
+                    inputs=inputs, config=conf.model_dump(), policy=conf.runs, executed_on=spark_where(spark)) as run:
         score = mistakenness_method.classification(scored.logits, labels, knn, method=cfg.method)
         issues = mistakenness_method.label_issues(scored.logits, labels, knn)
         classes = np.asarray(scored.classes, dtype=object)
@@ -142,18 +143,17 @@ def run_mistakenness(conf: Conf) -> str:
             "sample_id": scored.sample_ids, "given_label": scored.labels,
             "suggested_label": classes[issues.suggested_label].tolist(),
             "mistakenness": score, "is_issue": issues.is_issue})
-        run.rows_written["mistakenness"] = lake.write_files("mistakenness", run.run_id, [rows])
+        run.write("mistakenness", rows)
         run.metrics["issues"] = float(issues.is_issue.sum())
 
-        frame = read_table(spark, lake, "mistakenness").where(F.col("run_id") == run.run_id)
+        frame = spark.read.parquet(run.stage_dir("mistakenness"))
         per_class = frame.groupBy(F.col("given_label").alias("label")).agg(
             F.count("*").alias("samples"), F.sum(F.col("is_issue").cast("long")).alias("issues"),
             F.avg("mistakenness").alias("mean_mistakenness"))
         confusion = frame.groupBy("given_label", "suggested_label").agg(F.count("*").alias("samples"))
         for table, result in (("label_quality_classes", per_class), ("label_confusion", confusion)):
             (result.select(F.lit(run.run_id).alias("run_id"), F.lit(cfg.brain_key).alias("brain_key"), "*")
-             .write.mode("overwrite").parquet(lake.staging_dir(table, run.run_id)))
-            run.rows_written[table] = lake.commit_files(table, run.run_id)
+             .write.mode("overwrite").parquet(run.stage_dir(table)))
     log.info("mistakenness: %d samples scored (%s, %s), %d flagged, in %.1f s", len(score), cfg.method,
              "with kNN labels" if knn is not None else "logits alone", int(issues.is_issue.sum()),
              time.perf_counter() - started)

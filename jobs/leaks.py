@@ -30,7 +30,7 @@ def run(conf: Conf) -> str:
     spark = spark_session(conf)
     started = time.perf_counter()
     with runs.track(lake, brain_key=cfg.brain_key, method="leaks", dataset=conf.dataset,
-                    input_key=cfg.duplicates_key, config=conf.model_dump(),
+                    inputs={"duplicates": source["run_id"]}, config=conf.model_dump(), policy=conf.runs,
                     engine_versions=versions("pyspark"), executed_on=spark_where(spark)) as run:
         dups = read_table(spark, lake, "duplicates").where(F.col("run_id") == source["run_id"])
         splits = read_table(spark, lake, "samples").where(F.col("dataset") == conf.dataset).select(
@@ -40,13 +40,12 @@ def run(conf: Conf) -> str:
                  .where(F.col("split") != F.col("kept_split"))
                  .select(F.lit(run.run_id).alias("run_id"), F.lit(cfg.brain_key).alias("brain_key"), "group_id",
                          "kept_sample_id", "kept_split", "sample_id", "split", "distance")).cache()
-        leaks.write.mode("overwrite").parquet(lake.staging_dir("leaks", run.run_id))
+        leaks.write.mode("overwrite").parquet(run.stage_dir("leaks"))
         pairs = leaks.groupBy(F.concat_ws("|", F.least("split", "kept_split"), F.greatest("split", "kept_split"))
                               .alias("pair")).count().collect()
         leaks.unpersist()
-        run.rows_written["leaks"] = lake.commit_files("leaks", run.run_id)
         run.metrics.update({f"leaks:{row['pair']}": float(row["count"]) for row in pairs})
-    log.info("leaks: %d duplicates across splits %s in %.1f s", run.rows_written["leaks"],
+    log.info("leaks: %d duplicates across splits %s in %.1f s", run.rows_written.get("leaks", 0),
              {k: int(v) for k, v in run.metrics.items()}, time.perf_counter() - started)
     return run.run_id
 

@@ -35,13 +35,13 @@ def run(conf: Conf, *, folds: int = 5) -> str:
     matrix = vectors["vector"].combine_chunks().flatten().to_numpy().reshape(len(ids), -1)
     with runs.track(lake, brain_key=conf.apply_model.brain_key, method="predictions", dataset=conf.dataset,
                     config={**conf.model_dump(), "model": "linear_probe", "folds": folds},
-                    input_key=conf.embed.brain_key, executed_on="driver") as run:
+                    inputs={"embeddings": source["run_id"]}, policy=conf.runs) as run:
         logits, classes = out_of_fold_logits(matrix, [label_of[s] for s in ids], folds=folds)
         preds = Predictions.from_logits(logits, classes)
         rows = predictions_table(preds, ids, run.run_id, store_logits=True)
-        run.rows_written["predictions"] = lake.write_files("predictions", run.run_id, [rows])
+        run.write("predictions", rows)
         run.metrics["oof_accuracy"] = float(sum(p == label_of[s] for p, s in zip(preds.labels, ids)) / len(ids))
-        lake.write_artifact(run.run_id, "classes.json", json.dumps(classes).encode())
+        run.write_artifact("classes.json", json.dumps(classes).encode())
     return run.run_id
 
 

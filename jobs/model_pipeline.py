@@ -219,22 +219,22 @@ class PipelineSpec:
     shard_size: int
     resume: bool
     options: dict[str, Any] = field(default_factory=dict)
-    input_key: str | None = None
+    inputs: dict[str, str] = field(default_factory=dict)  # input run ids by role
     settings: dict[str, Any] = field(default_factory=dict)  # what must match for a run to be resumed
     in_process: bool = False  # run the same stages in this process, without Ray (small increments)
     sample_filter: str | None = None  # the run's view of `samples` (default: its dataset)
-    before_commit: Callable[[Lake, "runs.Run"], None] | None = None  # stage more rows (e.g. carried over)
-    after_commit: Callable[[Lake, "runs.Run"], None] | None = None
+    finish: Callable[[Lake, "runs.Run"], None] | None = None  # stage more rows (carried over), save artifacts
 
 
-def resumable_run(lake: Lake, brain_key: str, dataset: str, settings: dict[str, Any]) -> str | None:
-    """The newest run with this brain key if it did not succeed and was started with the same settings."""
-    table = lake.read("runs", columns=["run_id", "brain_key", "dataset", "status", "config", "started_at"])
+def resumable_run(lake: Lake, brain_key: str, dataset: str, settings: dict[str, Any], policy) -> str | None:
+    """The newest run with this brain key if it failed or was abandoned and was started with the same settings."""
+    runs.abandon_stale(lake, brain_key=brain_key, policy=policy)
+    table = runs.list_runs(lake)
     table = table.filter(pc.and_(pc.equal(table["brain_key"], brain_key), pc.equal(table["dataset"], dataset)))
     if table.num_rows == 0:
         return None
-    newest = table.sort_by([("started_at", "descending")]).slice(0, 1).to_pylist()[0]
-    if newest["status"] == "succeeded":
+    newest = table.slice(table.num_rows - 1, 1).to_pylist()[0]
+    if newest["status"] not in ("failed", "abandoned"):
         return None
     return newest["run_id"] if json.loads(newest["config"]).get("_resume_settings") == settings else None
 
@@ -249,12 +249,12 @@ def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
     from jobs.engines import ray_init, ray_where, versions
 
     lake = Lake(conf.lake)
-    if spec.items.num_rows == 0 and spec.before_commit is None:
+    if spec.items.num_rows == 0 and spec.finish is None:
         raise ValueError(f"nothing to run {spec.method} on in dataset {conf.dataset!r} of {lake.uri}")
     get_model(spec.model_name, **spec.model_kwargs)  # a missing package or weights file fails here, before Ray
     settings = json.loads(json.dumps(spec.settings, default=str))
     shards = shard_items(spec.items, spec.shard_size, first_shard_size=spec.model_kwargs.get("batch_size"))
-    run_id = resumable_run(lake, spec.brain_key, conf.dataset, settings) if spec.resume else None
+    run_id = resumable_run(lake, spec.brain_key, conf.dataset, settings, conf.runs) if spec.resume else None
     if run_id and not staged_shards(lake, spec.table, run_id) <= {sid for sid, _ in shards}:
         log.info("%s: run %s staged shards of other samples (the dataset changed): starting afresh",
                  spec.method, run_id)
@@ -269,8 +269,8 @@ def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
         if gpus is None:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
     with runs.track(lake, brain_key=spec.brain_key, method=spec.method, dataset=conf.dataset,
-                    config={**conf.model_dump(), "_resume_settings": settings}, input_key=spec.input_key,
-                    engine_versions=versions("ray", "numpy", "torch", "torchvision"), executed_on=executed_on,
+                    config={**conf.model_dump(), "_resume_settings": settings}, inputs=spec.inputs,
+                    engine_versions=versions("torchvision"), executed_on=executed_on, policy=conf.runs,
                     sample_filter=spec.sample_filter, run_id=run_id, keep_staged=spec.resume) as run:
         done = staged_shards(lake, spec.table, run.run_id)
         todo = [(sid, part) for sid, part in shards if sid not in done]
@@ -291,15 +291,11 @@ def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
                           compute=ray.data.ActorPoolStrategy(size=conf.ray.num_actors), batch_size=1,
                           batch_format="pyarrow", num_cpus=conf.ray.actor_num_cpus, num_gpus=gpus)
              .materialize())
-        if spec.before_commit:
-            spec.before_commit(lake, run)
-        run.rows_written[spec.table] = lake.commit_files(spec.table, run.run_id)
-        run.rows_written["ingest_errors"] = lake.commit_files("ingest_errors", run.run_id)
+        if spec.finish:
+            spec.finish(lake, run)
         run.metrics["shards_reused"] = float(len(shards) - len(todo))
-        if spec.after_commit:
-            spec.after_commit(lake, run)
     log.info("%s: %d rows (%d not decodable) in %.1f s with model %s on %s, gpus/actor=%s",
-             spec.method, run.rows_written[spec.table], run.rows_written["ingest_errors"],
+             spec.method, run.rows_written.get(spec.table, 0), run.rows_written.get("ingest_errors", 0),
              time.perf_counter() - started, spec.model_name or "default", executed_on, gpus)
     return run.run_id
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 
 import numpy as np
@@ -131,10 +130,8 @@ def update(conf: Conf, *, previous: str, fresh_ids: pa.Array) -> str:
     source = runs.latest_succeeded(lake, cfg.embeddings_key)
     started = time.perf_counter()
     with runs.track(lake, brain_key=cfg.brain_key, method="neighbors", dataset=conf.dataset,
-                    input_key=cfg.embeddings_key, config={**conf.model_dump(), "input_run_id": source["run_id"]},
-                    engine_versions=versions("faiss-cpu", "faiss-gpu-cu12"),
-                    executed_on=f"driver host={socket.gethostname()}",
-                    sample_filter=source["sample_filter"]) as run:
+                    inputs={"embeddings": source["run_id"], "previous": previous}, config=conf.model_dump(),
+                    engine_versions=versions("faiss-cpu", "faiss-gpu-cu12"), policy=conf.runs) as run:
         ids, vectors = read_vectors(lake, source["run_id"])
         if cfg.k >= len(ids):
             raise ValueError(f"neighbors.k={cfg.k} must be smaller than the {len(ids)} embedded samples")
@@ -144,7 +141,7 @@ def update(conf: Conf, *, previous: str, fresh_ids: pa.Array) -> str:
         spec = knn_index.choose_spec(len(ids), vectors.shape[1], metric=cfg.metric, kind="flat")
         save_index(lake, run.run_id, [knn_index.serialize(knn_index.build_index(vectors, metric=cfg.metric, gpu=False))],
                    spec, source["run_id"], ids)
-        run.rows_written["neighbors"] = lake.write_files("neighbors", run.run_id, [graph_rows(run.run_id, ids, ids, dist, nbr)])
+        run.write("neighbors", graph_rows(run.run_id, ids, ids, dist, nbr))
         run.metrics["searched"] = float(searched)
     log.info("neighbors: k=%d graph updated (%d of %d rows searched) in %.1f s", cfg.k, searched, len(ids),
              time.perf_counter() - started)
@@ -160,9 +157,8 @@ def run(conf: Conf) -> str:
     ray = ray_init(conf)
     started = time.perf_counter()
     with runs.track(lake, brain_key=cfg.brain_key, method="neighbors", dataset=conf.dataset,
-                    input_key=cfg.embeddings_key, config={**conf.model_dump(), "input_run_id": source["run_id"]},
-                    engine_versions=versions("ray", "faiss-cpu", "faiss-gpu-cu12"), executed_on=ray_where(),
-                    sample_filter=source["sample_filter"]) as run:
+                    inputs={"embeddings": source["run_id"]}, config=conf.model_dump(), policy=conf.runs,
+                    engine_versions=versions("faiss-cpu", "faiss-gpu-cu12"), executed_on=ray_where()) as run:
         ids, vectors = read_vectors(lake, source["run_id"])
         n = len(ids)
         if cfg.k >= n:
@@ -188,10 +184,9 @@ def run(conf: Conf) -> str:
         done = ray.get([task.remote(shards_ref, vectors_ref, ids_ref, a, b, k=cfg.k, metric=cfg.metric,
                                     lake_uri=lake.uri, run_id=run.run_id, threads=cpus, check_rows=check)
                         for a, b in _bounds(n, cfg.shards)])
-        run.rows_written["neighbors"] = lake.commit_files("neighbors", run.run_id)
-        if not run.rows_written["neighbors"] == sum(d[0] for d in done) == n:
-            raise RuntimeError(f"neighbors: {n} samples but {sum(d[0] for d in done)} searched and "
-                               f"{run.rows_written['neighbors']} committed")
+        staged = run.staged_rows("neighbors")
+        if not staged == sum(d[0] for d in done) == n:
+            raise RuntimeError(f"neighbors: {n} samples but {sum(d[0] for d in done)} searched and {staged} staged")
         if check.size:
             found = np.concatenate([d[2] for d in done])
             rows = np.concatenate([d[1] for d in done])

@@ -23,7 +23,7 @@ from jobs.registry import Job
 
 
 def boxes(lake: Lake, conf: Conf) -> tuple[pa.Table, str | None]:
-    """The patches to embed and the brain key of the run they came from (None for attributes)."""
+    """The patches to embed and the id of the predictions run they came from (None for attributes)."""
     source = conf.patches.source
     samples = plain_strings(lake.read("samples", columns=["sample_id", "uri", "attributes"],
                                       filter=pc.field("dataset") == conf.dataset))
@@ -32,30 +32,31 @@ def boxes(lake: Lake, conf: Conf) -> tuple[pa.Table, str | None]:
         patches = patches_from_detections(samples["sample_id"].to_pylist(),
                                           detections_from_attributes(samples["attributes"].to_pylist(), field),
                                           min_confidence=conf.patches.min_confidence)
-        input_key = None
+        input_run = None
     else:
         run_id = runs.latest_succeeded(lake, source)["run_id"]
         preds = plain_strings(lake.read("predictions", columns=["sample_id", "detections"],
                                         filter=pc.field("run_id") == run_id))
         patches = patches_from_detections(preds["sample_id"].to_pylist(), preds["detections"].to_pylist(),
                                           min_confidence=conf.patches.min_confidence)
-        input_key = source
+        input_run = run_id
     uri_of = dict(zip(samples["sample_id"].to_pylist(), samples["uri"].to_pylist()))
     patches = patches.filter(pa.array([s in uri_of for s in patches["sample_id"].to_pylist()], pa.bool_()))
     return patches.append_column("uri", pa.array([uri_of[s] for s in patches["sample_id"].to_pylist()],
-                                                 pa.string())), input_key
+                                                 pa.string())), input_run
 
 
 def run(conf: Conf) -> str:
     lake = Lake(conf.lake)
-    items, input_key = boxes(lake, conf)
+    items, input_run = boxes(lake, conf)
     if items.num_rows == 0:
         raise ValueError(f"no boxes in {conf.patches.source!r} for dataset {conf.dataset!r}: nothing to embed")
     cfg = conf.patches
     kwargs = model_kwargs(conf, cfg.model, cfg.batch_size)
     return run_pipeline(conf, PipelineSpec(
         table="patch_embeddings", brain_key=cfg.brain_key, method="patch_embeddings", items=items,
-        model_name=cfg.model, model_kwargs=kwargs, shard_size=cfg.shard_size, resume=cfg.resume, input_key=input_key,
+        model_name=cfg.model, model_kwargs=kwargs, shard_size=cfg.shard_size, resume=cfg.resume,
+        inputs={"predictions": input_run} if input_run else {},
         settings=dict(model=cfg.model, kwargs=kwargs, shard_size=cfg.shard_size, source=cfg.source,
                       min_confidence=cfg.min_confidence)))
 

@@ -40,10 +40,10 @@ def run(conf: Conf) -> str:
         vectors = register.vectors_from_attributes(samples["attributes"].to_pylist(), cfg.samples_column, ids)
     register.check_ids(ids, set(samples["sample_id"].to_pylist()), dataset=conf.dataset)
     with runs.track(lake, brain_key=cfg.brain_key, method="embeddings", dataset=conf.dataset,
-                    config=conf.model_dump(), executed_on="driver") as run:
+                    config=conf.model_dump(), policy=conf.runs) as run:
         rows = pa.table({"run_id": pa.array([run.run_id] * len(ids), pa.string()),
                          "sample_id": pa.array(ids, pa.string()), "vector": vectors_to_arrow(vectors)})
-        run.rows_written["embeddings"] = lake.write_files("embeddings", run.run_id, [rows])
+        run.write("embeddings", rows)
         run.metrics["dim"] = float(vectors.shape[1])
     return run.run_id
 

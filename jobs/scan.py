@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 
 import pyarrow as pa
@@ -59,13 +58,14 @@ def ingest_step(lake: Lake, conf: Conf, diff) -> None:
     """Ingest new and changed files, delete removed samples; carry still-bad files' errors over."""
     previous = _latest(lake, f"ingest_{conf.dataset}")
     with runs.track(lake, brain_key=f"ingest_{conf.dataset}", method="ingest", dataset=conf.dataset,
-                    config=conf.model_dump(), executed_on=f"driver host={socket.gethostname()}") as run:
+                    config=conf.model_dump(), policy=conf.runs,
+                    inputs={"previous": previous["run_id"]} if previous else {}) as run:
         samples, errors = ingest.probe(diff.new + diff.changed, dataset=conf.dataset, run_id=run.run_id)
         if samples.num_rows:
-            lake.upsert("samples", samples, key="sample_id")
+            run.upsert("samples", samples, key="sample_id")
         if diff.removed:
             ids = ", ".join(runs.sql_literal(s) for s in diff.removed)
-            lake.delete_where("samples", f"sample_id IN ({ids})")
+            run.delete("samples", f"sample_id IN ({ids})")
         parts = [errors]
         if previous is not None:
             probed = pa.array([f.uri for f in diff.new + diff.changed], pa.string())
@@ -75,8 +75,7 @@ def ingest_step(lake: Lake, conf: Conf, diff) -> None:
             parts.append(old.set_column(0, "run_id", pa.array([run.run_id] * old.num_rows, pa.string())))
         kept = pa.concat_tables([p.cast(INGEST_ERRORS) for p in parts])
         if kept.num_rows:
-            lake.append("ingest_errors", kept)
-        run.rows_written.update(samples=samples.num_rows, ingest_errors=kept.num_rows)
+            run.write("ingest_errors", kept)
         run.metrics.update(removed=float(len(diff.removed)))
 
 
@@ -111,7 +110,7 @@ def neighbors_step(lake: Lake, conf: Conf) -> int | None:
     cfg = conf.neighbors
     source = runs.latest_succeeded(lake, cfg.embeddings_key)
     previous = _latest(lake, cfg.brain_key)
-    if previous is not None and json.loads(previous["config"]).get("input_run_id") == source["run_id"]:
+    if previous is not None and dict(previous["input_run_ids"] or []).get("embeddings") == source["run_id"]:
         return None
     ids = lake.read("embeddings", columns=["sample_id"], filter=pc.field("run_id") == source["run_id"])["sample_id"]
     if previous is not None:
@@ -136,7 +135,7 @@ def uniqueness_step(lake: Lake, conf: Conf, fresh: int) -> bool:
 
     source = runs.latest_succeeded(lake, conf.uniqueness.neighbors_key)
     previous = _latest(lake, conf.uniqueness.brain_key)
-    if previous is not None and json.loads(previous["config"]).get("input_run_id") == source["run_id"]:
+    if previous is not None and dict(previous["input_run_ids"] or []).get("neighbors") == source["run_id"]:
         return False
     # normalisation is over the dataset's maximum, so every score is recomputed; small updates skip Spark
     uniqueness.run(conf, in_process=fresh <= conf.scan.in_process_max)
@@ -151,10 +150,9 @@ def run(conf: Conf) -> str:
     with ScanLock(lake, conf.dataset, stale_after_s=conf.scan.lock_stale_s, heartbeat_s=conf.scan.heartbeat_s):
         keys = [f"scan_{conf.dataset}", f"ingest_{conf.dataset}", conf.embed.brain_key, conf.neighbors.brain_key,
                 conf.uniqueness.brain_key]
-        left = runs.abandon_running(lake, dataset=conf.dataset, keys=keys,
-                                    reason="abandoned: its process ended before the run finished (next scan redid it)")
+        left = [run_id for key in keys for run_id in runs.abandon_stale(lake, brain_key=key, policy=conf.runs)]
         with runs.track(lake, brain_key=f"scan_{conf.dataset}", method="scan", dataset=conf.dataset,
-                        config=conf.model_dump(), executed_on=f"driver host={socket.gethostname()}") as scan:
+                        config=conf.model_dump(), policy=conf.runs) as scan:
             files = (ingest.discover_folder(src.source, split=src.split) if src.source
                      else ingest.read_manifest(src.manifest, split=src.split))
             diff = diff_sources(lake, conf.dataset, files)

@@ -37,7 +37,7 @@ from pathlib import Path
 import yaml
 
 from brain.config import Conf, ConfError
-from brain.runs import SUBMISSION_ENV
+from brain.runs import REDACTED, SUBMISSION_ENV, looks_like_credential
 from jobs.registry import Job
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -45,17 +45,6 @@ PACKAGES = ("brain", "jobs")
 CONF_NAME = "lakebrain-job.yaml"
 FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 AGENT_RETRIES = 30  # × 2 s
-
-
-# Keys whose values are credentials: never printed.
-CREDENTIAL_WORDS = ("secret", "password", "token", "key", "credential", "access")
-REDACTED = "***"
-
-
-def looks_like_credential(key: str) -> bool:
-    """Whether a setting named ``key`` (``spark.hadoop.fs.s3a.secret.key``, ``AWS_ACCESS_KEY_ID``) holds a credential."""
-    lowered = key.lower()
-    return any(word in lowered for word in CREDENTIAL_WORDS)
 
 
 def job_conf_text(conf: Conf) -> str:

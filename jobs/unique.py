@@ -26,15 +26,12 @@ log = logging.getLogger("jobs.unique")
 
 
 def run(conf: Conf) -> str:
-    from jobs.engines import versions
-
     lake = Lake(conf.lake)
     cfg = conf.unique
     source = runs.latest_succeeded(lake, cfg.embeddings_key)
     started = time.perf_counter()
     with runs.track(lake, brain_key=cfg.brain_key, method="unique", dataset=conf.dataset,
-                    input_key=cfg.embeddings_key, config=conf.model_dump(),
-                    engine_versions=versions("numpy"), executed_on="driver") as run:
+                    inputs={"embeddings": source["run_id"]}, config=conf.model_dump(), policy=conf.runs) as run:
         ids, vectors = read_vectors(lake, source["run_id"])
         mine = plain_strings(lake.read("samples", columns=["sample_id"],
                                        filter=pc.field("dataset") == conf.dataset))["sample_id"]
@@ -43,12 +40,12 @@ def run(conf: Conf) -> str:
         if cfg.n > len(ids):
             raise ValueError(f"unique.n={cfg.n} is more than the {len(ids)} embedded samples of {conf.dataset!r}")
         picked = dup.find_unique(vectors, cfg.n, metric=cfg.metric)
-        run.rows_written["unique"] = lake.write_files("unique", run.run_id, [pa.table({
+        run.write("unique", pa.table({
             "run_id": pa.array([run.run_id] * len(picked), pa.string()),
             "brain_key": pa.array([cfg.brain_key] * len(picked), pa.string()),
             "sample_id": ids.take(pa.array(picked)),
             "rank": pa.array(np.arange(len(picked), dtype=np.int32)),
-        })])
+        }))
     log.info("unique: %d of %d samples picked in %.1f s", cfg.n, len(ids), time.perf_counter() - started)
     return run.run_id
 

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Iterator, Sequence
 
@@ -71,7 +70,7 @@ def score_in_process(lake: Lake, conf: Conf, neighbors_run: str, run_id: str) ->
 
 def run(conf: Conf, *, in_process: bool = False) -> str:
     """Score the latest kNN run on Spark (or, ``in_process``, in this process without starting Spark)."""
-    from jobs.engines import spark_session, spark_where, versions
+    from jobs.engines import spark_session, spark_where
 
     lake = Lake(conf.lake)
     cfg = conf.uniqueness
@@ -79,22 +78,20 @@ def run(conf: Conf, *, in_process: bool = False) -> str:
     spark = None if in_process else spark_session(conf)
     started = time.perf_counter()
     weights = list(cfg.weights)
-    executed_on = f"driver host={socket.gethostname()}" if in_process else spark_where(spark)
+    executed_on = None if in_process else spark_where(spark)
     with runs.track(lake, brain_key=cfg.brain_key, method="uniqueness", dataset=conf.dataset,
-                    input_key=cfg.neighbors_key, config={**conf.model_dump(), "input_run_id": source["run_id"]},
-                    engine_versions=versions("pyspark", "numpy"), executed_on=executed_on,
-                    sample_filter=source["sample_filter"]) as run:
+                    inputs={"neighbors": source["run_id"]}, config=conf.model_dump(), policy=conf.runs,
+                    executed_on=executed_on) as run:
         if in_process:
-            run.rows_written["uniqueness"] = lake.write_files(
-                "uniqueness", run.run_id, [score_in_process(lake, conf, source["run_id"], run.run_id)])
+            run.write("uniqueness", score_in_process(lake, conf, source["run_id"], run.run_id))
         else:
-            run.rows_written["uniqueness"] = _score_on_spark(spark, lake, conf, source["run_id"], run.run_id, weights)
-    log.info("uniqueness: %d samples scored on %s in %.1f s", run.rows_written["uniqueness"], executed_on,
+            _score_on_spark(spark, lake, conf, source["run_id"], run, weights)
+    log.info("uniqueness: %d samples scored on %s in %.1f s", run.rows_written["uniqueness"], executed_on or "driver",
              time.perf_counter() - started)
     return run.run_id
 
 
-def _score_on_spark(spark, lake: Lake, conf: Conf, neighbors_run: str, run_id: str, weights: list[float]) -> int:
+def _score_on_spark(spark, lake: Lake, conf: Conf, neighbors_run: str, run: runs.Run, weights: list[float]) -> None:
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -108,11 +105,11 @@ def _score_on_spark(spark, lake: Lake, conf: Conf, neighbors_run: str, run_id: s
     max_raw = raw.agg(F.max("raw")).first()[0]
     if max_raw is None:
         raise ValueError(f"kNN run {neighbors_run} has no rows for dataset {conf.dataset!r}")
+    run_id = run.run_id
     scores = raw.mapInArrow(lambda it: normalized(it, float(max_raw), run_id, key),
                             from_arrow_schema(schema_of("uniqueness")))
-    scores.write.mode("overwrite").parquet(lake.staging_dir("uniqueness", run_id))
+    scores.write.mode("overwrite").parquet(run.stage_dir("uniqueness"))
     raw.unpersist()
-    return lake.commit_files("uniqueness", run_id)
 
 
 JOB = Job(name="uniqueness", engine="spark", help="uniqueness on Spark",

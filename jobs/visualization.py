@@ -80,7 +80,7 @@ def run(conf: Conf) -> str:
     ray = ray_init(conf)
     started = time.perf_counter()
     with runs.track(lake, brain_key=cfg.brain_key, method="visualization", dataset=source.dataset,
-                    input_key=source.brain_key, config=conf.model_dump(),
+                    inputs={"embeddings": source.run_id}, config=conf.model_dump(), policy=conf.runs,
                     engine_versions=versions("ray", "umap-learn", "scikit-learn"), executed_on=ray_where()) as run:
         chosen = vectors.sample(rows, cfg.max_fit_samples, seed=cfg.seed)
         fit_ids = chosen["sample_id"].combine_chunks()
@@ -100,11 +100,10 @@ def run(conf: Conf) -> str:
         done = ray.get([task.remote(*refs, shard, method=cfg.method, lake_uri=lake.uri,
                                     embeddings_run_id=source.run_id, run_id=run.run_id, brain_key=cfg.brain_key)
                         for shard in shards])
-        run.rows_written["visualization"] = lake.commit_files("visualization", run.run_id)
         placed, projected = sum(n for n, _ in done), sum(p for _, p in done)
-        if not run.rows_written["visualization"] == placed == rows.num_rows:
-            raise RuntimeError(f"visualization: {rows.num_rows} samples but {placed} placed and "
-                               f"{run.rows_written['visualization']} committed")
+        staged = run.staged_rows("visualization")
+        if not staged == placed == rows.num_rows:
+            raise RuntimeError(f"visualization: {rows.num_rows} samples but {placed} placed and {staged} staged")
         run.metrics.update(fit_samples=float(chosen.num_rows), projected=float(projected),
                            fit_seconds=fit_seconds)
     log.info("visualization: %s to %d-D fit on %d of %d samples in %.1f s; %d placed by transform on %d Ray "

@@ -94,8 +94,8 @@ def run(conf: Conf) -> str:
     truth = np.array([is_flipped[s] for s in scored["sample_id"].to_pylist()])
     score = scored["mistakenness"].to_numpy()
     flagged = scored["is_issue"].to_numpy(zero_copy_only=False)
-    with runs.track(lake, brain_key=f"{ds}_walkthrough", method="walkthrough", dataset=ds, executed_on="driver",
-                    input_key=lq.brain_key, config=conf.model_dump()) as run:
+    with runs.track(lake, brain_key=f"{ds}_walkthrough", method="walkthrough", dataset=ds,
+                    inputs={"mistakenness": mistake_run}, config=conf.model_dump(), policy=conf.runs) as run:
         run.metrics.update(
             flipped=float(truth.sum()), auroc=float(roc_auc_score(truth, score)),
             precision_at_k=precision_at_k(score, truth), flagged=float(flagged.sum()),

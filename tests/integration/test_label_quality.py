@@ -61,8 +61,8 @@ def _predictions_run(lake: Lake, key: str, logits: list, classes: list[str]) -> 
                          "confidence": pa.nulls(len(ids), pa.float32()),
                          "logits": pa.array(logits, pa.list_(pa.float32())),
                          "detections": pa.nulls(len(ids), lake.read("predictions").schema.field("detections").type)})
-        lake.write_files("predictions", run.run_id, [rows])
-        lake.write_artifact(run.run_id, "classes.json", json.dumps(classes).encode())
+        run.write("predictions", rows)
+        run.write_artifact("classes.json", json.dumps(classes).encode())
 
 
 @pytest.mark.parametrize("key, logits, classes, match", [

@@ -26,9 +26,9 @@ pytestmark = pytest.mark.integration
 def _write_embeddings(lake: Lake, vectors: np.ndarray) -> list[str]:
     ids = [f"s{i:05d}" for i in range(len(vectors))]
     with runs.track(lake, brain_key="embeddings", method="embeddings", dataset="pets", config={}) as run:
-        run.rows_written["embeddings"] = lake.write_files("embeddings", run.run_id, [pa.table({
+        run.write("embeddings", pa.table({
             "run_id": pa.array([run.run_id] * len(ids)), "sample_id": pa.array(ids),
-            "vector": pa.array(list(vectors), pa.list_(pa.float32()))})])
+            "vector": pa.array(list(vectors), pa.list_(pa.float32()))}))
     return ids
 
 

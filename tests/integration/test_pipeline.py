@@ -83,7 +83,7 @@ def test_runs_rows_are_complete(pipeline):
         assert row["finished_at"] is not None and row["git_sha"]
         assert row["samples_version"] >= (0 if method == "ingest" else 1)
         assert json.loads(row["config"])["dataset"] == "pets"
-    assert dict(catalog["embeddings"]["rows_written"]) == {"embeddings": 46, "ingest_errors": 0}
+    assert dict(catalog["embeddings"]["rows_written"]) == {"embeddings": 46}  # no decode errors: no such table written
     assert dict(catalog["ingest"]["rows_written"]) == {"samples": 46, "ingest_errors": 2}
     assert "ray=" in catalog["embeddings"]["executed_on"] and "spark=local" in catalog["uniqueness"]["executed_on"]
     assert "pyspark" in dict(catalog["uniqueness"]["engine_versions"])

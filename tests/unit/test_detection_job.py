@@ -26,11 +26,11 @@ def _lake_with(lake, image_folder, truth: dict[str, list], predicted: dict[str, 
     ids = {name: sid for name, sid in zip(truth, sql.query(lake, "SELECT sample_id, uri FROM samples ORDER BY uri")
                                           ["sample_id"].to_pylist())}
     with runs.track(lake, brain_key="detector", method="predictions", dataset="pets", config={}) as run:
-        lake.write_files("predictions", run.run_id, [pa.table({
+        run.write("predictions", pa.table({
             "run_id": [run.run_id] * len(predicted), "sample_id": [ids[n] for n in predicted],
             "label": [None] * len(predicted), "confidence": pa.nulls(len(predicted), pa.float32()),
             "logits": pa.nulls(len(predicted), pa.list_(pa.float32())),
-            "detections": pa.array(list(predicted.values()), PREDICTIONS.field("detections").type)})])
+            "detections": pa.array(list(predicted.values()), PREDICTIONS.field("detections").type)}))
     conf.label_quality.predictions_key = "detector"
     return conf, ids
 

@@ -33,7 +33,8 @@ def test_discarded_staging_is_never_seen(lake):
 
 
 def test_a_file_with_the_wrong_schema_is_refused_and_nothing_is_lost(lake):
-    lake.write_files("embeddings", "good", [_emb("good", ["a"])])
+    lake.stage("embeddings", "good", _emb("good", ["a"]))
+    lake.commit_files("embeddings", "good")
     bad = pa.table({"run_id": ["bad"], "sample_id": ["b"], "vector": pa.array([["oops"]])})
     base = lake.staging_dir("embeddings", "bad")
     lake._fs.create_dir(base, recursive=True)

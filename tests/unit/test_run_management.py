@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from brain import index, runs
+from brain import index, runs, sql
 from jobs.cli import main as brain_main
 
 
@@ -27,13 +27,13 @@ def test_rename_moves_the_key_everywhere_and_refuses_an_existing_key(lake, capsy
     with runs.track(lake, brain_key="knn", method="neighbors", dataset="d", config={}):
         pass
     with runs.track(lake, brain_key="u", method="uniqueness", dataset="d", config={}, input_key="knn") as run:
-        run.rows_written["uniqueness"] = lake.write_files("uniqueness", run.run_id, [_scores(run.run_id, "u")])
+        run.write("uniqueness", _scores(run.run_id, "u"))
     with runs.track(lake, brain_key="taken", method="uniqueness", dataset="d", config={}):
         pass
     with pytest.raises(ValueError, match="brain key 'taken' already exists"):
         runs.rename_run(lake, "u", "taken")
     assert runs.rename_run(lake, "u", "u2") == [run.run_id]
-    assert set(lake.read("uniqueness")["brain_key"].to_pylist()) == {"u2"}
+    assert sql.query(lake, "SELECT DISTINCT brain_key FROM uniqueness")["brain_key"].to_pylist() == ["u2"]
     assert runs.get_run(lake, "u2")["run_id"] == run.run_id
     with pytest.raises(runs.RunNotFoundError):
         runs.get_run(lake, "u")
@@ -54,7 +54,7 @@ def test_load_results_by_method(lake):
     _, ids = index.search(loaded, vectors[2:3], 1, metric="cosine")
     assert ids[0, 0] == 2
     with runs.track(lake, brain_key="u", method="uniqueness", dataset="d", config={}) as run:
-        lake.write_files("uniqueness", run.run_id, [_scores(run.run_id, "u", 3)])
+        run.write("uniqueness", _scores(run.run_id, "u", 3))
     assert runs.load_results(lake, "u").to_pandas()["sample_id"].tolist() == ["s0", "s1", "s2"]
     with runs.track(lake, brain_key="x", method="custom", dataset="d", config={}):
         pass
