@@ -30,7 +30,7 @@ class RayConf(_Section):
 
 
 class SparkConf(_Section):
-    master: str = "local[*]"
+    master: str = "local[*]"  # a local session on every core; spark://, k8s://, yarn for a cluster
     app_name: str = "lakebrain"
     conf: dict[str, str] = Field(default_factory=dict)
 
