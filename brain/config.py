@@ -13,6 +13,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from brain.methods import duplicates as duplicates_method
+from brain.methods import uniqueness as uniqueness_method
+
 DEFAULT_CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 
 
@@ -96,7 +99,8 @@ class NeighborsConf(_Section):
 class UniquenessConf(_Section):
     brain_key: str = "uniqueness"
     neighbors_key: str = "knn"
-    weights: list[float] = Field(default_factory=lambda: [0.6, 0.3, 0.1])
+    weights: list[float] = Field(default_factory=lambda: list(uniqueness_method.DEFAULT_WEIGHTS),
+                                 description="weights of the nearest neighbors' distances (brain.methods.uniqueness)")
 
     @field_validator("weights")
     @classmethod
@@ -172,8 +176,10 @@ class DuplicatesConf(_Section):
     thresh: float | None = Field(None, ge=0)  # embedding distance; None: see brain.methods.duplicates
     fraction: float | None = Field(None, gt=0, lt=1)  # or: the threshold making this fraction duplicates
     verify: bool = True  # candidates confirmed on aligned pixels (brain.methods.duplicates.aligned_similarity)
-    candidate_thresh: float = Field(0.5, ge=0)  # verify: embedding distance of the candidate pairs
-    min_ncc: float = Field(0.92, ge=-1, le=1)  # verify: aligned correlation of a duplicate
+    candidate_thresh: float = Field(duplicates_method.CANDIDATE_THRESH, ge=0,
+                                    description="verify: embedding distance of the candidate pairs")
+    min_ncc: float = Field(duplicates_method.MIN_NCC, ge=-1, le=1,
+                           description="verify: aligned normalised cross-correlation of a duplicate")
     max_iterations: int = Field(100, ge=1)  # label propagation rounds (≥ the largest group's diameter)
 
 
