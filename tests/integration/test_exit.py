@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import ROOT, local_conf, write_image_folder
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -91,26 +91,20 @@ NO_CONF = {"models"}
 
 
 @pytest.fixture(scope="module")
-def tiny_lake(tmp_path_factory):
-    """A lake on which every verb above succeeds (images ingested, embedded, kNN, predictions), and a
-    lake with one table of many files for the early-stopping SQL."""
+def tiny_lake(tmp_path_factory, small_pipeline):
+    """A copy of the session's small pipeline (+ predictions, so every verb above succeeds) and a lake
+    with one table of many files for the early-stopping SQL."""
     root = tmp_path_factory.mktemp("exit")
-    images = root / "images"
-    write_image_folder(images, per_class=8, size=16)
-    conf = local_conf(root / "lake")
-    conf.ingest.source = str(images)
-    conf.neighbors.k = 3
+    mine = small_pipeline.copy(root / "lake")
+    conf = mine.conf
     conf.familiarity.reduced_dims, conf.familiarity.gaussian_count = 4, 2
     conf.comparison.folds = 2
     conf_file = root / "conf.yaml"
     conf_file.write_text(yaml.safe_dump(conf.model_dump()))
-    for verb in ("ingest", "embed", "neighbors", "linear-probe"):
-        _assert_exit_0(_brain(conf_file, verb, []))
-    from brain.lake import Lake
-
-    sample_id = Lake(conf.lake).read("samples", columns=["sample_id"])["sample_id"][0].as_py()
+    _assert_exit_0(_brain(conf_file, "linear-probe", []))
+    sample_id = mine.lake.read("samples", columns=["sample_id"])["sample_id"][0].as_py()
     write_wide_table(root / "wide-lake")
-    return conf_file, {"images": str(images), "sample_id": sample_id, "wide": str(root / "wide-lake")}, root
+    return conf_file, {"images": str(mine.images), "sample_id": sample_id, "wide": str(root / "wide-lake")}, root
 
 
 def _env() -> dict[str, str]:
@@ -133,7 +127,7 @@ def test_a_library_script_exits_0_every_time(tiny_lake):
     script = root / "library_script.py"
     script.write_text(LIBRARY_SCRIPT)
     for attempt in range(REPEATS):
-        done = subprocess.run([sys.executable, str(script), str(root / f"script-lake-{attempt % 3}"),
+        done = subprocess.run([sys.executable, str(script), str(root / f"script-lake-{attempt}"),
                                values["images"], values["wide"]], cwd=root, env=_env(),
                               capture_output=True, text=True, timeout=300)
         _assert_exit_0(done, f"attempt {attempt}")

@@ -7,33 +7,19 @@ import json
 import numpy as np
 import pyarrow.compute as pc
 import pytest
-from tests.conftest import add_bad_files, local_conf, write_image_folder
 
 from brain import runs, sql
-from jobs.cli import main as brain_main
-from brain.config import IngestConf
 from brain.lake import Lake
+from jobs.cli import main as brain_main
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, ray_session, spark):
-    from jobs import embed, ingest, neighbors, uniqueness
-
-    root = tmp_path_factory.mktemp("pipeline")
-    images = root / "images"
-    write_image_folder(images, per_class=15)
-    bad = add_bad_files(images)
-    conf = local_conf(root / "lake", ingest=IngestConf(source=str(images)))
-    conf.neighbors.k = 5
-    run_ids = {
-        "ingest": ingest.run(conf),
-        "embeddings": embed.run(conf),
-        "neighbors": neighbors.run(conf),
-        "uniqueness": uniqueness.run(conf),
-    }
-    return Lake(conf.lake), conf, bad, run_ids
+def pipeline(tmp_path_factory, small_pipeline):
+    """The session's small pipeline in a lake of this module's own (its tests add and delete runs)."""
+    mine = small_pipeline.copy(tmp_path_factory.mktemp("pipeline") / "lake")
+    return mine.lake, mine.conf, mine.bad, mine.run_ids
 
 
 def _uniqueness_by_uri(lake: Lake) -> dict[str, float]:
