@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, get_args
 
 from brain.config import Conf, ConfError, load_conf
 
@@ -50,14 +50,14 @@ class Job:
     name: str  # the `brain` verb
     engine: Engine
     help: str
-    reads: tuple[str, ...]  # lake tables and run methods it reads
+    reads: tuple[str, ...]  # lake tables it reads (schemas.TABLES names)
     writes: tuple[str, ...]  # lake tables it writes
     run: Callable[[Conf], str]
     options: tuple[Option, ...] = ()
     report: Callable[[Conf, str], None] | None = None  # prints a summary after the run succeeded
 
     def __post_init__(self):
-        if self.engine not in ("ray", "spark", "driver"):
+        if self.engine not in get_args(Engine):
             raise ValueError(f"job {self.name!r}: engine must be ray, spark or driver, not {self.engine!r}")
 
     @property
