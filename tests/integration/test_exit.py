@@ -114,7 +114,7 @@ def _env() -> dict[str, str]:
 def _brain(conf_file: Path, verb: str, args: list[str], values: dict | None = None) -> subprocess.CompletedProcess:
     args = [a.format(**(values or {})) for a in args]
     conf_args = [] if verb in NO_CONF else ["--conf", str(conf_file)]
-    return subprocess.run([sys.executable, "-m", "jobs.cli", verb, *args, *conf_args], cwd=ROOT, env=_env(),
+    return subprocess.run([sys.executable, "-m", "jobs.cli", verb, *conf_args, *args], cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=600)
 
 
