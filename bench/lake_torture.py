@@ -164,27 +164,31 @@ def main() -> None:
     def spawn(i: int, rounds: int) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, __file__, "--writer", str(i), "--rounds", str(rounds),
                                  "--lake", lake.uri, "--journal", str(work / f"w{i}.jsonl"),
-                                 "--vectors", str(work)], env=env, stderr=subprocess.DEVNULL)
+                                 "--vectors", str(work)], env=env, stderr=(work / f"w{i}.err").open("a"))
 
     procs = {i: spawn(i, args.rounds) for i in range(args.writers)}
     rng = random.Random(1)
-    kills, killed_pids = 0, []
+    kills = 0
+    def in_flight(i: int) -> bool:  # its journal's last line starts a job: the kill lands mid-run
+        journal = work / f"w{i}.jsonl"
+        lines = journal.read_text().splitlines() if journal.exists() else []
+        return bool(lines) and json.loads(lines[-1])["event"] == "start"
+
     while any(p.poll() is None for p in procs.values()):
-        time.sleep(rng.uniform(1.0, 4.0))
-        alive = [i for i, p in procs.items() if p.poll() is None]
-        if kills < args.kills and alive:
-            victim = rng.choice(alive)
+        time.sleep(rng.uniform(0.5, 2.0))
+        busy = [i for i, p in procs.items() if p.poll() is None and in_flight(i)]
+        if kills < args.kills and busy:
+            victim = rng.choice(busy)
+            time.sleep(rng.uniform(0.0, 0.5))
             procs[victim].send_signal(signal.SIGKILL)
             procs[victim].wait()
-            killed_pids.append(procs[victim].pid)
             kills += 1
             journal = work / f"w{victim}.jsonl"
-            done = sum(1 for line in journal.read_text().splitlines() if json.loads(line)["event"] == "start") \
-                if journal.exists() else 0
+            done = sum(1 for line in journal.read_text().splitlines() if json.loads(line)["event"] == "start")
             if args.rounds - done > 0:
                 procs[victim] = spawn(victim, args.rounds - done)
     wall = time.perf_counter() - started
-    failed_writers = sum(1 for p in procs.values() if p.returncode not in (0, None))
+    failed_writers = sum(1 for p in procs.values() if p.returncode not in (0, -signal.SIGKILL))
     # Every key is touched once more after the abandonment delay: killed runs must end abandoned.
     time.sleep(POLICY["abandon_after_s"] + 1)
     conf = writer_conf(lake.uri)
@@ -236,7 +240,7 @@ def main() -> None:
     statuses = collections.Counter(r["status"] for r in rows)
     print(f"lake: {lake.uri}")
     print(f"{args.writers} writers x {args.rounds} rounds, {kills} killed with SIGKILL, {failed_writers} writer "
-          f"processes exited non-zero; {len(rows)} runs: {dict(statuses)}; {reader.polls} reader polls; "
+          f"processes failed (stderr in {work}/w*.err); {len(rows)} runs: {dict(statuses)}; {reader.polls} reader polls; "
           f"{commits} Delta commits in {wall:.1f} s")
     for kind in ("reader_doubled", "reader_partial", "reader_errors", "multi_current", "stuck", "lost", "orphans"):
         print(f"  {kind:15s} {anomalies[kind]}")

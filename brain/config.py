@@ -8,12 +8,11 @@ fields whatever runs them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from brain.methods import duplicates as duplicates_method
 from brain.methods import uniqueness as uniqueness_method
 
 DEFAULT_CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
@@ -57,6 +56,8 @@ class ModelsConf(_Section):
     weights_dir: str | None = None  # searched before torch's cache; None: $BRAIN_WEIGHTS_DIR
     num_threads: int | None = None  # torch threads per model actor; None: torch's default
     input_size: int | None = None  # None: the model's own (224 for the zoo's classifiers)
+    skip_requirements: bool = Field(False, description="build zoo models without first checking that their packages "
+                                                       "import (FiftyOne's error_level)")
 
 
 class ApplyModelConf(_Section):
@@ -64,7 +65,9 @@ class ApplyModelConf(_Section):
     model: str | None = None  # a zoo name or a TorchScript/ONNX file (see `brain models list`)
     classes: list[str] | None = None  # class names of a TorchScript/ONNX classifier, in logit order
     store_logits: bool = True
-    confidence_thresh: float = Field(0.5, ge=0, le=1)  # detectors: keep detections at least this confident
+    confidence_thresh: float | None = Field(None, ge=0, le=1, description=(
+        "classifiers: a label less confident than this is stored as null (its logits are kept); detectors: keep "
+        "detections at least this confident. None: every label, and detections of confidence >= 0.5"))
     batch_size: int = Field(64, ge=1)
     shard_size: int = Field(1024, ge=1)
     resume: bool = False
@@ -125,10 +128,11 @@ class LabelQualityConf(_Section):
 
 
 class WalkthroughConf(_Section):
+    """The label-mistake walkthrough; its model's folds are the linear_probe section's."""
+
     dataset: str = "digits_noisy"
     noise_fraction: float = Field(0.2, ge=0, lt=1)
     seed: int = 0
-    folds: int = Field(5, ge=2)
 
 
 class ScanConf(_Section):
@@ -169,18 +173,38 @@ class RegisterEmbeddingsConf(_Section):
     samples_column: str | None = None  # a list<float> column of samples, or a field of samples.attributes
 
 
+class RegisterPredictionsConf(_Section):
+    brain_key: str = Field("predictions", description="brain key of the predictions run")
+    file: str | None = Field(None, description=".parquet or .csv (one row per sample), or a .npy of logits [N, C] "
+                                               "with ids_file")
+    ids_file: str | None = Field(None, description="for .npy: one sample id (or uri) per line, in row order")
+    classes: list[str] | None = Field(None, description="class names in logit order (or give classes_file)")
+    classes_file: str | None = Field(None, description="a text file, one class name per line, in logit order")
+    id_column: str = Field("sample_id", description="column of lake sample ids (or give uri_column's)")
+    uri_column: str = Field("uri", description="column of image uris, used when the file has no id_column")
+
+
+class LinearProbeConf(_Section):
+    brain_key: str = Field("predictions", description="brain key of the predictions run it writes")
+    embeddings_key: str = Field("embeddings", description="embeddings run it trains on (with samples.label)")
+    folds: int = Field(5, ge=2, description="cross-validation folds: every sample is predicted out of fold")
+
+
 class DuplicatesConf(_Section):
     brain_key: str = "duplicates"
     neighbors_key: str = "knn"
     method: Literal["near", "exact"] = "near"  # exact: equal content hashes
-    thresh: float | None = Field(None, ge=0)  # embedding distance; None: see brain.methods.duplicates
+    grouping: Literal["greedy", "components"] = "greedy"  # greedy: FiftyOne's kept set (brain.methods.duplicates)
+    thresh: float | None = Field(None, ge=0)  # embedding distance, no verification; None: verified candidates
     fraction: float | None = Field(None, gt=0, lt=1)  # or: the threshold making this fraction duplicates
-    verify: bool = True  # candidates confirmed on aligned pixels (brain.methods.duplicates.aligned_similarity)
-    candidate_thresh: float = Field(duplicates_method.CANDIDATE_THRESH, ge=0,
-                                    description="verify: embedding distance of the candidate pairs")
-    min_ncc: float = Field(duplicates_method.MIN_NCC, ge=-1, le=1,
-                           description="verify: aligned normalised cross-correlation of a duplicate")
-    max_iterations: int = Field(100, ge=1)  # label propagation rounds (≥ the largest group's diameter)
+    verify: bool = True  # candidates confirmed on pixels (brain.methods.near_duplicates)
+    verifier: Literal["geometric", "aligned"] = "geometric"  # aligned: the previous shift/rescale correlation
+    candidate_thresh: float = Field(0.5, ge=0)  # verify: embedding distance of the candidate pairs
+    descriptor_thresh: float = Field(0.6, ge=0)  # geometric: blurred-thumbnail distance of the candidate pairs
+    min_corr: float = Field(0.95, ge=-1, le=1)  # geometric: correlation after alignment of a duplicate
+    min_ncc: float = Field(0.92, ge=-1, le=1)  # aligned: aligned correlation of a duplicate
+    flips: bool = False  # geometric: horizontal mirror images count as duplicates
+    verify_batch: int = Field(256, ge=1)  # candidate pairs per Arrow batch on the workers
 
 
 class UniqueConf(_Section):
@@ -193,6 +217,9 @@ class UniqueConf(_Section):
 class LeaksConf(_Section):
     brain_key: str = "leaks"
     duplicates_key: str = "duplicates"
+    thresh: float | None = Field(None, ge=0)  # only duplicates this close to their kept sample; None: all
+    split_field: str = "split"  # a samples column or attributes.FIELD naming each sample's split
+    splits: list[str] | dict[str, list[str]] | None = None  # names of split_field to compare, or {split: [ids]}
 
 
 class FamiliarityConf(_Section):
@@ -209,6 +236,10 @@ class FamiliarityConf(_Section):
     max_fit_samples: int = Field(100_000, ge=2)  # fit on a random sample of at most this many rows
     seed: int = 0
     extremes_count: int = Field(10, ge=1)  # most/least familiar samples kept per label
+    strategy: str | None = Field(None, description=(
+        "your density model by import path (my_pkg.density:MyDensity; its package folder in code_paths): "
+        "fit/score, plus save(file) and a classmethod load(file), as it is stored without pickle. None: PCA + GMM"))
+    strategy_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the strategy")
 
 
 class ComparisonConf(_Section):
@@ -226,11 +257,21 @@ class VisualizationConf(_Section):
     max_fit_samples: int = Field(50_000, ge=5)  # fit the map on this many; place the rest in parallel
     seed: int = 0
     shards: int = Field(4, ge=1)  # Ray tasks placing the rows outside the fit sample
+    where: str | None = Field(None, description="SQL condition over samples: map only that subset "
+                                                "(FiftyOne's use_view), e.g. \"split = 'test'\"")
+    points: str | None = Field(None, description="precomputed 2-D/3-D coordinates to register instead of computing "
+                                                 "a map: .parquet (sample_id, points: list of 2|3 floats) or .npy "
+                                                 "[N, 2|3] with points_ids (FiftyOne's points=)")
+    points_ids: str | None = Field(None, description="for a .npy points file: one sample id per line, in row order")
 
 
 class Conf(_Section):
     lake: str = "lake"  # a relative folder is taken from the working directory
     dataset: str = "default"
+    code_paths: list[str] = Field(default_factory=list, description=(
+        "package folders of your own code named by import path (embed.model=my_pkg.models:MyNet, "
+        "familiarity.strategy=my_pkg.density:MyDensity: give my_pkg/): put on the driver's sys.path, shipped to "
+        "the Ray workers when the job starts or joins Ray (runtime_env py_modules) and to Spark (addPyFile)"))
     ray: RayConf = Field(default_factory=RayConf)
     spark: SparkConf = Field(default_factory=SparkConf)
     ingest: IngestConf = Field(default_factory=IngestConf)
@@ -246,6 +287,8 @@ class Conf(_Section):
     apply_model: ApplyModelConf = Field(default_factory=ApplyModelConf)
     patches: PatchesConf = Field(default_factory=PatchesConf)
     register_embeddings: RegisterEmbeddingsConf = Field(default_factory=RegisterEmbeddingsConf)
+    register_predictions: RegisterPredictionsConf = Field(default_factory=RegisterPredictionsConf)
+    linear_probe: LinearProbeConf = Field(default_factory=LinearProbeConf)
     duplicates: DuplicatesConf = Field(default_factory=DuplicatesConf)
     unique: UniqueConf = Field(default_factory=UniqueConf)
     leaks: LeaksConf = Field(default_factory=LeaksConf)

@@ -52,12 +52,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyarrow.dataset import field as pads_field
 
 import brain
 from brain.config import RunsConf
@@ -604,31 +602,7 @@ def vacuum(lake: Lake, *, retention_hours: float, dry_run: bool = False,
     return report
 
 
-# -- loading a run's outputs -------------------------------------------------------------------------
-def _result_rows(table: str) -> Callable[[Lake, dict[str, Any]], pa.Table]:
-    def load(lake: Lake, run: dict[str, Any]) -> pa.Table:
-        return lake.read(table, filter=pads_field("run_id") == run["run_id"])
-    return load
-
-
-def _faiss_index(lake: Lake, run: dict[str, Any]) -> list:
-    """A kNN run's index shards (``index-<i>.faiss``, as many as ``index.json`` says); search them
-    together with :func:`brain.index.search`."""
-    from brain import index
-
-    meta = json.loads(lake.read_artifact(run["run_id"], "index.json"))
-    return [index.deserialize(np.frombuffer(lake.read_artifact(run["run_id"], f"index-{i}.faiss"), dtype=np.uint8))
-            for i in range(meta["shards"])]
-
-
-# What load_results returns, by run method; add an entry for a new method.
-LOADERS: dict[str, Callable[[Lake, dict[str, Any]], Any]] = {
-    "embeddings": _result_rows("embeddings"),
-    "neighbors": _faiss_index,
-    "uniqueness": _result_rows("uniqueness"),
-}
-
-
+# -- reading a run's outputs (brain.results.load_results loads them by method) ------------------------
 def readable_run(lake: Lake, key: str) -> dict[str, Any]:
     """The run a reader means by ``key``: that run for a run id, else the key's current run.
 
@@ -642,22 +616,6 @@ def readable_run(lake: Lake, key: str) -> dict[str, Any]:
             return snapshot.get(key)
         except RunNotFoundError:
             raise RunNotFoundError(f"no run with key or id {key!r} in {lake.uri}") from None
-
-
-def load_results(lake: Lake, key: str) -> Any:
-    """The outputs of ``key``'s current run (or of the run with that id).
-
-    Arrow tables of its rows for table-producing methods, the FAISS index for a kNN
-    (``neighbors``) run; see :data:`LOADERS`.
-    """
-    run = readable_run(lake, key)
-    if run["status"] not in ("succeeded", "superseded") or run["purged_at"] is not None:
-        raise ValueError(f"run {run['run_id']} ({key!r}) is {run['status']}: it has no results to load")
-    try:
-        loader = LOADERS[run["method"]]
-    except KeyError:
-        raise ValueError(f"no results loader for method {run['method']!r}; known: {sorted(LOADERS)}") from None
-    return loader(lake, run)
 
 
 def load_view(lake: Lake, key: str) -> pa.Table:

@@ -320,6 +320,16 @@ VISUALIZATION = pa.schema(
     ]
 )
 
+SIMILARITY_VIEWS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("brain_key", pa.string()),
+        ("sample_id", pa.string()),
+        ("rank", pa.int32()),  # 0 = the nearest (the farthest for a reverse query)
+        ("distance", pa.float64()),  # to the query, in the kNN run's metric
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "samples": SAMPLES,
     "embeddings": EMBEDDINGS,
@@ -343,6 +353,7 @@ TABLES: dict[str, pa.Schema] = {
     "familiarity_extremes": FAMILIARITY_EXTREMES,
     "familiarity_comparison": FAMILIARITY_COMPARISON,
     "visualization": VISUALIZATION,
+    "similarity_views": SIMILARITY_VIEWS,
 }
 
 # Tables whose rows belong to one run: SQL shows the current runs' rows; vacuum removes the others'.

@@ -5,6 +5,7 @@
 
 Rows: run_id, sample_id, label, confidence, logits (classifiers, when `store_logits`),
 detections (detectors: label, bbox [x, y, w, h] relative, confidence ≥ `confidence_thresh`).
+A classifier's label less confident than `confidence_thresh` is stored as null (as FiftyOne does).
 Hardness and mistakenness read these rows by run (`brain runs info <brain_key>`).
 """
 
@@ -30,9 +31,10 @@ def run(conf: Conf) -> str:
     extra = {"classes": cfg.classes} if cfg.classes else {}
     kwargs = model_kwargs(conf, cfg.model, cfg.batch_size, **extra)
     model = get_model(cfg.model, **kwargs)
-    if model.task == "detection":
+    detector = model.task == "detection"
+    if detector and cfg.confidence_thresh is not None:
         kwargs["confidence_thresh"] = cfg.confidence_thresh
-    elif not model.has_logits:
+    elif not detector and not model.has_logits:
         raise ValueError(f"model {model.name!r} does not predict classes (task {model.task!r}): set apply_model.model "
                          "to a zoo classifier or detector (`brain models list`), or a TorchScript/ONNX classifier "
                          "with apply_model.classes")
@@ -44,7 +46,8 @@ def run(conf: Conf) -> str:
     return run_pipeline(conf, PipelineSpec(
         table="predictions", brain_key=cfg.brain_key, method="predictions", items=samples, model_name=cfg.model,
         model_kwargs=kwargs, shard_size=cfg.shard_size, resume=cfg.resume,
-        options=dict(store_logits=cfg.store_logits), finish=save_classes,
+        options=dict(store_logits=cfg.store_logits, label_thresh=None if detector else cfg.confidence_thresh),
+        finish=save_classes,
         settings=dict(model=cfg.model, kwargs=kwargs, shard_size=cfg.shard_size, store_logits=cfg.store_logits)))
 
 

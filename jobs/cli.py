@@ -1,7 +1,7 @@
 """The ``brain`` command: run jobs, manage runs, query the lake with SQL.
 
 The job verbs (``brain embed``, ...) and ``brain submit JOB`` come from the jobs' own
-declarations (``jobs.registry``); the other commands (sql, runs, lake, similar, plot, models)
+declarations (``jobs.registry``); the other commands (sql, runs, lake, results, similar, plot, models)
 read the lake without an engine, and a command line that names one of them does not
 import the job modules at all.
 """
@@ -22,7 +22,7 @@ from jobs.console import make_console, print_table
 from jobs.registry import USER_ERRORS, Job, add_conf_args, exit_process, load_jobs
 
 # Commands of the `brain` tool that are not jobs.
-TOOL_COMMANDS = ("submit", "plot", "runs", "lake", "models", "sql", "similar")
+TOOL_COMMANDS = ("submit", "plot", "runs", "lake", "results", "models", "sql", "similar")
 
 def _lake(args):
     from brain.lake import Lake
@@ -127,6 +127,24 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _cmd_results(args) -> int:
+    """A run's results as rows (what brain.results.load_results returns, as a table)."""
+    from brain import results
+
+    loaded = results.load_results(_lake(args), args.key)
+    if isinstance(loaded, dict):  # several tables: pick one
+        if args.table not in loaded:
+            raise ConfError(f"run {args.key!r} has tables {sorted(loaded)}: choose one with --table")
+        loaded = loaded[args.table]
+    elif isinstance(loaded, results.PredictionsResults):
+        loaded = loaded.rows
+    elif isinstance(loaded, results.FamiliarityResults):
+        loaded = loaded.extremes if args.table == "familiarity_extremes" else loaded.scores
+    elif not isinstance(loaded, pa.Table):
+        raise ConfError(f"run {args.key!r} holds a FAISS index, not rows: query it with `brain similar --key {args.key}`")
+    return _write_result(loaded, args.format, args.out)
+
+
 def _cmd_sql(args) -> int:
     lake = _lake(args)
     if args.engine == "spark":
@@ -147,12 +165,14 @@ def _cmd_similar(args) -> int:
     import numpy as np
 
     from brain.similarity import similar
+    from jobs.engines import use_code_paths
 
     vector = None
     if args.vector:
         vector = np.load(args.vector) if args.vector.endswith(".npy") else np.loadtxt(args.vector, delimiter=",")
-    table = similar(_lake(args), args.key, sample_id=args.id, vector=vector, k=args.k, reverse=args.reverse,
-                    where=args.where)
+    use_code_paths(load_conf(args.conf, args.overrides))  # a user model's text tower is imported here
+    table = similar(_lake(args), args.key, sample_id=args.id, vector=vector, text=args.text, k=args.k,
+                    reverse=args.reverse, where=args.where, save_as=args.save_as)
     return _write_result(table, args.format, args.out)
 
 
@@ -243,6 +263,13 @@ def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
     vac.add_argument("--dry-run", action="store_true", help="say what would be removed")
     lake_p.set_defaults(func=_cmd_lake)
 
+    res_p = with_conf(sub.add_parser("results", help="a run's results (FiftyOne's load_brain_results) as rows"))
+    res_p.add_argument("key", help="brain key (its current run) or run id")
+    res_p.add_argument("--table", help="for runs that write several tables (mistakenness, familiarity, ...): which")
+    res_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
+    res_p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    res_p.add_argument("--out", help="file to write (csv/json default to stdout)")
+    res_p.set_defaults(func=_cmd_results)
     sql_p = with_conf(sub.add_parser("sql", help="SQL over the lake's tables"))
     sql_p.add_argument("query")
     sql_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
@@ -253,14 +280,17 @@ def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
                        help="tables hold every stored run's rows, not only the current runs' (as TABLE_history does)")
     sql_p.set_defaults(func=_cmd_sql)
 
-    sim = with_conf(sub.add_parser("similar", help="the samples nearest a sample or a vector"))
+    sim = with_conf(sub.add_parser("similar", help="the samples nearest some samples, a vector or a text prompt"))
     sim.add_argument("--key", default="knn", help="brain key of the kNN run whose index to query")
     query = sim.add_mutually_exclusive_group(required=True)
-    query.add_argument("--id", help="sample id of the query")
+    query.add_argument("--id", action="append", help="sample id of the query; repeat for the mean of several")
     query.add_argument("--vector", help="a .npy file or a comma-separated text file holding the query vector")
+    query.add_argument("--text", help="a prompt, embedded by the text tower of the index's model (CLIP)")
     sim.add_argument("-k", type=int, default=15)
     sim.add_argument("--reverse", action="store_true", help="the least similar samples instead")
     sim.add_argument("--where", help="SQL condition over samples restricting the results, e.g. \"split = 'test'\"")
+    sim.add_argument("--save-as", metavar="KEY", help="also save the result as a view run (SQL: similarity_views; "
+                                                      "`brain runs` and load_view read it)")
     sim.add_argument("--lake", help="lake folder or URI (default: the config's)")
     sim.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     sim.add_argument("--out", help="file to write (csv/json default to stdout)")

@@ -26,7 +26,7 @@ from brain import runs, vectors
 from brain.config import Conf
 from brain.lake import Lake
 from brain.methods import familiarity as fam
-from jobs.familiarity import density_params
+from jobs.familiarity import density_options
 from jobs.registry import Job, Option
 
 log = logging.getLogger("jobs.comparison")
@@ -50,7 +50,7 @@ def run(conf: Conf) -> str:
             run.metrics[f"{role}_samples"] = float(rows.num_rows)
         (fit_rows, fit_x), (predict_rows, predict_x) = chosen["fit"], chosen["predict"]
         labelled = fit_rows["label"].null_count == 0 and predict_rows["label"].null_count == 0
-        options = dict(folds=cfg.folds, seed=fcfg.seed, **density_params(fcfg))
+        options = dict(folds=cfg.folds, seed=fcfg.seed, **density_options(fcfg, seed=False))
         fit_labels, predict_labels = (rows["label"].to_numpy(zero_copy_only=False).astype(str)
                                       for rows in (fit_rows, predict_rows))
         try:

@@ -72,7 +72,8 @@ def run(conf: Conf) -> str:
     stage("kNN graph (FAISS on Ray)", lambda: neighbors.run(conf))
     run_id = stage("uniqueness (Spark)", lambda: uniqueness.run(conf))
     # Digits are 8×8: their thumbnails all lie within cosine distance 0.2 of each other, so the demo
-    # verifies on pixels only the closest candidate pairs (≤ 0.05), not every pair ≤ the default 0.5.
+    # takes as embedding candidates only the closest pairs (≤ 0.05), not every pair ≤ the default 0.5;
+    # the blurred-thumbnail candidates (5 per sample) are verified as usual.
     dup_conf = conf.model_copy(update={"duplicates": conf.duplicates.model_copy(update={"candidate_thresh": 0.05})})
     stage("near-duplicates (Spark)", lambda: duplicates.run(dup_conf))
     console.print("  " + line(lake, "SELECT count(*) AS duplicates, count(DISTINCT group_id) AS groups "
@@ -86,7 +87,7 @@ def run(conf: Conf) -> str:
 
     probe = stage("predictions with logits: logistic regression, out of fold", lambda: linear_probe.run(conf))
     console.print(f"  out-of-fold accuracy {dict(runs.get_run(lake, probe)['metrics'])['oof_accuracy']:.3f}; "
-                  f"rows in `predictions` under brain key {conf.apply_model.brain_key!r}")
+                  f"rows in `predictions` under brain key {conf.linear_probe.brain_key!r}")
 
     walk = stage(f"label-mistake walkthrough ({conf.walkthrough.noise_fraction:.0%} of labels flipped, "
                  f"dataset {conf.walkthrough.dataset!r})", lambda: walkthrough.run(conf))

@@ -1,14 +1,20 @@
-"""Duplicates job on Spark: near-duplicate groups over a kNN run, or exact duplicates by content hash.
+"""Duplicates job on Spark: near-duplicates over a kNN run, or exact duplicates by content hash.
 
-near (math in brain.methods.duplicates):
-    neighbors (this run) → edges (sample, neighbour, distance ≤ t) within the dataset, each pair once
-      → [verify] both images decoded, aligned correlation ≥ min_ncc (mapInArrow)
-      → connected components by min-label propagation in Spark SQL, iterated until no label changes
-      → one row per duplicate: kept = its group's lowest sample id, distance to its nearest member
+near, default (math in brain.methods.duplicates and brain.methods.near_duplicates):
+    candidates = neighbors (this run) with embedding distance ≤ candidate_thresh
+               ∪ kNN of the blurred-thumbnail descriptor (computed on the workers from the images,
+                 FAISS on the driver) with distance ≤ descriptor_thresh; each pair once (a < b)
+      → verification on the workers (mapInArrow, batches of verify_batch pairs sorted by their first
+        image, each image decoded once per batch): similarity transform + correlation ≥ min_corr
+        (verifier=geometric) or the aligned correlation ≥ min_ncc (verifier=aligned)
+      → the passed pairs, distance 1 − correlation, collected to the driver
+      → grouping (greedy kept set, or components) in sample-id order at 1 − min_corr
+      → one row per duplicate: kept_sample_id, distance to the kept sample (greedy)
+near with thresh or fraction (no verification): the neighbors' edges ≤ thresh, grouped the same way.
 exact:
     samples (this dataset) grouped by content_hash → groups of two or more, kept = lowest sample id
 
-Rows go to `duplicates` (Parquet in staging, one Delta commit). With ``fraction`` the
+The run's metrics: candidates (pairs verified), passed, groups, thresh. With ``fraction`` the
 threshold comes from the minimum spanning forest of the graph's short edges, on the
 driver: edges longer than the (2·fraction)-quantile of nearest-neighbour distances
 cannot matter (each sample's nearest edge is in the forest, so ⌈f·N⌉ forest edges
@@ -26,90 +32,127 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from brain import images, runs
-from brain.config import Conf
+from brain.config import Conf, DuplicatesConf
 from brain.lake import Lake
 from brain.methods import duplicates as dup
+from brain.methods import near_duplicates
 from brain.schemas import fields_of
 from jobs.registry import Job
 
 log = logging.getLogger("jobs.duplicates")
 
-
-# Candidate pairs (sample ids a < b) and their embedding distance, as verified() yields them.
+# Candidate pairs (sample ids a < b), their embedding distance and whether they passed verification.
 PAIRS = pa.schema([fields_of("duplicates", "sample_id")[0].with_name(end) for end in ("a", "b")]
-                  + fields_of("duplicates", "distance"))
+                  + fields_of("duplicates", "distance") + [pa.field("passed", pa.bool_())])
 
 
-def verified(batches: Iterator[pa.RecordBatch], min_ncc: float) -> Iterator[pa.RecordBatch]:
-    """(a, b, distance, uri_a, uri_b) → the pairs whose aligned correlation is ≥ min_ncc."""
+def descriptor_batches(batches: Iterator[pa.RecordBatch], flips: bool) -> Iterator[pa.RecordBatch]:
+    """(sample_id, uri) → (sample_id, descriptor[, mirrored]): the blurred thumbnails of the decoded images."""
     for batch in batches:
         cols = batch.to_pydict()
-        keep = [dup.aligned_similarity(images.load(ua), images.load(ub)) >= min_ncc
-                for ua, ub in zip(cols["uri_a"], cols["uri_b"])]
-        yield batch.select(["a", "b", "distance"]).filter(pa.array(keep, pa.bool_()))
+        decoded = [images.load(uri) for uri in cols["uri"]]
+        out = {"sample_id": pa.array(cols["sample_id"], pa.string()),
+               "descriptor": pa.array(list(near_duplicates.blurred_thumbnails(decoded)), pa.list_(pa.float32()))}
+        if flips:
+            out["mirrored"] = pa.array(list(near_duplicates.blurred_thumbnails([img[:, ::-1] for img in decoded])),
+                                       pa.list_(pa.float32()))
+        yield pa.RecordBatch.from_pydict(out)
 
 
-def components(spark, edges, max_iterations: int):
-    """(id, label) for every node of the undirected ``edges`` (a, b): label = the component's least id."""
-    from pyspark.sql import functions as F
+def verified_batches(batches: Iterator[pa.RecordBatch], cfg: DuplicatesConf) -> Iterator[pa.RecordBatch]:
+    """(a, b, uri_a, uri_b) → (a, b, distance = 1 − correlation, passed), every candidate pair."""
+    verifier = near_duplicates.Verifier(min_corr=cfg.min_corr, flips=cfg.flips) if cfg.verifier == "geometric" else None
+    for batch in batches:
+        cols = batch.to_pydict()
+        loaded: dict[str, object] = {}
 
-    both = edges.select("a", "b").union(edges.select(F.col("b").alias("a"), F.col("a").alias("b"))).cache()
-    labels = both.select(F.col("a").alias("id")).distinct().withColumn("label", F.col("id")).localCheckpoint()
-    for rounds in range(1, max_iterations + 1):
-        offered = (both.join(labels, both.b == labels.id).groupBy(both.a.alias("id"))
-                   .agg(F.min("label").alias("offer")))
-        new = (labels.join(offered, "id", "left")
-               .select("id", F.least("label", F.coalesce("offer", "label")).alias("label"),
-                       (F.col("offer") < F.col("label")).alias("changed")).localCheckpoint())
-        changed = new.where("changed").count()
-        labels = new.select("id", "label")
-        if changed == 0:
-            both.unpersist()
-            log.info("duplicates: labels settled after %d rounds", rounds)
-            return labels
-    raise RuntimeError(f"label propagation did not settle in {max_iterations} rounds: raise "
-                       "duplicates.max_iterations or lower the threshold")
+        def image(uri: str):
+            if uri not in loaded:
+                img = images.load(uri)
+                loaded[uri] = verifier.prepare(img, f"image {uri}") if verifier is not None else img
+            return loaded[uri]
+
+        corr, passed = [], []
+        for ua, ub in zip(cols["uri_a"], cols["uri_b"]):
+            if verifier is not None:
+                match = verifier.match(image(ua), image(ub))
+                corr.append(match.ncc)
+                passed.append(match.passed)
+            else:
+                corr.append(dup.aligned_similarity(image(ua), image(ub)))
+                passed.append(corr[-1] >= cfg.min_ncc)
+        yield pa.RecordBatch.from_pydict({
+            "a": pa.array(cols["a"], pa.string()), "b": pa.array(cols["b"], pa.string()),
+            "distance": pa.array(np.maximum(1.0 - np.asarray(corr, np.float64), 0.0)),
+            "passed": pa.array(passed, pa.bool_())})
 
 
-def near_rows(spark, lake: Lake, conf: Conf, run_id: str, metrics: dict[str, float]):
+def descriptor_candidates(spark, samples, cfg: DuplicatesConf):
+    """Candidate pairs (a < b) of the blurred-thumbnail kNN graph as a Spark frame (a, b)."""
+    schema = "sample_id string, descriptor array<float>" + (", mirrored array<float>" if cfg.flips else "")
+    flips = cfg.flips
+    table = samples.mapInArrow(lambda it: descriptor_batches(it, flips), schema).toArrow().sort_by("sample_id")
+    if table.num_rows < 2:
+        return spark.createDataFrame([], "a string, b string")
+    ids = table["sample_id"].to_numpy(zero_copy_only=False)
+    vectors = np.stack(table["descriptor"].to_numpy(zero_copy_only=False)).astype(np.float32)
+    mirrored = np.stack(table["mirrored"].to_numpy(zero_copy_only=False)).astype(np.float32) if flips else None
+    src, dst, _ = dup.descriptor_pairs(vectors, cfg.descriptor_thresh, mirrored=mirrored)
+    pairs = pa.table({"a": pa.array(ids[src], pa.string()), "b": pa.array(ids[dst], pa.string())})
+    return spark.createDataFrame(pairs)
+
+
+def group_rows(edges: pa.Table, thresh: float, grouping: str) -> pa.Table:
+    """(a, b, distance) edges → (group_id, kept_sample_id, sample_id, distance), kept in sample-id order."""
+    ids, index = np.unique(np.concatenate([edges["a"].to_numpy(zero_copy_only=False),
+                                           edges["b"].to_numpy(zero_copy_only=False)]).astype(str),
+                           return_inverse=True)
+    m = edges.num_rows
+    kept, duplicate, distance = dup.group_duplicates(len(ids), index[:m], index[m:], edges["distance"].to_numpy(),
+                                                     thresh, grouping=grouping)
+    return pa.table({"group_id": pa.array(ids[kept], pa.string()), "kept_sample_id": pa.array(ids[kept], pa.string()),
+                     "sample_id": pa.array(ids[duplicate], pa.string()), "distance": pa.array(distance, pa.float64())})
+
+
+def near_rows(spark, lake: Lake, conf: Conf, neighbors_run_id: str, metrics: dict[str, float]) -> pa.Table:
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
     from jobs.spark_lake import read_table
 
     cfg = conf.duplicates
-    source = runs.latest_succeeded(lake, cfg.neighbors_key)
     samples = read_table(spark, lake, "samples").where(F.col("dataset") == conf.dataset).select("sample_id", "uri")
-    nbr = read_table(spark, lake, "neighbors").where(F.col("run_id") == source["run_id"]).join(
+    nbr = read_table(spark, lake, "neighbors").where(F.col("run_id") == neighbors_run_id).join(
         samples.select("sample_id"), "sample_id")
     pairs = nbr.select(F.col("sample_id").alias("src"),
                        F.explode(F.arrays_zip("neighbor_ids", "distances")).alias("e")).select(
         "src", F.col("e.neighbor_ids").alias("dst"), F.col("e.distances").cast("double").alias("distance"))
     pairs = pairs.join(samples.select(F.col("sample_id").alias("dst")), "dst")
-    thresh, verify = dup.resolve_threshold(thresh=cfg.thresh, fraction=cfg.fraction, verify=cfg.verify,
-                                           candidate_thresh=cfg.candidate_thresh)
+    thresh, verify = dup.resolve_threshold(thresh=cfg.thresh, fraction=cfg.fraction, verify=cfg.verify)
     if cfg.fraction is not None:
         thresh = fraction_threshold(nbr, pairs, cfg.fraction)
-    metrics["thresh"] = thresh
-    edges = (pairs.where(F.col("distance") <= thresh)
+    edge_thresh = cfg.candidate_thresh if verify else thresh
+    edges = (pairs.where(F.col("distance") <= edge_thresh)
              .groupBy(F.least("src", "dst").alias("a"), F.greatest("src", "dst").alias("b"))
              .agg(F.min("distance").alias("distance")))
     if verify:
+        candidates = edges.select("a", "b")
+        if cfg.verifier == "geometric":
+            candidates = candidates.union(descriptor_candidates(spark, samples, cfg)).distinct()
         uris = samples.select(F.col("sample_id").alias("a"), F.col("uri").alias("uri_a"))
-        with_uris = edges.join(uris, "a").join(
-            uris.select(F.col("a").alias("b"), F.col("uri_a").alias("uri_b")), "b")
-        min_ncc = cfg.min_ncc
-        edges = with_uris.select("a", "b", "distance", "uri_a", "uri_b").mapInArrow(
-            lambda it: verified(it, min_ncc), from_arrow_schema(PAIRS))
-    edges = edges.localCheckpoint()
-    metrics["verified_pairs" if verify else "pairs"] = float(edges.count())
-    labels = components(spark, edges, cfg.max_iterations)
-    nearest = (edges.select(F.col("a").alias("id"), "distance")
-               .union(edges.select(F.col("b").alias("id"), "distance")).groupBy("id")
-               .agg(F.min("distance").alias("distance")))
-    return (labels.where(F.col("id") != F.col("label")).join(nearest, "id")
-            .select(F.lit("near").alias("method"), F.col("label").alias("group_id"),
-                    F.col("label").alias("kept_sample_id"), F.col("id").alias("sample_id"), "distance"))
+        with_uris = candidates.join(uris, "a").join(uris.select(F.col("a").alias("b"), F.col("uri_a").alias("uri_b")),
+                                                    "b").localCheckpoint()
+        count = with_uris.count()
+        parts = max(1, -(-count // cfg.verify_batch))
+        edges = (with_uris.repartition(parts, "a").sortWithinPartitions("a")
+                 .mapInArrow(lambda it: verified_batches(it, cfg), from_arrow_schema(PAIRS)).localCheckpoint())
+        metrics["candidates"] = float(count)
+        edges = edges.where("passed")
+        thresh = 1.0 - (cfg.min_corr if cfg.verifier == "geometric" else cfg.min_ncc)
+    collected = edges.select("a", "b", "distance").toArrow()
+    metrics["passed" if verify else "pairs"] = float(collected.num_rows)
+    metrics["thresh"] = float(thresh)
+    return group_rows(collected, thresh, cfg.grouping)
 
 
 def fraction_threshold(nbr, pairs, fraction: float) -> float:
@@ -154,15 +197,22 @@ def run(conf: Conf) -> str:
     inputs = {"neighbors": runs.latest_succeeded(lake, cfg.neighbors_key)["run_id"]} if cfg.method == "near" else {}
     with runs.track(lake, brain_key=cfg.brain_key, method=f"duplicates_{cfg.method}", dataset=conf.dataset,
                     inputs=inputs, config=conf.model_dump(), policy=conf.runs,
-                    engine_versions=versions("pyspark", "numpy", "scipy"), executed_on=spark_where(spark)) as run:
-        rows = (near_rows(spark, lake, conf, run.run_id, run.metrics) if cfg.method == "near"
-                else exact_rows(spark, lake, conf))
-        out = rows.select(F.lit(run.run_id).alias("run_id"), F.lit(cfg.brain_key).alias("brain_key"), "method",
-                          "group_id", "kept_sample_id", "sample_id", "distance")
-        out.write.mode("overwrite").parquet(run.stage_dir("duplicates"))
-        groups = run.read_staged("duplicates", columns=["group_id"])
-        run.metrics["groups"] = float(len(pc.unique(groups["group_id"])))
-    log.info("duplicates (%s): %d duplicates in %d groups in %.1f s", cfg.method, run.rows_written["duplicates"],
+                    engine_versions=versions("pyspark", "numpy", "scipy", "opencv-python-headless"),
+                    executed_on=spark_where(spark)) as run:
+        if cfg.method == "near":
+            rows = near_rows(spark, lake, conf, inputs["neighbors"], run.metrics)
+            fixed = {"run_id": run.run_id, "brain_key": cfg.brain_key, "method": "near"}
+            constant = {k: pa.array([v] * rows.num_rows, pa.string()) for k, v in fixed.items()}
+            run.write("duplicates", pa.table({**constant, **dict(zip(rows.column_names, rows.columns))}))
+            run.metrics["groups"] = float(len(pc.unique(rows["group_id"])))
+        else:
+            rows = exact_rows(spark, lake, conf)
+            out = rows.select(F.lit(run.run_id).alias("run_id"), F.lit(cfg.brain_key).alias("brain_key"), "method",
+                              "group_id", "kept_sample_id", "sample_id", "distance")
+            out.write.mode("overwrite").parquet(run.stage_dir("duplicates"))
+            groups = run.read_staged("duplicates", columns=["group_id"])
+            run.metrics["groups"] = float(len(pc.unique(groups["group_id"])))
+    log.info("duplicates (%s): %d duplicates in %d groups in %.1f s", cfg.method, run.rows_written.get("duplicates", 0),
              run.metrics["groups"], time.perf_counter() - started)
     return run.run_id
 

@@ -16,6 +16,7 @@ def ray_init(conf: Conf):
     """Join the configured Ray cluster (or RAY_ADDRESS), else start a local Ray."""
     import ray
 
+    code = use_code_paths(conf)
     if ray.is_initialized():
         return ray
     # Ray's tqdm support replaces builtins.print with a Python function, which numba cannot compile:
@@ -24,6 +25,8 @@ def ray_init(conf: Conf):
     address = conf.ray.address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(include_dashboard=conf.ray.include_dashboard, log_to_driver=True,
                   logging_level=logging.WARNING, configure_logging=True)
+    if code:  # local folders can only be uploaded for the whole job, when it connects
+        kwargs["runtime_env"] = {"py_modules": code}
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -33,6 +36,47 @@ def ray_init(conf: Conf):
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     return ray
+
+
+def use_code_paths(conf: Conf) -> list[str]:
+    """Put ``code_paths`` (your package folders) on this process's ``sys.path``; returns them, resolved."""
+    from pathlib import Path
+
+    folders = [Path(p).expanduser().resolve() for p in conf.code_paths]
+    for folder in folders:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"code_paths: {folder} is not a folder (give your package's folder)")
+        if str(folder.parent) not in sys.path:
+            sys.path.insert(0, str(folder.parent))
+    return [str(f) for f in folders]
+
+
+def ship_code_to_spark(spark, conf: Conf) -> None:
+    """``code_paths`` zipped and added to the Spark session (as ``--py-files`` would), so workers import them.
+
+    The archive is made byte for byte from the folder's files (fixed timestamps) and named by their hash:
+    Spark refuses a second file of the same name with other bytes, and a changed package gets a new name.
+    Python workers that already imported a package keep it: a changed package needs a new session.
+    """
+    import hashlib
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    for folder in map(Path, use_code_paths(conf)):
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        digest = hashlib.sha1()
+        for path in files:
+            digest.update(str(path.relative_to(folder.parent)).encode() + b"\0" + path.read_bytes())
+        archive = Path(tempfile.gettempdir()) / f"lakebrain-code-{folder.name}-{digest.hexdigest()[:12]}.zip"
+        if not archive.exists():
+            partial = archive.with_suffix(f".{os.getpid()}.tmp")
+            with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
+                for path in files:
+                    zf.writestr(zipfile.ZipInfo(str(path.relative_to(folder.parent)), (1980, 1, 1, 0, 0, 0)),
+                                path.read_bytes())
+            partial.replace(archive)
+        spark.sparkContext.addPyFile(str(archive))
 
 
 def ray_where() -> str:

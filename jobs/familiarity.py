@@ -1,7 +1,8 @@
 """Familiarity job: fit a density model on an embeddings run (driver), score samples with it (Spark).
 
     fit:   a random sample of at most familiarity.max_fit_samples rows of the fit set
-           → brain.methods.familiarity.fit (PCA + GMM; one density per label/split if familiarity.per)
+           → brain.methods.familiarity.fit (PCA + GMM, or the strategy familiarity.strategy names by import
+             path, storable without pickle; one density per label/split if familiarity.per)
            → _artifacts/<run_id>/familiarity.npz (arrays + JSON, no pickle) and fit_scores.npy
     score: embeddings (familiarity.score_key, default the fit run) ⋈ samples
            → mapInArrow: each Python worker loads the model with Lake.read_artifact and scores its batches
@@ -28,7 +29,8 @@ import numpy as np
 import pyarrow as pa
 from threadpoolctl import threadpool_limits
 
-from brain import runs, vectors
+from brain import results, runs, vectors
+from brain.plugins import import_object
 from brain.config import Conf, FamiliarityConf
 from brain.schemas import FAMILIARITY_EXTREMES, fields_of
 from brain.lake import Lake
@@ -37,18 +39,22 @@ from jobs.registry import Job
 
 log = logging.getLogger("jobs.familiarity")
 
-MODEL_ARTIFACT = "familiarity.npz"
-FIT_SCORES_ARTIFACT = "fit_scores.npy"
 # What score_batches yields: a familiarity row's score and percentile with the sample's label.
 SCORED = pa.schema([*fields_of("familiarity", "sample_id"), *fields_of("samples", "label"),
                     *fields_of("familiarity", "score", "percentile")])
 
 
-def density_params(cfg: FamiliarityConf) -> dict:
-    """The familiarity section's density parameters for brain.methods.familiarity."""
-    return dict(reduced_dims=cfg.reduced_dims, gaussian_count=cfg.gaussian_count,
-                covariance_type=cfg.covariance_type, convergence_threshold=cfg.convergence_threshold,
-                max_iterations=cfg.max_iterations)
+def density_options(cfg: FamiliarityConf, *, seed: bool) -> dict:
+    """Keyword arguments for brain.methods.familiarity's fit/compare: the strategy ``familiarity.strategy``
+    names (checked to be storable without pickle), or the default density's parameters (with the seed)."""
+    if cfg.strategy:
+        strategy = import_object(cfg.strategy, what="familiarity.strategy")(**cfg.strategy_params)
+        fam.check_storable(strategy)
+        return {"strategy": strategy}
+    params = dict(reduced_dims=cfg.reduced_dims, gaussian_count=cfg.gaussian_count,
+                  covariance_type=cfg.covariance_type, convergence_threshold=cfg.convergence_threshold,
+                  max_iterations=cfg.max_iterations)
+    return {"seed": cfg.seed, **params} if seed else params
 
 
 def groups_of(rows: pa.Table, per: str | None, what: str) -> np.ndarray | None:
@@ -70,7 +76,7 @@ def fit_model(lake: Lake, cfg: FamiliarityConf, fit_set: vectors.VectorSet) -> t
     groups = groups_of(chosen, cfg.per, f"fit set {fit_set.spec!r}")
     try:
         with threadpool_limits(1):
-            model = fam.fit(x, groups, seed=cfg.seed, **density_params(cfg))
+            model = fam.fit(x, groups, **density_options(cfg, seed=True))
     except ValueError as err:
         raise ValueError(f"familiarity fit on {fit_set.spec!r} ({x.shape[0]} samples, "
                          f"gaussian_count={cfg.gaussian_count}): {err}") from None
@@ -78,17 +84,10 @@ def fit_model(lake: Lake, cfg: FamiliarityConf, fit_set: vectors.VectorSet) -> t
         return model, np.sort(model.score(x, groups)), rows.num_rows
 
 
-def load_model(lake: Lake, run_id: str) -> tuple[fam.FamiliarityModel, np.ndarray]:
-    """A familiarity run's model and sorted fit-sample scores, from its artifacts."""
-    model = fam.FamiliarityModel.load(io.BytesIO(lake.read_artifact(run_id, MODEL_ARTIFACT)))
-    fit_scores = np.load(io.BytesIO(lake.read_artifact(run_id, FIT_SCORES_ARTIFACT)), allow_pickle=False)
-    return model, fit_scores
-
-
 def score_batches(batches: Iterator[pa.RecordBatch], *, lake_uri: str, model_run_id: str, embeddings_run_id: str,
                   per: str | None) -> Iterator[pa.RecordBatch]:
     """(sample_id, vector, label, split) → (sample_id, label, score, percentile), model loaded once per task."""
-    model, fit_scores = load_model(Lake(lake_uri), model_run_id)
+    model, fit_scores = results.familiarity_model(Lake(lake_uri), model_run_id)
     for batch in batches:
         if len(batch) == 0:
             continue
@@ -121,7 +120,7 @@ def run(conf: Conf) -> str:
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    from jobs.engines import spark_session, spark_where
+    from jobs.engines import ship_code_to_spark, spark_session, spark_where
     from jobs.spark_lake import read_table
 
     lake = Lake(conf.lake)
@@ -129,15 +128,16 @@ def run(conf: Conf) -> str:
     fit_set = vectors.resolve(lake, cfg.embeddings_key + (f"@{cfg.fit_split}" if cfg.fit_split else ""))
     score_set = vectors.resolve(lake, cfg.score_key) if cfg.score_key else vectors.resolve(lake, cfg.embeddings_key)
     spark = spark_session(conf)
+    ship_code_to_spark(spark, conf)  # a custom strategy's module: the workers reload the model
     started = time.perf_counter()
     with runs.track(lake, brain_key=cfg.brain_key, method="familiarity", dataset=score_set.dataset,
                     inputs={"fit": fit_set.run_id, "score": score_set.run_id}, config=conf.model_dump(),
                     policy=conf.runs, executed_on=spark_where(spark)) as run:
         model, fit_scores, fit_rows = fit_model(lake, cfg, fit_set)
-        run.write_artifact(MODEL_ARTIFACT, model.save(io.BytesIO()).getvalue())
+        run.write_artifact(results.FAMILIARITY_MODEL_ARTIFACT, model.save(io.BytesIO()).getvalue())
         blob = io.BytesIO()
         np.save(blob, fit_scores, allow_pickle=False)
-        run.write_artifact(FIT_SCORES_ARTIFACT, blob.getvalue())
+        run.write_artifact(results.FAMILIARITY_FIT_SCORES_ARTIFACT, blob.getvalue())
         run.metrics.update(fit_samples=float(fit_scores.shape[0]), fit_set_samples=float(fit_rows),
                            fit_mean_score=float(fit_scores.mean()))
         fit_seconds = time.perf_counter() - started

@@ -1,7 +1,7 @@
 """Label-quality jobs: hardness and mistakenness from a predictions run (math in brain.methods).
 
     predictions (logits; class order in the run's classes.json) ⋈ samples (given labels) [+ kNN run]
-      → brain.methods.hardness.hardness                   → `hardness`
+      → brain.methods.hardness.hardness                   → `hardness` (jobs.hardness: needs no labels)
       → brain.methods.mistakenness.classification/label_issues → `mistakenness`
       → Spark: per-class counts, issues, mean score; given × suggested confusion
         → `label_quality_classes`, `label_confusion`
@@ -9,10 +9,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -20,53 +18,12 @@ import pyarrow.compute as pc
 
 from brain import runs
 from brain.config import Conf
-from brain.lake import Lake, plain_strings
-from brain.methods import hardness as hardness_method
+from brain.lake import Lake
 from brain.methods import mistakenness as mistakenness_method
+from jobs.predictions import ScoredSet, read_predictions
 from jobs.registry import Job
 
 log = logging.getLogger("jobs.label_quality")
-
-
-@dataclass
-class ScoredSet:
-    """The predictions of one run for one dataset's labelled samples, as arrays."""
-
-    sample_ids: list[str]
-    labels: list[str | None]
-    logits: np.ndarray  # [N, C]
-    classes: list[str]
-    run_id: str  # the predictions run they come from
-
-
-def read_predictions(lake: Lake, predictions_key: str, dataset: str) -> ScoredSet:
-    run = runs.latest_succeeded(lake, predictions_key)
-    try:
-        classes = json.loads(lake.read_artifact(run["run_id"], "classes.json"))
-    except FileNotFoundError:
-        raise ValueError(f"predictions run {predictions_key!r} has no classes.json: it holds no class logits "
-                         f"(a detector's, or stored without store_logits)") from None
-    preds = lake.read("predictions", columns=["sample_id", "logits"], filter=pc.field("run_id") == run["run_id"])
-    samples = lake.read("samples", columns=["sample_id", "label"], filter=pc.field("dataset") == dataset)
-    # Arrow's hash join cannot carry list columns: select by membership, then look labels up.
-    preds = plain_strings(preds)
-    joined = preds.filter(pc.is_in(preds["sample_id"], plain_strings(samples)["sample_id"])).sort_by("sample_id")
-    if joined.num_rows == 0:
-        raise ValueError(f"predictions run {predictions_key!r} has no rows for dataset {dataset!r}")
-    ids = joined["sample_id"].to_pylist()
-    label_of = dict(zip(samples["sample_id"].to_pylist(), samples["label"].to_pylist()))
-    missing = pc.is_null(joined["logits"]).to_numpy(zero_copy_only=False)
-    if missing.any():
-        raise ValueError(f"predictions run {predictions_key!r}: field 'logits' is missing for sample "
-                         f"{ids[int(np.flatnonzero(missing)[0])]} (store predictions with store_logits)")
-    logits = joined["logits"].combine_chunks()
-    widths = pc.list_value_length(logits).to_numpy(zero_copy_only=False)
-    wrong = np.flatnonzero(widths != len(classes))
-    if wrong.size:
-        raise ValueError(f"predictions run {predictions_key!r}: sample {ids[int(wrong[0])]} has "
-                         f"{widths[wrong[0]]} logits, the run has {len(classes)} classes")
-    matrix = logits.flatten().to_numpy(zero_copy_only=False).reshape(len(ids), len(classes))
-    return ScoredSet(ids, [label_of[i] for i in ids], matrix, list(classes), run["run_id"])
 
 
 def label_indices(scored: ScoredSet) -> np.ndarray:
@@ -107,18 +64,6 @@ def knn_rows(lake: Lake, run: dict, sample_ids: list[str]) -> np.ndarray:
         rows = [position.get(n, -1) for n in lists[sid]]
         out[i, :len(rows)] = rows
     return out
-
-
-def run_hardness(conf: Conf) -> str:
-    lake, cfg = Lake(conf.lake), conf.label_quality
-    scored = read_predictions(lake, cfg.predictions_key, conf.dataset)
-    with runs.track(lake, brain_key=cfg.hardness_key, method="hardness", dataset=conf.dataset,
-                    inputs={"predictions": scored.run_id}, config=conf.model_dump(), policy=conf.runs) as run:
-        scores = hardness_method.hardness(scored.logits)
-        rows = pa.table({"run_id": [run.run_id] * len(scores), "brain_key": [cfg.hardness_key] * len(scores),
-                         "sample_id": scored.sample_ids, "hardness": scores})
-        run.write("hardness", rows)
-    return run.run_id
 
 
 def run_mistakenness(conf: Conf) -> str:
@@ -166,8 +111,10 @@ def run(conf: Conf) -> str:
     The inputs are checked first (logits present and as wide as the classes, every given label
     one of the classes), so bad predictions fail before either table is written.
     """
+    from jobs import hardness
+
     labelled(read_predictions(Lake(conf.lake), conf.label_quality.predictions_key, conf.dataset), conf.dataset)
-    run_hardness(conf)
+    hardness.run(conf)
     return run_mistakenness(conf)
 
 

@@ -1,7 +1,8 @@
 """Train a logistic regression on an embeddings run and store its out-of-fold predictions with logits.
 
-    embeddings (embed.brain_key) + samples.label → brain.models.linear_probe → predictions
-    (brain key apply_model.brain_key; class names in the run's artifact classes.json)
+    brain linear-probe [--set linear_probe.folds=5]
+    embeddings (linear_probe.embeddings_key) + samples.label → brain.models.linear_probe → predictions
+    (brain key linear_probe.brain_key; class names in the run's artifact classes.json)
 
 Runs on the driver: a linear model over N×D floats needs no cluster at demo scale.
 """
@@ -22,9 +23,9 @@ from jobs.model_pipeline import predictions_table
 from jobs.registry import Job
 
 
-def run(conf: Conf, *, folds: int = 5) -> str:
-    lake = Lake(conf.lake)
-    source = runs.latest_succeeded(lake, conf.embed.brain_key)
+def run(conf: Conf) -> str:
+    lake, cfg = Lake(conf.lake), conf.linear_probe
+    source = runs.latest_succeeded(lake, cfg.embeddings_key)
     emb = plain_strings(lake.read("embeddings", filter=pc.field("run_id") == source["run_id"]))
     samples = plain_strings(lake.read("samples", columns=["sample_id", "label"],
                                       filter=pc.field("dataset") == conf.dataset))
@@ -33,10 +34,10 @@ def run(conf: Conf, *, folds: int = 5) -> str:
     vectors = emb.filter(pc.is_in(emb["sample_id"], value_set=pa.array(ids)))
     ids = vectors["sample_id"].to_pylist()
     matrix = vectors["vector"].combine_chunks().flatten().to_numpy().reshape(len(ids), -1)
-    with runs.track(lake, brain_key=conf.apply_model.brain_key, method="predictions", dataset=conf.dataset,
-                    config={**conf.model_dump(), "model": "linear_probe", "folds": folds},
+    with runs.track(lake, brain_key=cfg.brain_key, method="predictions", dataset=conf.dataset,
+                    config={**conf.model_dump(), "model": "linear_probe"},
                     inputs={"embeddings": source["run_id"]}, policy=conf.runs) as run:
-        logits, classes = out_of_fold_logits(matrix, [label_of[s] for s in ids], folds=folds)
+        logits, classes = out_of_fold_logits(matrix, [label_of[s] for s in ids], folds=cfg.folds)
         preds = Predictions.from_logits(logits, classes)
         rows = predictions_table(preds, ids, run.run_id, store_logits=True)
         run.write("predictions", rows)

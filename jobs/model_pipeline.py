@@ -158,6 +158,8 @@ def prediction_rows(model, batch: dict, run_id: str, options: dict) -> pa.Table:
     n = len(batch["sample_id"])
     parts = [model.predict(batch["pixels"][i:i + model.batch_size]) for i in range(0, n, model.batch_size)]
     preds = Predictions.concat(parts) if parts else Predictions([], np.zeros(0, np.float32))
+    if options.get("label_thresh") is not None:
+        preds = preds.thresholded(options["label_thresh"])
     return predictions_table(preds, batch["sample_id"].tolist(), run_id, store_logits=options["store_logits"])
 
 
@@ -174,7 +176,8 @@ def predictions_table(preds, sample_ids: list[str], run_id: str, *, store_logits
                             for dets in preds.detections], PREDICTIONS.field("detections").type)
                   if preds.detections is not None else pa.nulls(n, PREDICTIONS.field("detections").type))
     return pa.table({"run_id": pa.array([run_id] * n, pa.string()), "sample_id": pa.array(sample_ids, pa.string()),
-                     "label": pa.array(preds.labels, pa.string()), "confidence": pa.array(preds.confidence, pa.float32()),
+                     "label": pa.array(preds.labels, pa.string()),
+                     "confidence": pa.array(preds.confidence, pa.float32(), from_pandas=True),  # NaN: unknown
                      "logits": logits, "detections": detections}, schema=PREDICTIONS)
 
 
@@ -246,9 +249,10 @@ def staged_shards(lake: Lake, table: str, run_id: str) -> set[str]:
 
 
 def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
-    from jobs.engines import ray_init, ray_where, versions
+    from jobs.engines import ray_init, ray_where, use_code_paths, versions
 
     lake = Lake(conf.lake)
+    use_code_paths(conf)
     if spec.items.num_rows == 0 and spec.finish is None:
         raise ValueError(f"nothing to run {spec.method} on in dataset {conf.dataset!r} of {lake.uri}")
     get_model(spec.model_name, **spec.model_kwargs)  # a missing package or weights file fails here, before Ray
@@ -306,4 +310,6 @@ def model_kwargs(conf: Conf, model_name: str | None, batch_size: int, **extra) -
     if model_name and model_name != "thumbnail":
         kwargs.update({k: v for k, v in dict(weights_dir=conf.models.weights_dir, num_threads=conf.models.num_threads,
                                              input_size=conf.models.input_size).items() if v is not None})
+        if conf.models.skip_requirements:
+            kwargs["skip_requirements"] = True
     return kwargs

@@ -28,7 +28,8 @@ Engine = Literal["ray", "spark", "driver"]
 JOB_MODULES = (
     "jobs.demo", "jobs.ingest", "jobs.embed", "jobs.register_embeddings", "jobs.apply_model",
     "jobs.patch_embeddings", "jobs.neighbors", "jobs.uniqueness", "jobs.duplicates", "jobs.leaks", "jobs.unique",
-    "jobs.linear_probe", "jobs.label_quality", "jobs.detection_mistakenness", "jobs.walkthrough",
+    "jobs.register_predictions", "jobs.linear_probe", "jobs.hardness", "jobs.label_quality",
+    "jobs.detection_mistakenness", "jobs.walkthrough",
     "jobs.familiarity", "jobs.comparison", "jobs.visualization", "jobs.scan",
 )
 
@@ -41,6 +42,12 @@ class Option:
     field: str
     help: str
     clears: tuple[str, ...] = ()  # fields reset to None when this option is given (alternative sources)
+    parse: Callable[[str], Any] | None = None  # the command-line text to the field's value (default: as is)
+
+
+def comma_list(text: str) -> list[str]:
+    """``a,b,c`` → ``["a", "b", "c"]``."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,7 @@ class Job:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_conf_args(parser)
         for option in self.options:
-            parser.add_argument(option.flag, dest=_dest(option), help=option.help,
+            parser.add_argument(option.flag, dest=_dest(option), help=option.help, type=option.parse,
                                 metavar=option.field.rpartition(".")[2].upper())
 
     def conf(self, args: argparse.Namespace) -> Conf:

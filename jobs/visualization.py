@@ -9,6 +9,11 @@
 The fitted map travels to the tasks through Ray's object store as a pickle made within this job
 (never read from the lake). run.metrics records ``fit_samples`` and ``projected`` (rows placed by
 ``transform``).
+
+``visualization.where`` maps only the samples matching a SQL condition (FiftyOne's ``use_view``; the
+run's sample filter records it). ``visualization.points`` registers coordinates computed elsewhere
+(FiftyOne's ``points=``) as the run instead, on the driver: checked like register-embeddings'
+vectors (known sample ids, none twice, finite, 2 or 3 values each).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from brain import runs, vectors
 from brain.config import Conf
 from brain.lake import Lake
 from brain.methods import visualization as viz
-from jobs.registry import Job
+from jobs.registry import Job, Option
 
 log = logging.getLogger("jobs.visualization")
 
@@ -40,12 +45,16 @@ def read_files(files: list[str], run_id: str) -> pa.Table:
         columns=["sample_id", "vector"], filter=pc.field("run_id") == run_id)
 
 
-def place_shard(model_blob: bytes | None, fit_ids: np.ndarray, fit_coords: np.ndarray, files: list[str], *,
-                method: str, lake_uri: str, embeddings_run_id: str, run_id: str, brain_key: str) -> tuple[int, int]:
-    """Coordinates of the run's rows in ``files``, staged to `visualization`; returns (rows, projected)."""
+def place_shard(model_blob: bytes | None, fit_ids: np.ndarray, fit_coords: np.ndarray, subset: np.ndarray | None,
+                files: list[str], *, method: str, lake_uri: str, embeddings_run_id: str, run_id: str,
+                brain_key: str) -> tuple[int, int]:
+    """Coordinates of the run's rows in ``files`` (only ``subset``'s ids when given), staged to `visualization`;
+    returns (rows, projected)."""
     if method == "umap":
         viz.import_umap()  # numba's on-disk cache on before the pickled UMAP imports umap
     table = read_files(files, embeddings_run_id)
+    if subset is not None:
+        table = table.filter(pc.is_in(table["sample_id"], pa.array(subset, pa.string())))
     if table.num_rows == 0:
         return 0, 0
     ids = table.column("sample_id").to_numpy(zero_copy_only=False).astype(str)
@@ -58,12 +67,47 @@ def place_shard(model_blob: bytes | None, fit_ids: np.ndarray, fit_coords: np.nd
             raise ValueError(f"method={method!r} cannot place rows outside its fit sample")
         outside = table.filter(pa.array(~in_fit))
         coords[~in_fit] = pickle.loads(model_blob).transform(vectors.matrix(outside, embeddings_run_id))
-    n = ids.shape[0]
+    Lake(lake_uri).stage("visualization", run_id, points_rows(run_id, brain_key, table.column("sample_id"), coords))
+    return ids.shape[0], int((~in_fit).sum())
+
+
+def points_rows(run_id: str, brain_key: str, sample_ids, coords: np.ndarray) -> pa.Table:
+    """Rows of `visualization` for [N, 2|3] coordinates."""
+    n = coords.shape[0]
     z = coords[:, 2] if coords.shape[1] == 3 else pa.nulls(n, pa.float64())
-    Lake(lake_uri).stage("visualization", run_id, pa.table({
+    return pa.table({
         "run_id": pa.array([run_id] * n, pa.string()), "brain_key": pa.array([brain_key] * n, pa.string()),
-        "sample_id": table.column("sample_id"), "x": coords[:, 0], "y": coords[:, 1], "z": z}))
-    return n, int((~in_fit).sum())
+        "sample_id": pa.array(sample_ids, pa.string()), "x": coords[:, 0].astype(np.float64),
+        "y": coords[:, 1].astype(np.float64), "z": z})
+
+
+def register_points(conf: Conf) -> str:
+    """``visualization.points`` (coordinates computed elsewhere) as a visualization run of the dataset."""
+    from brain import register, sql
+
+    lake, cfg = Lake(conf.lake), conf.visualization
+    ids, coords = register.read_vector_file(cfg.points, ids_path=cfg.points_ids, vector_column="points")
+    if coords.shape[1] not in (2, 3):
+        raise ValueError(f"{cfg.points}: points must have 2 or 3 coordinates each, got {coords.shape[1]}")
+    view = runs.dataset_filter(conf.dataset, cfg.where)
+    known = sql.query(lake, f"SELECT sample_id FROM samples WHERE {view}")["sample_id"].to_pylist()
+    register.check_ids(ids, set(known), dataset=conf.dataset, what="the points")
+    with runs.track(lake, brain_key=cfg.brain_key, method="visualization", dataset=conf.dataset,
+                    config={**conf.model_dump(), "method": "precomputed"}, sample_filter=view,
+                    policy=conf.runs) as run:
+        run.write("visualization", points_rows(run.run_id, cfg.brain_key, ids, coords))
+    return run.run_id
+
+
+def subset_ids(lake: Lake, where: str) -> np.ndarray:
+    """Sorted sample ids matching a SQL condition over samples."""
+    from brain import sql
+
+    try:
+        ids = sql.query(lake, f"SELECT sample_id FROM samples WHERE {where}")["sample_id"].to_pylist()
+    except ValueError as err:
+        raise ValueError(f"visualization.where {where!r} is not a valid condition over samples: {err}") from None
+    return np.sort(np.asarray(ids, dtype=str))
 
 
 def run(conf: Conf) -> str:
@@ -71,8 +115,16 @@ def run(conf: Conf) -> str:
 
     lake = Lake(conf.lake)
     cfg = conf.visualization
+    if cfg.points:
+        return register_points(conf)
     source = vectors.resolve(lake, cfg.embeddings_key)
     rows = vectors.members(lake, source)
+    subset = None
+    if cfg.where:
+        subset = subset_ids(lake, cfg.where)
+        rows = rows.filter(pc.is_in(rows["sample_id"], pa.array(subset, pa.string())))
+        if rows.num_rows == 0:
+            raise ValueError(f"visualization.where {cfg.where!r}: no sample of {source.spec!r} matches")
     if cfg.method == "tsne" and rows.num_rows > cfg.max_fit_samples:
         raise ValueError(f"visualization.method='tsne' cannot place rows it was not fit on, and "
                          f"{source.spec!r} has {rows.num_rows} samples > visualization.max_fit_samples="
@@ -81,6 +133,7 @@ def run(conf: Conf) -> str:
     started = time.perf_counter()
     with runs.track(lake, brain_key=cfg.brain_key, method="visualization", dataset=source.dataset,
                     inputs={"embeddings": source.run_id}, config=conf.model_dump(), policy=conf.runs,
+                    sample_filter=runs.dataset_filter(source.dataset, cfg.where) if cfg.where else None,
                     engine_versions=versions("ray", "umap-learn", "scikit-learn"), executed_on=ray_where()) as run:
         chosen = vectors.sample(rows, cfg.max_fit_samples, seed=cfg.seed)
         fit_ids = chosen["sample_id"].combine_chunks()
@@ -95,7 +148,7 @@ def run(conf: Conf) -> str:
         files = lake.file_uris("embeddings")
         shards = [list(part) for part in np.array_split(np.asarray(files, dtype=object), cfg.shards) if len(part)]
         refs = [ray.put(model_blob), ray.put(fit_ids.to_numpy(zero_copy_only=False).astype(str)),
-                ray.put(fit_coords)]
+                ray.put(fit_coords), ray.put(subset)]
         task = ray.remote(place_shard).options(num_cpus=1)
         done = ray.get([task.remote(*refs, shard, method=cfg.method, lake_uri=lake.uri,
                                     embeddings_run_id=source.run_id, run_id=run.run_id, brain_key=cfg.brain_key)
@@ -115,7 +168,14 @@ def run(conf: Conf) -> str:
 JOB = Job(name="visualize", engine="ray", help="2-D/3-D map of embeddings (umap|tsne|pca) on Ray",
           reads=("embeddings",),
           writes=("visualization",),
-          run=run)
+          run=run,
+          options=(Option("--where", "visualization.where",
+                          "SQL condition over samples: map only that subset (FiftyOne's use_view)"),
+                   Option("--points", "visualization.points",
+                          "register precomputed coordinates instead: .parquet (sample_id, points) "
+                          "or .npy [N, 2|3] with --points-ids"),
+                   Option("--points-ids", "visualization.points_ids",
+                          "for .npy points: a text file, one sample id per line")))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def write_noisy_manifest(source: Path, manifest: Path, *, fraction: float, seed:
 
 
 def run(conf: Conf) -> str:
-    from jobs import embed, ingest as ingest_job, label_quality, linear_probe, neighbors
+    from jobs import embed, hardness, ingest as ingest_job, label_quality, linear_probe, neighbors
     from jobs.digits import write_digits
 
     lake, cfg = Lake(conf.lake), conf.walkthrough
@@ -75,13 +75,13 @@ def run(conf: Conf) -> str:
     lq = conf.label_quality
     lq.predictions_key, lq.neighbors_key = f"{ds}_predictions", f"{ds}_knn"
     lq.hardness_key, lq.brain_key = f"{ds}_hardness", f"{ds}_mistakenness"
-    conf.apply_model.brain_key = lq.predictions_key
+    conf.linear_probe.brain_key, conf.linear_probe.embeddings_key = lq.predictions_key, f"{ds}_embeddings"
     ingest_job.run(conf)
 
     embed.run(conf)
     neighbors.run(conf)
-    linear_probe.run(conf, folds=cfg.folds)
-    label_quality.run_hardness(conf)
+    linear_probe.run(conf)
+    hardness.run(conf)
     mistake_run = label_quality.run_mistakenness(conf)
 
     from sklearn.metrics import roc_auc_score

@@ -24,7 +24,11 @@ lives in the PCA subspace: variation orthogonal to the ``d`` kept directions is
 not scored. Scores are computed here with NumPy from the learned arrays, so a
 model reloaded with :meth:`FamiliarityModel.load` (an ``.npz`` of arrays plus a
 JSON header, no pickle) scores bit-for-bit like the original. Any object with
-``fit`` and ``score`` (the :class:`DensityStrategy` protocol) can replace it.
+``fit`` and ``score`` (the :class:`DensityStrategy` protocol) can replace it; to be
+saved (and so used by the familiarity job, whose Spark workers reload the model) it
+also needs ``save(file)`` writing its fitted state to a binary file object and a
+classmethod ``load(file)`` reading it back: the model file then holds the class's
+import path and those bytes, never a pickle.
 
 **Dataset comparison.** ``L(f->p) = F(Df, Dp) / F(Df, Df)``. A raw ratio of mean
 NLLs is ill-defined (NLL of a continuous density can be negative or zero, and
@@ -55,6 +59,7 @@ typicality under its class's model.
 from __future__ import annotations
 
 import copy
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +70,10 @@ from scipy.special import logsumexp
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
+from brain.plugins import import_object, path_of
+
 __all__ = [
+    "check_storable",
     "ComparisonReport",
     "DensityStrategy",
     "FamiliarityModel",
@@ -263,18 +271,25 @@ class FamiliarityModel:
     def save(self, path: str | Path | IO[bytes]) -> Path | IO[bytes]:
         """Write the model to ``path`` (or a binary file object) as an ``.npz`` of arrays plus a JSON header (no pickle).
 
-        Only :class:`PcaGmmDensity` models can be saved; custom strategies
-        persist themselves.
+        :class:`PcaGmmDensity` densities are stored as their arrays; a custom
+        strategy as its class's import path and the bytes of its own ``save``
+        (see :func:`check_storable`).
         """
-        if not all(isinstance(d, PcaGmmDensity) for d in self.densities_):
-            raise TypeError("only models using PcaGmmDensity can be saved")
+        custom = not all(isinstance(d, PcaGmmDensity) for d in self.densities_)
         header = {
             "format": _FORMAT,
-            "params": self.densities_[0].params(),
+            "params": None if custom else self.densities_[0].params(),
+            "strategy": path_of(type(self.densities_[0])) if custom else None,
             "classes": None if self.classes_ is None else self.classes_.tolist(),
         }
         arrays = {"header": np.asarray(json.dumps(header))}
         for i, density in enumerate(self.densities_):
+            if custom:
+                check_storable(density)
+                blob = io.BytesIO()
+                density.save(blob)
+                arrays[f"density{i}.blob"] = np.frombuffer(blob.getvalue(), dtype=np.uint8)
+                continue
             for key, value in density._state().items():
                 arrays[f"density{i}.{key}"] = value
         if hasattr(path, "write"):
@@ -294,12 +309,36 @@ class FamiliarityModel:
                 raise ValueError(f"{path} is not a {_FORMAT} file")
             classes = None if header["classes"] is None else np.asarray(header["classes"])
             count = 1 if classes is None else classes.shape[0]
+            strategy = header.get("strategy")
             densities: list[DensityStrategy] = []
             for i in range(count):
                 prefix = f"density{i}."
+                if strategy:
+                    loader = import_object(strategy, what="familiarity strategy")
+                    densities.append(loader.load(io.BytesIO(data[f"{prefix}blob"].tobytes())))
+                    continue
                 state = {k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)}
                 densities.append(PcaGmmDensity._from_state(header["params"], state))
         return cls(densities, classes)
+
+
+def check_storable(strategy: Any) -> None:
+    """Refuse, naming the class, a custom strategy that cannot be saved without pickle.
+
+    It needs ``save(file)`` (its fitted state to a binary file object), a ``load(file)``
+    classmethod, and a class importable by its path (not defined inside a function).
+    """
+    if isinstance(strategy, PcaGmmDensity):
+        return
+    cls = type(strategy)
+    missing = [name for name in ("save", "load") if not callable(getattr(cls, name, None))]
+    if missing:
+        raise TypeError(f"familiarity strategy {path_of(cls)} has no {' or '.join(missing)}: a fitted model is "
+                        "stored without pickle, so the strategy must write its state with save(file) and read it "
+                        "back with a classmethod load(file)")
+    if "<locals>" in cls.__qualname__:
+        raise TypeError(f"familiarity strategy {path_of(cls)} is defined inside a function: it cannot be imported "
+                        "back by its path when the model is loaded")
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,12 @@ class Predictions:
         return cls([d.label if d else None for d in top],
                    np.array([d.confidence if d else 0.0 for d in top], np.float32), None, detections)
 
+    def thresholded(self, confidence_thresh: float) -> "Predictions":
+        """A classifier's predictions with the labels less confident than ``confidence_thresh`` set to None
+        (FiftyOne's ``confidence_thresh``); confidences and logits are kept."""
+        labels = [label if c >= confidence_thresh else None for label, c in zip(self.labels, self.confidence)]
+        return Predictions(labels, self.confidence, self.logits, self.detections)
+
     @classmethod
     def concat(cls, parts: Sequence["Predictions"]) -> "Predictions":
         labels = [label for p in parts for label in p.labels]

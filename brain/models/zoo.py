@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from brain.models.base import Model
 from brain.models.torch_models import TorchDetector, TorchModel, require
 
@@ -67,10 +69,12 @@ class ZooEntry:
             f"elsewhere and save it as {searched[0] / self.weights_file} "
             f"(or set models.weights_dir / $BRAIN_WEIGHTS_DIR to the folder holding it)")
 
-    def make(self, *, weights_dir: str | Path | None = None, **kwargs) -> Model:
-        for package in self.packages:
-            require(package, model=self.name, install="'lakebrain[vision]'" if package != "open_clip" else
-                    "'lakebrain[clip]'")
+    def make(self, *, weights_dir: str | Path | None = None, skip_requirements: bool = False, **kwargs) -> Model:
+        """The model with its weights file found; its packages are checked first unless ``skip_requirements``."""
+        if not skip_requirements:
+            for package in self.packages:
+                require(package, model=self.name, install="'lakebrain[vision]'" if package != "open_clip" else
+                        "'lakebrain[clip]'")
         return self._make(self, self.find_weights(weights_dir), kwargs)
 
     def info(self) -> dict:
@@ -116,15 +120,45 @@ def _faster_rcnn(entry: ZooEntry, path: Path, kwargs: dict) -> Model:
     return TorchDetector(build, name=entry.name, classes=classes, **kwargs)
 
 
-def _open_clip(arch: str):
-    def make(entry: ZooEntry, path: Path, kwargs: dict) -> Model:
+class OpenClipModel(TorchModel):
+    """An open_clip CLIP model: the image tower embeds images, the text tower embeds prompts.
+
+    ``arch`` is an open_clip model config name (``ViT-B-32``, or one added with
+    ``open_clip.add_model_config``) and ``weights`` its checkpoint file. Both towers end in
+    the same ``embed_dim`` space, so :meth:`embed_text` vectors query an index of
+    :meth:`embed` vectors (text search, ``brain similar --text``).
+    """
+
+    def __init__(self, arch: str, weights: str | Path, *, name: str | None = None, **kwargs):
+        self.arch, self.weights, self._clip = arch, str(weights), None
+        super().__init__(self._image_tower, name=name or f"open_clip:{arch}", task="embeddings",
+                         mean=CLIP_MEAN, std=CLIP_STD, **{"input_size": 224, **kwargs})
+
+    def _image_tower(self):
         import open_clip
 
-        def build():
-            return open_clip.create_model(arch, pretrained=str(path)).visual
+        self._clip = open_clip.create_model(self.arch, pretrained=self.weights)
+        return self._clip.visual
 
-        return TorchModel(build, name=entry.name, task="embeddings", embedding_dim=entry.embedding_dim,
-                          mean=CLIP_MEAN, std=CLIP_STD, **{"input_size": 224, **kwargs})
+    def embed_text(self, prompts: list[str]) -> np.ndarray:
+        """float32 [len(prompts), embed_dim]: open_clip's tokenizer, then ``encode_text``."""
+        import open_clip
+        import torch
+
+        if self._clip is None:
+            raise RuntimeError(f"model {self.name!r} is not loaded: use `with model:` or load_model()")
+        tokens = open_clip.get_tokenizer(self.arch)(list(prompts)).to(self.device)
+        with torch.inference_mode():
+            return self._clip.to(self.device).eval().encode_text(tokens).float().cpu().numpy()
+
+    def close(self) -> None:
+        super().close()
+        self._clip = None
+
+
+def _open_clip(arch: str):
+    def make(entry: ZooEntry, path: Path, kwargs: dict) -> Model:
+        return OpenClipModel(arch, path, name=entry.name, embedding_dim=entry.embedding_dim, **kwargs)
     return make
 
 
@@ -148,6 +182,7 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in [
              _faster_rcnn),
     ZooEntry("clip-vit-b-32", "embeddings", 512, ("torch", "open_clip"), "open_clip-ViT-B-32-laion2b_s34b_b79k.bin",
              "https://huggingface.co/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/open_clip_pytorch_model.bin",
-             "open_clip ViT-B/32 image tower (LAION-2B); saved under this file name",
+             "open_clip ViT-B/32 (LAION-2B): image tower for embeddings, text tower for text search; "
+             "saved under this file name",
              _open_clip("ViT-B-32")),
 ]}

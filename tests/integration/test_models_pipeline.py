@@ -108,10 +108,10 @@ def test_a_failed_run_resumes_without_recomputing_staged_shards(dataset):
     lake = Lake(conf.lake)
     items = lake.read("samples", columns=["sample_id", "uri"])
 
-    def spec(after_commit=None):
+    def spec(finish=None):
         return PipelineSpec(table="embeddings", brain_key="resumable", method="embeddings", items=items,
                             model_name=None, model_kwargs={}, shard_size=4, resume=True,
-                            settings=dict(shard_size=4), after_commit=after_commit)
+                            settings=dict(shard_size=4), finish=finish)
 
     def fail(lake, run):
         raise RuntimeError("the job died after staging its shards")
@@ -166,7 +166,8 @@ def test_a_linear_probe_stores_out_of_fold_predictions_with_logits(dataset):
 
     _, conf, paths, _ = dataset
     embed.run(conf)
-    run_id = linear_probe.run(conf, folds=3)
+    conf.linear_probe.folds = 3
+    run_id = linear_probe.run(conf)
     lake = Lake(conf.lake)
     preds = lake.read("predictions", filter=pc.field("run_id") == run_id)
     assert preds.num_rows == len(paths) - 1

@@ -131,8 +131,12 @@ def test_duplicates_unique_and_leaks_on_spark(tmp_path, ray_session, spark):
                             "WHERE d.brain_key = 'exact_duplicates'").to_pylist()
     assert [sorted([r["kept"], r["uri"]]) for r in exact] == [sorted([first, byte_copy])]
 
-    # fraction: the threshold makes exactly ceil(fraction·N) duplicates (distinct distances)
-    conf.duplicates = conf.duplicates.model_copy(update=dict(method="near", brain_key="by_fraction", fraction=0.1))
+    metrics = dict(runs.get_run(lake, "duplicates")["metrics"])
+    assert metrics["candidates"] >= metrics["passed"] >= len(rows) > 0  # verification recorded in the run
+
+    # fraction (component grouping): the threshold makes exactly ceil(fraction·N) duplicates (distinct distances)
+    conf.duplicates = conf.duplicates.model_copy(update=dict(method="near", brain_key="by_fraction", fraction=0.1,
+                                                             grouping="components"))
     dup_job.run(conf)
     n = sql.query(lake, "SELECT count(*) AS n FROM samples")["n"][0].as_py()
     by_fraction = sql.query(lake, "SELECT count(*) AS n FROM duplicates WHERE brain_key = 'by_fraction'")

@@ -20,9 +20,9 @@ def with_copies(seed=0):
     return np.vstack([x, noisy, x[copies[:3]]]), copies
 
 
-def test_find_duplicates_groups_are_components_of_the_thresholded_graph():
+def test_components_grouping_gives_the_components_of_the_thresholded_graph():
     x, copies = with_copies()
-    found = duplicates.find_duplicates(x, thresh=0.01)
+    found = duplicates.find_duplicates(x, thresh=0.01, grouping="components")
     # exact reference: components of all pairs within the threshold
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     dist = 1 - xn @ xn.T
@@ -37,10 +37,49 @@ def test_find_duplicates_groups_are_components_of_the_thresholded_graph():
     assert all(0 <= dist_ <= 0.01 for v in found.values() for _, dist_ in v)
 
 
+def chain(gap: float):
+    """Unit vectors A, B, C on an arc: d(A,B) = d(B,C) = 1 − cos(gap), d(A,C) = 1 − cos(2·gap); D far away."""
+    angles = np.array([0.0, gap, 2 * gap, np.pi / 2])
+    return np.stack([np.cos(angles), np.sin(angles), np.zeros(4)], axis=1).astype(np.float32)
+
+
+def test_greedy_keeps_a_and_c_of_a_chain_a_b_c():
+    gap = 0.2
+    near, far = 1 - np.cos(gap), 1 - np.cos(2 * gap)
+    thresh = (near + far) / 2  # A–B and B–C within, A–C beyond
+    found = duplicates.find_duplicates(chain(gap), thresh=thresh)
+    assert list(found) == [0] and [d for d, _ in found[0]] == [1]  # B is A's duplicate; C is kept
+    assert found[0][0][1] == pytest.approx(near, abs=1e-6)  # the distance to the kept sample
+    # components chain all three into one group
+    grouped = duplicates.find_duplicates(chain(gap), thresh=thresh, grouping="components")
+    assert {d for d, _ in grouped[0]} == {1, 2}
+    # above d(A, C) the greedy kept set is A alone: B and C are both its duplicates, at their distance to A
+    wide = duplicates.find_duplicates(chain(gap), thresh=far + 1e-3)
+    assert [(d, round(dist, 6)) for d, dist in wide[0]] == [(1, round(near, 6)), (2, round(far, 6))]
+    with pytest.raises(ValueError, match="grouping must be one of"):
+        duplicates.find_duplicates(chain(gap), thresh=thresh, grouping="chains")
+
+
+def test_greedy_kept_samples_are_farther_apart_than_thresh():
+    x = clustered(600, d=8, centres=40, spread=0.15, seed=4)
+    thresh = 0.02
+    found = duplicates.find_duplicates(x, thresh=thresh, k=len(x) - 1)  # k = N − 1: the graph is complete
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    dist = 1 - xn.astype(np.float64) @ xn.T.astype(np.float64)
+    dups = {d: (k, dd) for k, v in found.items() for d, dd in v}
+    kept = np.array([i for i in range(len(x)) if i not in dups])
+    np.fill_diagonal(dist, np.inf)
+    assert dist[np.ix_(kept, kept)].min() > thresh - 1e-5
+    assert all(dist[d, k] <= thresh + 1e-5 and abs(dist[d, k] - dd) < 1e-4 for d, (k, dd) in dups.items())
+    assert len(dups) > 50  # the set does have duplicates
+
+
 def test_fraction_sets_the_number_of_duplicates():
     x, _ = with_copies(1)
-    found = duplicates.find_duplicates(x, fraction=0.05)
+    found = duplicates.find_duplicates(x, fraction=0.05, grouping="components")
     assert sum(len(v) for v in found.values()) == int(np.ceil(0.05 * len(x)))
+    greedy = duplicates.find_duplicates(x, fraction=0.05)
+    assert 0 < sum(len(v) for v in greedy.values()) <= int(np.ceil(0.05 * len(x)))
     with pytest.raises(ValueError, match="not both"):
         duplicates.find_duplicates(x, thresh=0.1, fraction=0.1)
 
@@ -121,3 +160,17 @@ def test_ivf_pq_re_ranking_recovers_the_recall_compression_loses():
         _, found = index.knn_graph(shards, x, np.arange(len(x)), 10, metric="cosine")
         recall[spec.refine_m] = index.recall_at_k(found, exact)
     assert recall[16] >= 0.9 and recall[16] > recall[0] + 0.15, recall
+
+
+def test_job_groups_verified_pairs_in_sample_id_order():
+    import pyarrow as pa
+
+    from jobs.duplicates import group_rows
+
+    # sample ids in string order: s1 is visited first and keeps both of its neighbours
+    edges = pa.table({"a": ["s2", "s1"], "b": ["s1", "s3"], "distance": [0.01, 0.02]})
+    rows = group_rows(edges, 0.05, "greedy").to_pylist()
+    assert rows == [{"group_id": "s1", "kept_sample_id": "s1", "sample_id": "s2", "distance": 0.01},
+                    {"group_id": "s1", "kept_sample_id": "s1", "sample_id": "s3", "distance": 0.02}]
+    assert group_rows(edges, 0.015, "greedy").to_pylist() == [rows[0]]  # s1–s3 beyond the threshold
+    assert group_rows(edges.slice(0, 0), 0.05, "components").num_rows == 0

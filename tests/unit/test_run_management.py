@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from brain import index, runs, sql
+from brain import index, results, runs, sql
 from jobs.cli import main as brain_main
 
 
@@ -49,17 +49,17 @@ def test_load_results_by_method(lake):
         blob = index.serialize(index.build_index(vectors, gpu=False))
         lake.write_artifact(run.run_id, "index-0.faiss", blob.tobytes())
         lake.write_artifact(run.run_id, "index.json", json.dumps({"shards": 1}).encode())
-    (loaded,) = runs.load_results(lake, "knn")
+    (loaded,) = results.load_results(lake, "knn")
     assert loaded.ntotal == 5
     _, ids = index.search(loaded, vectors[2:3], 1, metric="cosine")
     assert ids[0, 0] == 2
     with runs.track(lake, brain_key="u", method="uniqueness", dataset="d", config={}) as run:
         run.write("uniqueness", _scores(run.run_id, "u", 3))
-    assert runs.load_results(lake, "u").to_pandas()["sample_id"].tolist() == ["s0", "s1", "s2"]
+    assert results.load_results(lake, "u").to_pandas()["sample_id"].tolist() == ["s0", "s1", "s2"]
     with runs.track(lake, brain_key="x", method="custom", dataset="d", config={}):
         pass
-    with pytest.raises(ValueError, match="no results loader for method 'custom'"):
-        runs.load_results(lake, "x")
+    with pytest.raises(ValueError, match="a 'custom' run, which stores no results to load"):
+        results.load_results(lake, "x")
 
 
 def test_load_view_reapplies_the_runs_sample_filter(lake):
