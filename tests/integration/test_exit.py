@@ -70,6 +70,7 @@ ENGINE_FREE = {
     "ingest": ["--source", "{images}"],
     "unique": ["--set", "unique.n=5"],
     "linear-probe": [],
+    "hardness": [],
     "compare": ["--fit", "embeddings", "--predict", "embeddings"],
     "sql": ["SELECT sample_id FROM embeddings_history LIMIT 2", "--lake", "{wide}", "--format", "csv"],
     "runs": ["list"],
