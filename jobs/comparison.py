@@ -96,9 +96,10 @@ JOB = Job(name="compare", engine="driver", help="dataset comparison L(fit → pr
           reads=("embeddings", "samples"),
           writes=("familiarity_comparison",),
           run=run,
-          options=(Option("--fit", "comparison.fit", "vector set NAME[@SPLIT]: an embeddings brain key or a dataset name, "
-                                                    "optionally one split (e.g. embeddings@train)"),
-                   Option("--predict", "comparison.predict", "vector set compared with the fit set (e.g. embeddings@test)")),
+          options=(Option("--fit", "comparison.fit", "vector set NAME[@SPLIT]: an embeddings brain key or a "
+                                                    "dataset name, optionally one split (e.g. embeddings@train)"),
+                   Option("--predict", "comparison.predict",
+                          "vector set compared with the fit set (e.g. embeddings@test)")),
           report=print_comparison)
 
 

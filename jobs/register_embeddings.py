@@ -53,12 +53,12 @@ JOB = Job(name="register-embeddings", engine="driver", help="store embeddings co
           writes=("embeddings",),
           run=run,
           options=(Option("--file", "register_embeddings.file",
-                         ".parquet (sample_id, vector), .npz (sample_id, vector) or .npy (with --ids)"),
+                          ".parquet (sample_id, vector), .npz (sample_id, vector) or .npy (with --ids)"),
                    Option("--ids", "register_embeddings.ids_file", "for .npy: a text file, one sample id per line"),
                    Option("--samples-column", "register_embeddings.samples_column",
-                         "a samples column or attributes field holding the vectors"),
+                          "a samples column or attributes field holding the vectors"),
                    Option("--brain-key", "register_embeddings.brain_key",
-                         "brain key of the run (default: register_embeddings.brain_key)")))
+                          "brain key of the run (default: register_embeddings.brain_key)")))
 
 
 if __name__ == "__main__":
