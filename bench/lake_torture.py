@@ -94,11 +94,12 @@ class Reader(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            try:
-                counts = sql.query(self.lake, "SELECT r.brain_key, count(*) AS n, count(DISTINCT e.run_id) AS runs "
-                                              "FROM embeddings e JOIN runs r ON e.run_id = r.run_id "
-                                              "GROUP BY r.brain_key")
-                uniq = sql.query(self.lake, 'SELECT count(*) AS n, count(DISTINCT run_id) AS runs FROM "unique"')
+            try:  # one connection: both counts from one catalog snapshot
+                con = sql.connect(self.lake)
+                counts = con.sql("SELECT r.brain_key, count(*) AS n, count(DISTINCT e.run_id) AS runs "
+                                 "FROM embeddings e JOIN runs r ON e.run_id = r.run_id GROUP BY r.brain_key").to_arrow_table()
+                uniq = con.sql('SELECT count(*) AS n, count(DISTINCT run_id) AS runs FROM "unique"').to_arrow_table()
+                con.close()
             except Exception as err:  # noqa: BLE001 - every failure of a read is an anomaly to report
                 self.anomalies["reader_errors"] += 1
                 self.examples.append(f"reader error: {err}")
@@ -179,7 +180,7 @@ def main() -> None:
         busy = [i for i, p in procs.items() if p.poll() is None and in_flight(i)]
         if kills < args.kills and busy:
             victim = rng.choice(busy)
-            time.sleep(rng.uniform(0.0, 0.5))
+            time.sleep(rng.uniform(0.2, 2.0))
             procs[victim].send_signal(signal.SIGKILL)
             procs[victim].wait()
             kills += 1

@@ -14,6 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from brain.methods import uniqueness as uniqueness_method
+from brain.images import MAX_BYTES, MAX_PIXELS, MAX_SIDE, TIMEOUT_S, DecodeLimits
+from brain.ingest import SPLITS
+from brain.sql_expr import check_condition
 
 DEFAULT_CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 
@@ -41,6 +44,21 @@ class IngestConf(_Section):
     source: str | None = None  # a folder in class-per-subfolder layout
     manifest: str | None = None  # a CSV or Parquet file with a `uri` column
     split: str | None = None  # split for every sample when the source names none
+    # the split names a sample may have, each with its aliases (matched case-insensitively; see brain.ingest)
+    splits: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in SPLITS.items()})
+    duplicate_uris: Literal["error", "first"] = "error"  # a manifest listing a uri twice: refuse, or keep the first
+
+
+class ImagesConf(_Section):
+    """Limits on every image read (ingest, embed, apply-model, patches): see brain.images."""
+
+    max_bytes: int = Field(MAX_BYTES, ge=1)  # larger files are refused unread
+    max_pixels: int = Field(MAX_PIXELS, ge=1)  # declared width × height above this: refused (decompression bomb)
+    max_side: int = Field(MAX_SIDE, ge=16)  # larger images are reduced to this longer side while decoding
+    timeout_s: float = Field(TIMEOUT_S, gt=0)  # one file's read + decode; a decoder past it is stopped
+
+    def limits(self) -> DecodeLimits:
+        return DecodeLimits(**self.model_dump())
 
 
 class EmbedConf(_Section):
@@ -50,6 +68,11 @@ class EmbedConf(_Section):
     where: str | None = None  # SQL predicate over `samples` restricting what is embedded (the run's view)
     shard_size: int = Field(2048, ge=1)  # samples per shard: one Ray block, one staged file
     resume: bool = False  # reuse the shards an unfinished run with this brain key already staged
+
+    @field_validator("where")
+    @classmethod
+    def _one_condition(cls, where: str | None) -> str | None:
+        return None if where is None else check_condition(where, what="embed.where")
 
 
 class ModelsConf(_Section):
@@ -275,6 +298,7 @@ class Conf(_Section):
     ray: RayConf = Field(default_factory=RayConf)
     spark: SparkConf = Field(default_factory=SparkConf)
     ingest: IngestConf = Field(default_factory=IngestConf)
+    images: ImagesConf = Field(default_factory=ImagesConf)
     embed: EmbedConf = Field(default_factory=EmbedConf)
     neighbors: NeighborsConf = Field(default_factory=NeighborsConf)
     uniqueness: UniquenessConf = Field(default_factory=UniquenessConf)

@@ -65,7 +65,10 @@ def prepare(vectors: np.ndarray, *, metric: str) -> np.ndarray:
     if bad.size:
         raise ValueError(f"vectors hold NaN or infinite values (rows {bad[:5].tolist()})")
     if metric == "cosine":
-        x = x.copy()
+        # each row divided by its largest |value| first: the float32 squares in normalize_L2 then stay
+        # below D, where a vector of magnitude 1e20 would overflow to inf and normalise to zeros
+        peak = np.abs(x).max(axis=1, keepdims=True)
+        x = x / np.where(peak > 0, peak, 1).astype(np.float32)
         faiss.normalize_L2(x)
     return x
 

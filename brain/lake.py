@@ -237,7 +237,10 @@ class Lake:
         committed = {uri[len(self.table_uri(table)) + 1:] for uri in self.file_uris(table)} if self.exists(table) else set()
         for rel in staged:
             if rel not in committed:
-                self._fs.delete_file(f"{self._table_path(table)}/{rel}")
+                try:
+                    self._fs.delete_file(f"{self._table_path(table)}/{rel}")
+                except FileNotFoundError:  # another process discarded it first
+                    pass
         if not committed.intersection(staged):
             self.remove_staging(table, run_id)
 

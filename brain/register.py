@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from brain.vectors import to_list_array
+from brain.vectors import to_matrix as to_arrow_matrix
+
 
 def read_vector_file(path: str | Path, *, ids_path: str | Path | None = None, id_column: str = "sample_id",
                      vector_column: str = "vector") -> tuple[list[str], np.ndarray]:
@@ -58,27 +61,26 @@ def vectors_from_attributes(attributes: Sequence[str | None], field: str, ids: S
 
 
 def to_matrix(vectors, ids: Sequence[str]) -> np.ndarray:
-    """Rows → float32 [N, D]; a missing, ragged or non-finite row is named by its sample id."""
-    if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
-        matrix = vectors.astype(np.float32)
+    """Rows (an [N, D] array or N lists) → float32 [N, D]; a missing, ragged or non-finite row is named by its
+    sample id, a vector that cannot be normalised (norm overflowing float32) too."""
+    if isinstance(vectors, np.ndarray) and vectors.dtype != object:
+        if vectors.ndim != 2:
+            raise ValueError(f"vectors must be a 2-D array [samples, dimensions], got shape {vectors.shape}")
+        matrix = vectors
     else:
-        dims = None
-        for sample_id, v in zip(ids, vectors):
-            if v is None:
-                raise ValueError(f"sample {sample_id}: no vector")
-            if dims is None:
-                dims = len(v)
-            elif len(v) != dims:
-                raise ValueError(f"sample {sample_id}: vector has {len(v)} values, the first has {dims}")
-        matrix = np.asarray(list(vectors), dtype=np.float32).reshape(len(ids), dims or 0)
+        try:
+            column = pa.array(list(vectors), pa.list_(pa.float64()))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as err:
+            raise ValueError(f"vectors must be lists of numbers: {err}") from None
+        if len(column) != len(ids):
+            raise ValueError(f"{len(column)} vectors but {len(ids)} sample ids")
+        matrix = to_arrow_matrix(column, ids)
     if len(matrix) != len(ids):
         raise ValueError(f"{len(matrix)} vectors but {len(ids)} sample ids")
-    bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
-    if len(bad):
-        raise ValueError(f"sample {ids[bad[0]]}: vector has NaN or infinite values ({len(bad)} such rows)")
     if matrix.shape[1] == 0:
         raise ValueError("vectors have no values (dimension 0)")
-    return matrix
+    to_list_array(matrix, ids)  # NaN, inf and overflowing norms, named by sample
+    return matrix.astype(np.float32)
 
 
 def check_ids(ids: Sequence[str], known: set[str], *, dataset: str, what: str = "the embeddings") -> None:

@@ -455,6 +455,10 @@ def abandon_stale(lake: Lake, *, brain_key: str | None = None, dataset: str | No
         beat = lake.last_beat(row["run_id"]) or row["started_at"].timestamp()
         if now - beat > policy.abandon_after_s or (row["host"] == host and not _pid_alive(row["pid"])):
             stale.append(row)
+    if stale:  # the snapshot may be seconds old on a busy machine: keep only runs that are still running
+        still = catalog(lake).runs
+        still = set(still.filter(pc.equal(still["status"], "running"))["run_id"].to_pylist())
+        stale = [row for row in stale if row["run_id"] in still]
     for row in stale:
         _discard_uncommitted(lake, row["run_id"])
         log.warning("run %s (%s, key %r): its process %s on %s was killed or lost: marked abandoned",

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -82,8 +83,9 @@ def diff_sources(lake: Lake, dataset: str, files: list[SourceFile]) -> SourceDif
             continue
         _, digest, size, ingested_at = rows[f.uri]
         try:
-            stat = os.stat(f.uri)
-            if stat.st_size != size or (stat.st_mtime >= ingested_at and _sha256(f.uri) != digest):
+            info = os.stat(f.uri)
+            if (not stat.S_ISREG(info.st_mode)  # now a FIFO or device: never opened here, ingest refuses it
+                    or info.st_size != size or (info.st_mtime >= ingested_at and _sha256(f.uri) != digest)):
                 changed.append(f)
         except OSError:
             changed.append(f)  # unreadable now: ingest records why

@@ -36,6 +36,8 @@ import pyarrow.parquet as pq
 from brain import index as knn_index
 from brain import runs, sql
 from brain.lake import Lake, plain_strings
+from brain.sql_expr import UnsafeSQLError, check_condition, rows_where
+from brain.vectors import to_matrix
 
 
 def _embeddings(lake: Lake, run_id: str, sample_ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
@@ -45,14 +47,16 @@ def _embeddings(lake: Lake, run_id: str, sample_ids: list[str] | None = None) ->
     table = plain_strings(lake.read("embeddings", columns=["sample_id", "vector"], filter=flt))
     if table.num_rows == 0:
         return [], np.zeros((0, 0), np.float32)
-    vectors = table["vector"].combine_chunks()
-    return table["sample_id"].to_pylist(), vectors.flatten().to_numpy().reshape(table.num_rows, -1)
+    return table["sample_id"].to_pylist(), to_matrix(table["vector"], table["sample_id"],
+                                                     context=f"embeddings run {run_id}", dtype=np.float32)
 
 
 def _where(lake: Lake, where: str) -> list[str]:
     """Sample ids matching a SQL condition over ``samples``."""
     try:
-        return sql.query(lake, f"SELECT sample_id FROM samples WHERE {where}")["sample_id"].to_pylist()
+        return rows_where(lake, "samples", where, columns="sample_id", what="--where")["sample_id"].to_pylist()
+    except UnsafeSQLError:
+        raise
     except ValueError as err:
         raise ValueError(f"--where {where!r} is not a valid condition over samples: {err}") from None
 
@@ -83,6 +87,13 @@ def similar(lake: Lake, key: str, *, sample_id: str | list[str] | None = None, v
         raise ValueError("give exactly one query: sample id(s), a vector or a text prompt")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if where is not None:
+        where = check_condition(where, what="--where")  # refused before anything is read
+    if vector is not None:
+        vector = np.asarray(vector, dtype=np.float64)
+        if vector.ndim > 2 or (vector.ndim == 2 and vector.shape[0] != 1) or not np.isfinite(vector).all():
+            raise ValueError(f"the query vector must be one row of finite numbers, got shape {vector.shape}"
+                             + ("" if np.isfinite(vector).all() else " with NaN or infinite values"))
     run = runs.latest_succeeded(lake, key)
     if run["method"] != "neighbors":
         raise ValueError(f"run {key!r} is a {run['method']} run; similarity needs a kNN (neighbors) run")

@@ -25,9 +25,17 @@ from brain.schemas import RUN_RESULT_TABLES, TABLES
 HISTORY_SUFFIX = "_history"
 
 
-def connect(lake: Lake, *, history: bool = False) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with a view per lake table (see the module docstring)."""
-    con = duckdb.connect()
+def connect(lake: Lake, *, history: bool = False, allow_files: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with a view per lake table (see the module docstring).
+
+    The lake's tables are the only data it reaches: DuckDB's own file and network access
+    (``COPY ... TO``, ``read_csv``, ``ATTACH``, extension installs) is off, extensions are
+    never installed or loaded on demand, and the configuration is locked, so a query cannot
+    switch any of it back on. ``allow_files=True`` (``brain sql --allow-files``) turns file
+    access on for exports the user asks for.
+    """
+    con = duckdb.connect(config={"enable_external_access": allow_files, "autoinstall_known_extensions": False,
+                                 "autoload_known_extensions": False})
     # delta-rs records string columns as string_view; when DuckDB pushes a filter into the Arrow
     # dataset, pyarrow prunes row groups by comparing string_view statistics with a string literal
     # and has no kernel for it ("WHERE split = 'test'" fails). Filters then run in DuckDB.
@@ -50,6 +58,7 @@ def connect(lake: Lake, *, history: bool = False) -> duckdb.DuckDBPyConnection:
         else:
             con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM "{name}{HISTORY_SUFFIX}" '
                         f'WHERE run_id IN (SELECT run_id FROM _current_runs)')
+    con.execute("SET lock_configuration = true")
     return con
 
 
@@ -69,8 +78,12 @@ def native_dataset(lake: Lake, table: str) -> pads.Dataset:
     return lake.table(table).to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(root, fs))
 
 
-def query(lake: Lake, sql: str, *, history: bool = False) -> pa.Table:
+def query(lake: Lake, sql: str, *, history: bool = False, allow_files: bool = False) -> pa.Table:
+    """The result of one SQL statement (several separated by ';' are refused) over the lake's tables."""
     try:
-        return connect(lake, history=history).sql(sql).to_arrow_table()
+        statements = duckdb.extract_statements(sql)
+        if len(statements) != 1:
+            raise ValueError(f"SQL failed: give one statement, got {len(statements)}")
+        return connect(lake, history=history, allow_files=allow_files).sql(sql).to_arrow_table()
     except duckdb.Error as err:
         raise ValueError(f"SQL failed: {err}") from None

@@ -94,24 +94,87 @@ def read_vectors(lake: Lake, run_id: str, sample_ids: pa.Array | list[str]) -> n
 
 def matrix(table: pa.Table | pa.RecordBatch, run_id: str) -> np.ndarray:
     """A table's ``vector`` column as (N, D) float64; errors name the sample with a bad vector."""
-    vectors = table.column("vector")
-    if isinstance(vectors, pa.ChunkedArray):
-        vectors = vectors.combine_chunks()
-    if len(vectors) == 0:
-        return np.zeros((0, 0))
-    ids = table.column("sample_id")
-    if vectors.null_count:
-        bad = int(np.flatnonzero(vectors.is_null().to_numpy(zero_copy_only=False))[0])
-        raise ValueError(f"embeddings run {run_id}: sample {ids[bad]} has no vector")
-    lengths = pc.list_value_length(vectors).to_numpy(zero_copy_only=False)
-    if (lengths != lengths[0]).any():
-        bad = int(np.flatnonzero(lengths != lengths[0])[0])
-        raise ValueError(f"embeddings run {run_id}: sample {ids[bad]} has a vector of length {lengths[bad]}, "
-                         f"others {lengths[0]}")
-    x = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(len(lengths), lengths[0])
+    return to_matrix(table.column("vector"), table.column("sample_id"), context=f"embeddings run {run_id}")
+
+
+# A vector whose L2 norm exceeds this squares past float32's maximum (3.4e38): FAISS and the models
+# compute norms in float32, where it becomes inf and the normalised vector all zeros.
+MAX_FLOAT32_NORM = float(np.sqrt(np.finfo(np.float32).max))  # ≈ 1.8e19
+
+
+def to_matrix(column: pa.Array | pa.ChunkedArray, ids, *, what: str = "vector", context: str = "",
+              width: int | None = None, dtype=np.float64) -> np.ndarray:
+    """A list<number> column of N rows → an (N, D) ``dtype`` array: the one Arrow → NumPy conversion.
+
+    Checked before anything is computed on it: no null row, every row of the same length D
+    (``width`` when given), every value finite. An error names the first bad row by its id
+    (``ids[i]``, e.g. the sample id) and says what the rows are (``what``: vector, logits,
+    distances), after ``context`` (e.g. the run).
+    """
+    values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    prefix = f"{context}: " if context else ""
+    n = len(values)
+    if n == 0:
+        return np.zeros((0, width or 0), dtype)
+    if values.null_count:
+        bad = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+        raise ValueError(f"{prefix}sample {_id(ids, bad)} has no {what}")
+    lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+    expected = lengths[0] if width is None else width
+    if (lengths != expected).any():
+        bad = int(np.flatnonzero(lengths != expected)[0])
+        others = f"expected {width}" if width is not None else f"the first has {expected}"
+        raise ValueError(f"{prefix}sample {_id(ids, bad)} has a {what} of length {lengths[bad]}, {others}")
+    if expected == 0:
+        raise ValueError(f"{prefix}every {what} is empty (length 0)")
+    flat = values.flatten()
+    if flat.null_count:
+        bad = int(np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0]) // expected
+        raise ValueError(f"{prefix}sample {_id(ids, bad)} has a null value in its {what}")
+    x = flat.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(n, expected)
     bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
     if bad.size:
-        names = [str(ids[int(i)]) for i in bad[:5]]
-        raise ValueError(f"embeddings run {run_id}: sample {names[0]} has NaN or infinite values in its vector"
+        names = [_id(ids, int(i)) for i in bad[:5]]
+        raise ValueError(f"{prefix}sample {names[0]} has NaN or infinite values in its {what}"
                          + (f" ({bad.size} such samples: {names}...)" if bad.size > 1 else ""))
     return x
+
+
+def to_list_array(matrix: np.ndarray, ids, *, what: str = "vector", context: str = "",
+                  max_norm: float | None = MAX_FLOAT32_NORM) -> pa.ListArray:
+    """An (N, D) array → list<float32> (the lake's vector type), checked before anything is stored.
+
+    Refused, naming the row's id: a matrix that is not 2-D or not one row per id, NaN or
+    infinite values (also values that overflow float32), and rows whose L2 norm (computed in
+    float64) exceeds ``max_norm`` (default :data:`MAX_FLOAT32_NORM`; None: no limit, for
+    coordinates such as boxes).
+    """
+    prefix = f"{context}: " if context else ""
+    x = np.asarray(matrix)
+    if x.ndim != 2 or x.shape[0] != len(ids):
+        raise ValueError(f"{prefix}expected one {what} per sample, an array of shape ({len(ids)}, D); "
+                         f"got shape {x.shape}")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"{prefix}{what}s must be numbers, got dtype {x.dtype}")
+    x64 = x.astype(np.float64, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        as32 = x64.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(as32).all(axis=1))
+    if bad.size:
+        raise ValueError(f"{prefix}sample {_id(ids, int(bad[0]))} has NaN or infinite values in its {what} "
+                         f"(or values beyond float32's range; {bad.size} such samples)")
+    if max_norm is not None and x.shape[0]:
+        norms = np.linalg.norm(x64, axis=1)
+        big = np.flatnonzero(norms > max_norm)
+        if big.size:
+            raise ValueError(f"{prefix}sample {_id(ids, int(big[0]))} has a {what} of norm {norms[big[0]]:.3g}, "
+                             f"above {max_norm:.3g}: its square overflows float32, so it cannot be normalised "
+                             f"or compared ({big.size} such samples)")
+    n, d = as32.shape
+    offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32)) if d else pa.array(np.zeros(n + 1, np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(as32).reshape(-1)))
+
+
+def _id(ids, i: int) -> str:
+    value = ids[i]
+    return str(value.as_py() if isinstance(value, pa.Scalar) else value)

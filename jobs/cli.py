@@ -1,7 +1,7 @@
 """The ``brain`` command: run jobs, manage runs, query the lake with SQL.
 
 The job verbs (``brain embed``, ...) and ``brain submit JOB`` come from the jobs' own
-declarations (``jobs.registry``); the other commands (sql, runs, lake, results, similar, plot, models)
+declarations (``jobs.registry``); the other commands (sql, runs, lake, results, similar, plot, app, ...)
 read the lake without an engine, and a command line that names one of them does not
 import the job modules at all.
 """
@@ -19,10 +19,8 @@ import pyarrow as pa
 from brain.config import ConfError, load_conf
 from brain.lake import Lake
 from jobs.console import make_console, print_table
-from jobs.registry import USER_ERRORS, Job, add_conf_args, exit_process, load_jobs
+from jobs.registry import Job, add_conf_args, exit_process, load_jobs
 
-# Commands of the `brain` tool that are not jobs.
-TOOL_COMMANDS = ("submit", "plot", "runs", "lake", "results", "models", "sql", "similar")
 
 def _lake(args):
     from brain.lake import Lake
@@ -157,7 +155,7 @@ def _cmd_sql(args) -> int:
     else:
         from brain import sql
 
-        table = sql.query(lake, args.query, history=args.all_runs)
+        table = sql.query(lake, args.query, history=args.all_runs, allow_files=args.allow_files)
     return _write_result(table, args.format, args.out)
 
 
@@ -174,6 +172,23 @@ def _cmd_similar(args) -> int:
     table = similar(_lake(args), args.key, sample_id=args.id, vector=vector, text=args.text, k=args.k,
                     reverse=args.reverse, where=args.where, save_as=args.save_as)
     return _write_result(table, args.format, args.out)
+
+
+def _cmd_app(args) -> int:
+    from brain.app import serve
+
+    serve(_lake(args).uri, host=args.host, port=args.port, cache_dir=args.cache_dir)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from brain.app import write_report
+    from jobs.registry import setup_logging
+
+    setup_logging()
+    index = write_report(_lake(args).uri, args.out, max_samples=args.max_samples, cache_dir=args.cache_dir)
+    print(f"wrote {index} (open it in a browser; no server needed)")
+    return 0
 
 
 def _write_result(table: pa.Table, fmt: str, out: str | None) -> int:
@@ -201,6 +216,8 @@ def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brain", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of expected failures too (bad config, lock held, commit conflict)")
 
     def with_conf(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         add_conf_args(p)
@@ -274,6 +291,9 @@ def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
     sql_p.add_argument("query")
     sql_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
     sql_p.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb")
+    sql_p.add_argument("--allow-files", action="store_true",
+                       help="let the query read and write files (COPY ... TO for exports, read_csv); off by default: "
+                            "queries see the lake's tables only")
     sql_p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     sql_p.add_argument("--out", help="file to write (csv/json default to stdout)")
     sql_p.add_argument("--all-runs", action="store_true",
@@ -295,7 +315,24 @@ def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
     sim.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     sim.add_argument("--out", help="file to write (csv/json default to stdout)")
     sim.set_defaults(func=_cmd_similar)
+
+    app_p = with_conf(sub.add_parser("app", help="the lake browser: a local web app over the lake (read-only)"))
+    app_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
+    app_p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    app_p.add_argument("--port", type=int, default=8765)
+    app_p.add_argument("--cache-dir", help="thumbnail cache folder (default: ~/.cache/lakebrain/thumbnails/...)")
+    app_p.set_defaults(func=_cmd_app)
+    rep = with_conf(sub.add_parser("report", help="the lake browser's views as static HTML (no search)"))
+    rep.add_argument("--lake", help="lake folder or URI (default: the config's)")
+    rep.add_argument("--out", required=True, help="folder to write index.html and its files into")
+    rep.add_argument("--max-samples", type=int, default=2000, help="samples the report's grid holds")
+    rep.add_argument("--cache-dir", help="thumbnail cache folder")
+    rep.set_defaults(func=_cmd_report)
     return parser
+
+
+def _commands(parser: argparse.ArgumentParser) -> set[str]:
+    return {name for action in parser._subparsers._group_actions for name in action.choices}
 
 
 def _submit_description(jobs: dict[str, Job]) -> str:
@@ -310,15 +347,15 @@ def _submit_description(jobs: dict[str, Job]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one `brain` command in this process (engines left running); returns the exit status."""
+    from brain.errors import reporting_failures
+
     argv = sys.argv[1:] if argv is None else argv
-    # A tool command does not need the job modules (their imports cost seconds).
-    tool_only = bool(argv) and argv[0] in TOOL_COMMANDS and argv[0] != "submit"
-    args = build_parser({} if tool_only else None).parse_args(argv)
-    try:
-        return args.func(args)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    # A command that is no job (sql, runs, ...) does not need the job modules: their imports cost seconds.
+    parser = build_parser({})
+    if not argv or argv[0] == "submit" or argv[0] not in _commands(parser):
+        parser = build_parser()
+    args = parser.parse_args(argv)
+    return reporting_failures(lambda: args.func(args), debug=args.debug)
 
 
 def console() -> NoReturn:

@@ -25,10 +25,10 @@ from jobs.registry import Job
 
 def select_samples(lake: Lake, conf: Conf, sample_ids: list[str] | None = None) -> pa.Table:
     """(sample_id, uri, dataset) of the samples to embed: the run's view, or ``sample_ids`` within it."""
-    from brain import sql
+    from brain.sql_expr import rows_where
 
     predicate = runs.dataset_filter(conf.dataset, conf.embed.where)
-    table = plain_strings(sql.query(lake, f"SELECT sample_id, uri, dataset FROM samples WHERE {predicate}"))
+    table = plain_strings(rows_where(lake, "samples", predicate, columns="sample_id, uri, dataset", what="embed.where"))
     if sample_ids is not None:
         table = table.filter(pc.is_in(table["sample_id"], pa.array(sample_ids, pa.string())))
     return table

@@ -6,14 +6,19 @@ import logging
 import os
 import socket
 import sys
+import time
 
+from brain import progress
 from brain.config import Conf
 
 log = logging.getLogger(__name__)
 
 
 def ray_init(conf: Conf):
-    """Join the configured Ray cluster (or RAY_ADDRESS), else start a local Ray."""
+    """Join the configured Ray cluster (or RAY_ADDRESS), else start a local Ray that listens on loopback only."""
+    address = conf.ray.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        _ray_on_loopback()
     import ray
 
     code = use_code_paths(conf)
@@ -22,7 +27,6 @@ def ray_init(conf: Conf):
     # Ray's tqdm support replaces builtins.print with a Python function, which numba cannot compile:
     # UMAP fits above 4,096 rows (pynndescent) then fail to compile in a process that started Ray.
     os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
-    address = conf.ray.address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(include_dashboard=conf.ray.include_dashboard, log_to_driver=True,
                   logging_level=logging.WARNING, configure_logging=True)
     if code:  # local folders can only be uploaded for the whole job, when it connects
@@ -31,11 +35,39 @@ def ray_init(conf: Conf):
         ray.init(address=address, **kwargs)
     else:
         os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-        ray.init(num_cpus=conf.ray.num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+        ray.init(num_cpus=conf.ray.num_cpus, _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", **kwargs)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
+    # Ray Data's own bars on a terminal; elsewhere they would be noise, and brain.progress logs lines instead.
+    ctx.enable_progress_bars = progress.on_terminal()
     ctx.print_on_execution_start = False
     return ray
+
+
+def _ray_on_loopback() -> None:
+    """Make a local Ray's node address loopback, so its servers (GCS, raylet, workers, agents) listen there.
+
+    Ray turns a 127.0.0.1 node address into the machine's routable address unless "clusters" are
+    off (ray._private.services.resolve_ip_for_localhost); ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+    is that switch (the name is Ray's; it is read on every platform). The processes Ray starts
+    inherit the variable; this process reads it when ``ray`` is first imported, or here.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if "ray" in sys.modules:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def ray_get_with_progress(refs: list, *, desc: str, unit: str = "tasks") -> list:
+    """``ray.get(refs)`` (results in their order), with progress as the tasks finish."""
+    import ray
+
+    pending = list(refs)
+    with progress.Progress(desc, len(pending), unit) as bar:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            bar.update(len(ready))
+    return ray.get(refs)
 
 
 def use_code_paths(conf: Conf) -> list[str]:
@@ -104,7 +136,54 @@ def spark_session(conf: Conf):
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    watch_spark_stages(spark)
     return spark
+
+
+_WATCHED: set[int] = set()
+
+
+def watch_spark_stages(spark, *, every: float | None = None) -> None:
+    """Show the progress (tasks done of each active stage) of every Spark job this session runs.
+
+    A daemon thread polls ``statusTracker()`` for the session's life: a bar per stage on a terminal,
+    periodic log lines elsewhere (:mod:`brain.progress`). It ends when the session stops.
+    """
+    import threading
+
+    sc = spark.sparkContext
+    if id(sc) in _WATCHED:
+        return
+    _WATCHED.add(id(sc))
+    every = every if every is not None else (1.0 if progress.on_terminal() else min(progress.default_interval(), 5.0))
+
+    def loop() -> None:
+        stages: dict[int, progress.Progress] = {}
+        tracker = sc.statusTracker()
+        while True:
+            time.sleep(every)
+            try:
+                active = {sid: tracker.getStageInfo(sid) for sid in tracker.getActiveStageIds()}
+            except Exception:  # the session stopped: py4j's gateway is gone
+                break
+            for sid, info in active.items():
+                if info is None:
+                    continue
+                if sid not in stages:
+                    call = info.name.split(" at ")[0]  # e.g. "parquet at NativeMethodAccessorImpl.java:0"
+                    label = f"spark stage {sid}" + ("" if call.startswith("$") else f" ({call})")
+                    stages[sid] = progress.Progress(label, info.numTasks, "tasks")
+                stages[sid].set(info.numCompletedTasks)
+            for sid in [s for s in stages if s not in active]:
+                finished = tracker.getStageInfo(sid)
+                if finished is not None:
+                    stages[sid].set(finished.numCompletedTasks)
+                stages.pop(sid).close()
+        for bar in stages.values():
+            bar.close()
+        _WATCHED.discard(id(sc))
+
+    threading.Thread(target=loop, name="spark-stage-progress", daemon=True).start()
 
 
 def stop_engines() -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
-from brain import ingest, runs
+import pyarrow.compute as pc
+
+from brain import ingest, progress, runs
 from brain.config import Conf, ConfError
-from brain.lake import Lake
+from brain.lake import Lake, plain_strings
 from jobs.registry import Job, Option
 
 log = logging.getLogger("jobs.ingest")
@@ -16,16 +18,18 @@ log = logging.getLogger("jobs.ingest")
 def run(conf: Conf) -> str:
     lake = Lake(conf.lake)
     source = conf.ingest
+    started = time.perf_counter()
     if bool(source.source) == bool(source.manifest):
         raise ConfError("ingest needs exactly one of ingest.source (a folder) or ingest.manifest (a file)")
-    started = time.perf_counter()
-    files = (ingest.discover_folder(source.source, split=source.split) if source.source
-             else ingest.read_manifest(source.manifest, split=source.split))
+    files = ingest.source_files(source)
     if not files:
         raise ValueError(f"ingest source {source.source or source.manifest} holds no files")
     with runs.track(lake, brain_key=f"ingest_{conf.dataset}", method="ingest", dataset=conf.dataset,
                     config=conf.model_dump(), policy=conf.runs) as run:
-        samples, errors = ingest.probe(files, dataset=conf.dataset, run_id=run.run_id)
+        samples, errors = ingest.probe(progress.iterate(files, desc="ingest", unit="files"),
+                                       dataset=conf.dataset, run_id=run.run_id, limits=conf.images.limits())
+        ingest.check_new_ids(plain_strings(lake.read("samples", columns=["sample_id", "uri"],
+                                                     filter=pc.field("dataset") == conf.dataset)), samples)
         if samples.num_rows:
             run.upsert("samples", samples, key="sample_id")
         if errors.num_rows:

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from brain import runs
 from brain.config import Conf
 from brain.lake import Lake, plain_strings
+from brain.vectors import to_matrix
 from brain.models import Predictions
 from brain.models.linear_probe import out_of_fold_logits
 from jobs.model_pipeline import predictions_table
@@ -33,7 +34,7 @@ def run(conf: Conf) -> str:
     ids = [s for s in emb["sample_id"].to_pylist() if label_of.get(s) is not None]
     vectors = emb.filter(pc.is_in(emb["sample_id"], value_set=pa.array(ids)))
     ids = vectors["sample_id"].to_pylist()
-    matrix = vectors["vector"].combine_chunks().flatten().to_numpy().reshape(len(ids), -1)
+    matrix = to_matrix(vectors["vector"], ids, context=f"embeddings run {source['run_id']}")
     with runs.track(lake, brain_key=cfg.brain_key, method="predictions", dataset=conf.dataset,
                     config={**conf.model_dump(), "model": "linear_probe"},
                     inputs={"embeddings": source["run_id"]}, policy=conf.runs) as run:

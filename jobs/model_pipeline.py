@@ -35,12 +35,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from brain import images, runs
+from brain import images, progress, runs
 from brain.config import Conf
+from brain.errors import plain_text
 from brain.lake import Lake
 from brain.models import get_model, load_model
 from brain.patches import crop
 from brain.schemas import INGEST_ERRORS
+from brain.vectors import to_list_array
 
 log = logging.getLogger("jobs.model_pipeline")
 
@@ -65,13 +67,6 @@ def shard_items(items: pa.Table, shard_size: int, first_shard_size: int | None =
     return shards
 
 
-def vectors_to_arrow(vectors: np.ndarray) -> pa.ListArray:
-    """[N, D] float32 → list<float32> (the lake's vector type)."""
-    n, d = vectors.shape
-    values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-    return pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32)), values)
-
-
 def _ipc(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
@@ -84,8 +79,11 @@ def _from_ipc(data: bytes) -> pa.Table:
 
 
 def decode_shard(batch: pa.Table, *, model_name: str | None, model_kwargs: dict, lake_uri: str, run_id: str,
-                 dataset: str) -> pa.Table:
+                 dataset: str, limits: images.DecodeLimits) -> pa.Table:
     """Read and decode each shard's images (cropping boxes when the shard has a bbox column), then preprocess.
+
+    Decoding runs in a worker process with ``limits`` (:func:`brain.images.load_isolated`): a file that is
+    refused, hangs or crashes the decoder is one `ingest_errors` row; the shard's other images go on.
 
     A row in is one shard (its items as Arrow IPC); a row out is the same shard decoded: the items kept,
     and the preprocessed batch as raw bytes with its shape and dtype, so the actor gets one whole shard a call.
@@ -97,19 +95,20 @@ def decode_shard(batch: pa.Table, *, model_name: str | None, model_kwargs: dict,
     for shard, data in zip(batch["shard"].to_pylist(), batch["items"].to_pylist()):
         items = plain_strings(_from_ipc(data))
         boxes = items["bbox"].to_pylist() if "bbox" in items.column_names else None
-        keep, pixels, errors, cache = [], [], [], {}
-        for row, (sample_id, uri) in enumerate(zip(items["sample_id"].to_pylist(), items["uri"].to_pylist())):
-            try:
-                if uri not in cache:  # patches of one image are adjacent: decode it once
-                    cache = {uri: images.load(uri)}
-                pixels.append(crop(cache[uri], boxes[row]) if boxes is not None else cache[uri])
-                keep.append(row)
-            except images.ImageError as err:
-                cache = {}
+        uris = items["uri"].to_pylist()
+        unique = list(dict.fromkeys(uris))  # patches of one image: decoded once
+        decoded = dict(zip(unique, images.load_isolated(unique, limits=limits)))
+        keep, pixels, errors = [], [], []
+        for row, (sample_id, uri) in enumerate(zip(items["sample_id"].to_pylist(), uris)):
+            found = decoded[uri]
+            if isinstance(found, images.ImageError):
                 if not errors or errors[-1]["uri"] != uri:
                     errors.append(dict(run_id=run_id, dataset=dataset, uri=uri, stage="decode",
-                                       reason=f"sample {sample_id}: {err}",
+                                       reason=plain_text(f"sample {sample_id}: {found}"),
                                        recorded_at=dt.datetime.now(dt.timezone.utc)))
+                continue
+            pixels.append(crop(found.pixels, boxes[row]) if boxes is not None else found.pixels)
+            keep.append(row)
         if errors:
             Lake(lake_uri).stage("ingest_errors", run_id, pa.Table.from_pylist(errors, schema=INGEST_ERRORS),
                                  name=f"shard-{shard}")
@@ -138,9 +137,10 @@ def _decoded_batch(row: dict) -> dict[str, np.ndarray]:
 # -- what the actor writes per kind of job --------------------------------------------------------------
 def embedding_rows(model, batch: dict, run_id: str, options: dict) -> pa.Table:
     vectors = _in_batches(model, model.embed, batch["pixels"], lambda: np.zeros((0, model.embedding_dim or 0), np.float32))
-    return pa.table({"run_id": pa.array([run_id] * len(vectors), pa.string()),
-                     "sample_id": pa.array(batch["sample_id"].tolist(), pa.string()),
-                     "vector": vectors_to_arrow(vectors)})
+    ids = batch["sample_id"].tolist()
+    return pa.table({"run_id": pa.array([run_id] * len(ids), pa.string()),
+                     "sample_id": pa.array(ids, pa.string()),
+                     "vector": to_list_array(vectors, ids, context=f"model {model.name!r}")})
 
 
 def patch_rows(model, batch: dict, run_id: str, options: dict) -> pa.Table:
@@ -148,7 +148,8 @@ def patch_rows(model, batch: dict, run_id: str, options: dict) -> pa.Table:
     return pa.table({"run_id": rows["run_id"], "sample_id": rows["sample_id"],
                      "patch_index": pa.array(batch["patch_index"].tolist(), pa.int32()),
                      "label": pa.array(batch["label"].tolist(), pa.string()),
-                     "bbox": vectors_to_arrow(batch["bbox"].reshape(-1, 4)),
+                     "bbox": to_list_array(batch["bbox"].reshape(-1, 4), batch["sample_id"], what="bbox",
+                                           max_norm=None),
                      "vector": rows["vector"]})
 
 
@@ -170,8 +171,13 @@ def predictions_table(preds, sample_ids: list[str], run_id: str, *, store_logits
     n = len(sample_ids)
     if len(preds) != n:
         raise ValueError(f"{len(preds)} predictions for {n} samples")
-    logits = (vectors_to_arrow(preds.logits) if store_logits and preds.logits is not None
-              else pa.nulls(n, pa.list_(pa.float32())))
+    # logits are checked (finite, one row per sample) even when not stored: the labels come from them
+    checked = None if preds.logits is None else to_list_array(preds.logits, sample_ids, what="row of logits")
+    logits = checked if store_logits and checked is not None else pa.nulls(n, pa.list_(pa.float32()))
+    confidence = np.asarray(preds.confidence, dtype=np.float64)
+    if n and not np.isfinite(confidence).all():
+        raise ValueError(f"sample {sample_ids[int(np.flatnonzero(~np.isfinite(confidence))[0])]}: "
+                         "the model's confidence is NaN or infinite")
     detections = (pa.array([[dict(label=d.label, bbox=list(d.bbox), confidence=d.confidence) for d in dets]
                             for dets in preds.detections], PREDICTIONS.field("detections").type)
                   if preds.detections is not None else pa.nulls(n, PREDICTIONS.field("detections").type))
@@ -191,7 +197,13 @@ def _in_batches(model, step, pixels: np.ndarray, empty) -> np.ndarray:
 
 
 class ModelActor:
-    """Keeps one loaded model for its life; turns each decoded shard into rows and stages them as its file."""
+    """Keeps one loaded model for its life; turns each decoded shard into rows and stages them as its file.
+
+    A shard whose rows are refused (the model's output has NaN, infinite or overflowing values, or a wrong
+    shape: :func:`brain.vectors.to_list_array`) is not staged; its ``error`` column says why, naming the
+    sample, and the driver fails the run with that message (raised here, Ray would bury it in its own
+    wrapper and remote traceback).
+    """
 
     def __init__(self, *, table: str, model_name: str | None, model_kwargs: dict, lake_uri: str, run_id: str,
                  options: dict):
@@ -200,13 +212,28 @@ class ModelActor:
         self.build = ROW_BUILDERS[table]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        shards, counts = [], []
+        shards, counts, errors = [], [], []
         for row in batch.to_pylist():
-            rows = self.build(self.model, _decoded_batch(row), self.run_id, self.options)
-            self.lake.stage(self.table, self.run_id, rows, name=f"shard-{row['shard']}")
             shards.append(row["shard"])
+            try:
+                rows = self.build(self.model, _decoded_batch(row), self.run_id, self.options)
+            except ValueError as err:
+                counts.append(0)
+                errors.append(plain_text(str(err)))
+                continue
+            self.lake.stage(self.table, self.run_id, rows, name=f"shard-{row['shard']}")
             counts.append(rows.num_rows)
-        return pa.table({"shard": pa.array(shards, pa.string()), "rows": pa.array(counts, pa.int64())})
+            errors.append(None)
+        return pa.table({"shard": pa.array(shards, pa.string()), "rows": pa.array(counts, pa.int64()),
+                         "error": pa.array(errors, pa.string())})
+
+
+def raise_refused(outcomes: pa.Table) -> None:
+    """Fail the run with the first refused shard's message (see :class:`ModelActor`)."""
+    refused = [e for e in outcomes["error"].to_pylist() if e is not None]
+    if refused:
+        more = f" ({len(refused)} shards refused)" if len(refused) > 1 else ""
+        raise ValueError(refused[0] + more)
 
 
 @dataclass
@@ -282,19 +309,19 @@ def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
                  spec.method, len(shards), len(shards) - len(todo), run_id, len(todo))
         common = dict(model_name=spec.model_name, model_kwargs=spec.model_kwargs, lake_uri=lake.uri,
                       run_id=run.run_id)
-        if todo and spec.in_process:
-            actor = ModelActor(**common, table=spec.table, options=spec.options)
-            for sid, part in todo:
-                actor(decode_shard(pa.table({"shard": [sid], "items": [_ipc(part)]}), **common, dataset=conf.dataset))
-        elif todo:
-            (ray.data.from_items([{"shard": sid, "items": _ipc(part)} for sid, part in todo],
-                                 override_num_blocks=len(todo))
-             .map_batches(decode_shard, batch_format="pyarrow", batch_size=1,
-                          fn_kwargs=dict(**common, dataset=conf.dataset))
-             .map_batches(ModelActor, fn_constructor_kwargs=dict(**common, table=spec.table, options=spec.options),
-                          compute=ray.data.ActorPoolStrategy(size=conf.ray.num_actors), batch_size=1,
-                          batch_format="pyarrow", num_cpus=conf.ray.actor_num_cpus, num_gpus=gpus)
-             .materialize())
+        sizes = {sid: part.num_rows for sid, part in todo}
+
+        def items_done() -> int:  # the actors stage one file per finished shard
+            return sum(sizes.get(sid, 0) for sid in staged_shards(lake, spec.table, run.run_id))
+
+        with progress.poll(items_done, desc=spec.method, total=sum(sizes.values()), unit="samples"):
+            if todo and spec.in_process:
+                actor = ModelActor(**common, table=spec.table, options=spec.options)
+                for sid, part in todo:
+                    raise_refused(actor(decode_shard(pa.table({"shard": [sid], "items": [_ipc(part)]}), **common,
+                                                     dataset=conf.dataset, limits=conf.images.limits())))
+            elif todo:
+                raise_refused(_on_ray(ray, todo, common, conf, spec, gpus))
         if spec.finish:
             spec.finish(lake, run)
         run.metrics["shards_reused"] = float(len(shards) - len(todo))
@@ -302,6 +329,21 @@ def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
              spec.method, run.rows_written.get(spec.table, 0), run.rows_written.get("ingest_errors", 0),
              time.perf_counter() - started, spec.model_name or "default", executed_on, gpus)
     return run.run_id
+
+
+def _on_ray(ray, todo: list[tuple[str, pa.Table]], common: dict, conf: Conf, spec: PipelineSpec,
+            gpus: float) -> pa.Table:
+    """The shards through decode tasks and the model actors: one outcome row per shard (see :class:`ModelActor`)."""
+    outcomes = (ray.data.from_items([{"shard": sid, "items": _ipc(part)} for sid, part in todo],
+                                    override_num_blocks=len(todo))
+                .map_batches(decode_shard, batch_format="pyarrow", batch_size=1,
+                             fn_kwargs=dict(**common, dataset=conf.dataset, limits=conf.images.limits()))
+                .map_batches(ModelActor, fn_constructor_kwargs=dict(**common, table=spec.table, options=spec.options),
+                             compute=ray.data.ActorPoolStrategy(size=conf.ray.num_actors), batch_size=1,
+                             batch_format="pyarrow", num_cpus=conf.ray.actor_num_cpus, num_gpus=gpus)
+                .materialize())
+    return pa.Table.from_pylist(outcomes.take_all(), schema=pa.schema([("shard", pa.string()), ("rows", pa.int64()),
+                                                                       ("error", pa.string())]))
 
 
 def model_kwargs(conf: Conf, model_name: str | None, batch_size: int, **extra) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from brain import index as knn_index
 from brain import runs
 from brain.config import Conf
 from brain.lake import Lake, plain_strings
+from brain.vectors import to_list_array, to_matrix
 from jobs.registry import Job
 
 log = logging.getLogger("jobs.neighbors")
@@ -37,13 +38,8 @@ def read_vectors(lake: Lake, run_id: str) -> tuple[pa.Array, np.ndarray]:
     table = lake.read("embeddings", columns=["sample_id", "vector"], filter=pc.field("run_id") == run_id)
     if table.num_rows == 0:
         raise ValueError(f"embeddings run {run_id} has no rows")
-    vectors = table["vector"].combine_chunks()
-    lengths = pc.list_value_length(vectors).to_numpy(zero_copy_only=False)
-    if (lengths != lengths[0]).any():
-        bad = int(np.flatnonzero(lengths != lengths[0])[0])
-        raise ValueError(f"embeddings run {run_id}: sample {table['sample_id'][bad]} has a vector of length "
-                         f"{lengths[bad]}, others {lengths[0]}")
-    return table["sample_id"].combine_chunks(), vectors.flatten().to_numpy().reshape(len(lengths), lengths[0])
+    ids = table["sample_id"].combine_chunks()
+    return ids, to_matrix(table["vector"], ids, context=f"embeddings run {run_id}", dtype=np.float32)
 
 
 def search_shard(shard_blobs: list[np.ndarray], vectors: np.ndarray, ids: pa.Array, start: int, stop: int, *,
@@ -97,7 +93,7 @@ def graph_rows(run_id: str, ids: pa.Array, query_ids: pa.Array, dist: np.ndarray
         "run_id": pa.array([run_id] * len(query_ids), pa.string()),
         "sample_id": query_ids,
         "neighbor_ids": pa.ListArray.from_arrays(offsets, ids.take(pa.array(nbr.reshape(-1)))),
-        "distances": pa.ListArray.from_arrays(offsets, pa.array(dist.reshape(-1), pa.float32())),
+        "distances": to_list_array(dist, query_ids, what="list of neighbour distances", max_norm=None),
     })
 
 
@@ -114,7 +110,8 @@ def previous_graph(lake: Lake, run_id: str, ids: pa.Array, k: int) -> tuple[np.n
     at = at.drop_null().to_numpy().astype(np.int64)
     nbr_at = pc.index_in(pc.list_flatten(old["neighbor_ids"]), ids).fill_null(-1).to_numpy(zero_copy_only=False)
     rows[at] = nbr_at.reshape(len(at), k)
-    dist[at] = pc.list_flatten(old["distances"]).to_numpy(zero_copy_only=False).reshape(len(at), k)
+    dist[at] = to_matrix(old["distances"], old["sample_id"], what="list of neighbour distances", width=k,
+                         context=f"kNN run {run_id}", dtype=np.float32)
     return rows, dist
 
 

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from brain import runs
 from brain.lake import Lake, plain_strings
+from brain.vectors import to_matrix
 
 
 @dataclass
@@ -43,11 +44,6 @@ def read_predictions(lake: Lake, predictions_key: str, dataset: str) -> ScoredSe
     if missing.any():
         raise ValueError(f"predictions run {predictions_key!r}: field 'logits' is missing for sample "
                          f"{ids[int(np.flatnonzero(missing)[0])]} (store predictions with store_logits)")
-    logits = joined["logits"].combine_chunks()
-    widths = pc.list_value_length(logits).to_numpy(zero_copy_only=False)
-    wrong = np.flatnonzero(widths != len(classes))
-    if wrong.size:
-        raise ValueError(f"predictions run {predictions_key!r}: sample {ids[int(wrong[0])]} has "
-                         f"{widths[wrong[0]]} logits, the run has {len(classes)} classes")
-    matrix = logits.flatten().to_numpy(zero_copy_only=False).reshape(len(ids), len(classes))
+    matrix = to_matrix(joined["logits"], ids, what="row of logits", width=len(classes),
+                       context=f"predictions run {predictions_key!r} ({len(classes)} classes)")
     return ScoredSet(ids, [label_of[i] for i in ids], matrix, list(classes), run["run_id"])

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from brain import register, runs
 from brain.config import Conf
 from brain.lake import Lake, plain_strings
-from jobs.model_pipeline import vectors_to_arrow
+from brain.vectors import to_list_array
 from jobs.registry import Job, Option
 
 
@@ -42,7 +42,7 @@ def run(conf: Conf) -> str:
     with runs.track(lake, brain_key=cfg.brain_key, method="embeddings", dataset=conf.dataset,
                     config=conf.model_dump(), policy=conf.runs) as run:
         rows = pa.table({"run_id": pa.array([run.run_id] * len(ids), pa.string()),
-                         "sample_id": pa.array(ids, pa.string()), "vector": vectors_to_arrow(vectors)})
+                         "sample_id": pa.array(ids, pa.string()), "vector": to_list_array(vectors, ids)})
         run.write("embeddings", rows)
         run.metrics["dim"] = float(vectors.shape[1])
     return run.run_id

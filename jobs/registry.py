@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn, get_args
 
-from brain.config import Conf, ConfError, load_conf
+from brain.config import Conf, load_conf
 
 Engine = Literal["ray", "spark", "driver"]
 
@@ -103,27 +103,26 @@ class Job:
 
         What `brain NAME` and `python -m jobs.NAME` both do before ``exit_process``.
         """
+        from brain.errors import reporting_failures
+
         setup_logging()
-        try:
+
+        def load_and_run() -> int:
             conf = self.conf(args)
             run_id = self.run(conf)
-        except USER_ERRORS as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        print(f"run {run_id} succeeded; lake: {_lake_location(conf.lake)}", flush=True)
-        if self.report is not None:
-            self.report(conf, run_id)
-        return 0
+            print(f"run {run_id} succeeded; lake: {_lake_location(conf.lake)}", flush=True)
+            if self.report is not None:
+                self.report(conf, run_id)
+            return 0
+
+        return reporting_failures(load_and_run, debug=getattr(args, "debug", False))
 
     def main(self, argv: list[str] | None = None) -> NoReturn:
         """The process ``python -m jobs.NAME [--conf FILE] [--set k=v] [job options]`` (also under spark-submit)."""
         parser = argparse.ArgumentParser(description=self.help)
         self.add_arguments(parser)
+        parser.add_argument("--debug", action="store_true", help="show the traceback of expected failures too")
         exit_process(self.execute(parser.parse_args(argv)))
-
-
-# Errors in the user's input or lake: a one-line message and exit status 2, not a traceback.
-USER_ERRORS = (ConfError, ValueError, KeyError, FileNotFoundError, ImportError)
 
 
 def exit_process(code: int) -> NoReturn:

@@ -60,7 +60,10 @@ def ingest_step(lake: Lake, conf: Conf, diff) -> None:
     with runs.track(lake, brain_key=f"ingest_{conf.dataset}", method="ingest", dataset=conf.dataset,
                     config=conf.model_dump(), policy=conf.runs,
                     inputs={"previous": previous["run_id"]} if previous else {}) as run:
-        samples, errors = ingest.probe(diff.new + diff.changed, dataset=conf.dataset, run_id=run.run_id)
+        samples, errors = ingest.probe(diff.new + diff.changed, dataset=conf.dataset, run_id=run.run_id,
+                                       limits=conf.images.limits())
+        ingest.check_new_ids(plain_strings(lake.read("samples", columns=["sample_id", "uri"],
+                                                     filter=pc.field("dataset") == conf.dataset)), samples)
         if samples.num_rows:
             run.upsert("samples", samples, key="sample_id")
         if diff.removed:
@@ -153,8 +156,7 @@ def run(conf: Conf) -> str:
         left = [run_id for key in keys for run_id in runs.abandon_stale(lake, brain_key=key, policy=conf.runs)]
         with runs.track(lake, brain_key=f"scan_{conf.dataset}", method="scan", dataset=conf.dataset,
                         config=conf.model_dump(), policy=conf.runs) as scan:
-            files = (ingest.discover_folder(src.source, split=src.split) if src.source
-                     else ingest.read_manifest(src.manifest, split=src.split))
+            files = ingest.source_files(src)
             diff = diff_sources(lake, conf.dataset, files)
             scan.metrics.update(new=len(diff.new), changed=len(diff.changed), removed=len(diff.removed),
                                 unchanged=diff.unchanged, abandoned_runs=len(left))

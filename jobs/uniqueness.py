@@ -10,13 +10,13 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from brain import runs
 from brain.config import Conf
 from brain.lake import Lake, plain_strings
+from brain.vectors import to_matrix
 from brain.methods import uniqueness as uq
 from brain.schemas import fields_of, schema_of
 from jobs.registry import Job
@@ -34,12 +34,7 @@ def raw_scores(batches: Iterator[pa.RecordBatch], weights: Sequence[float]) -> I
         distances = batch.column("distances")
         if len(batch) == 0:
             continue
-        lengths = pc.list_value_length(distances).to_numpy(zero_copy_only=False)
-        uneven = np.flatnonzero(lengths != lengths[0])
-        if uneven.size:
-            raise ValueError(f"sample {batch.column('sample_id')[int(uneven[0])]} has {lengths[uneven[0]]} "
-                             f"neighbours, others {lengths[0]}")
-        dist = distances.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), lengths[0])
+        dist = to_matrix(distances, batch.column("sample_id"), what="list of neighbour distances")
         raw = uq.weighted_knn_distance(dist, weights=weights)
         yield pa.RecordBatch.from_arrays([batch.column("sample_id"), pa.array(raw)], names=["sample_id", "raw"])
 

@@ -111,7 +111,7 @@ def subset_ids(lake: Lake, where: str) -> np.ndarray:
 
 
 def run(conf: Conf) -> str:
-    from jobs.engines import ray_init, ray_where, versions
+    from jobs.engines import ray_get_with_progress, ray_init, ray_where, versions
 
     lake = Lake(conf.lake)
     cfg = conf.visualization
@@ -150,9 +150,10 @@ def run(conf: Conf) -> str:
         refs = [ray.put(model_blob), ray.put(fit_ids.to_numpy(zero_copy_only=False).astype(str)),
                 ray.put(fit_coords), ray.put(subset)]
         task = ray.remote(place_shard).options(num_cpus=1)
-        done = ray.get([task.remote(*refs, shard, method=cfg.method, lake_uri=lake.uri,
-                                    embeddings_run_id=source.run_id, run_id=run.run_id, brain_key=cfg.brain_key)
-                        for shard in shards])
+        done = ray_get_with_progress([task.remote(*refs, shard, method=cfg.method, lake_uri=lake.uri,
+                                                  embeddings_run_id=source.run_id, run_id=run.run_id,
+                                                  brain_key=cfg.brain_key) for shard in shards],
+                                     desc="visualization: placing shards", unit="shards")
         placed, projected = sum(n for n, _ in done), sum(p for _, p in done)
         staged = run.staged_rows("visualization")
         if not staged == placed == rows.num_rows:

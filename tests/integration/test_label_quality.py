@@ -67,7 +67,7 @@ def _predictions_run(lake: Lake, key: str, logits: list, classes: list[str]) -> 
 
 @pytest.mark.parametrize("key, logits, classes, match", [
     ("missing_logits", [[0.0] * 10, None], [str(d) for d in range(10)], "field 'logits' is missing for sample"),
-    ("narrow_logits", [[0.0] * 3, [0.0] * 3], [str(d) for d in range(10)], "has 3 logits, the run has 10 classes"),
+    ("narrow_logits", [[0.0] * 3, [0.0] * 3], [str(d) for d in range(10)], "has a row of logits of length 3, expected 10"),
     ("other_classes", [[0.0, 1.0], [1.0, 0.0]], ["cat", "dog"], "label '.' is not one of the predictions' classes"),
 ])
 def test_bad_predictions_are_refused_and_nothing_is_written(walked, key, logits, classes, match):

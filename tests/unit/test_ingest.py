@@ -45,7 +45,7 @@ def test_manifest_with_missing_file_and_extra_columns(image_folder, tmp_path):
                              "label": ["a", None, "c"], "camera": ["x", "y", "z"]}), manifest)
     found = ingest.read_manifest(manifest, split="val")
     samples, errors = ingest.probe(found, dataset="d", run_id="r")
-    assert samples["label"].to_pylist() == ["a", None] and samples["split"].to_pylist() == ["val", "val"]
+    assert samples["label"].to_pylist() == ["a", None] and samples["split"].to_pylist() == ["validation", "validation"]
     assert samples["attributes"].to_pylist()[0] == '{"camera": "x"}'
     assert errors["uri"].to_pylist() == [str(tmp_path / "missing.png")]
     assert "file not found" in errors["reason"][0].as_py()

@@ -9,9 +9,9 @@ from brain.register import check_ids, read_vector_file, to_matrix, vectors_from_
 
 
 def test_registered_vectors_are_checked_by_sample():
-    with pytest.raises(ValueError, match="sample b: vector has 1 values, the first has 2"):
+    with pytest.raises(ValueError, match="sample b has a vector of length 1, the first has 2"):
         to_matrix([[1, 2], [3]], ["a", "b"])
-    with pytest.raises(ValueError, match="sample b: vector has NaN"):
+    with pytest.raises(ValueError, match="sample b has NaN"):
         to_matrix(np.array([[1, 2], [np.nan, 0]]), ["a", "b"])
     with pytest.raises(ValueError, match="sample zz: not a sample of dataset 'd'"):
         check_ids(["a", "zz"], {"a", "b"}, dataset="d")
