@@ -1,9 +1,13 @@
 """Processes that succeeded exit 0, every time: each `brain` verb and a plain library script, run repeatedly.
 
 A committed run whose process then aborts at interpreter exit (exit 134 "terminate called without
-an active exception", 139, or a hang) makes a scheduler retry a job that succeeded. The source was
-DuckDB scans reading through deltalake's Python filesystem with reads left in flight (see
-``brain.sql.native_dataset``); these tests run each command in a fresh process and require exit 0.
+an active exception", 139, or a hang) makes a scheduler retry a job that succeeded. The source:
+Arrow dataset scans over deltalake's default ``PyFileSystem`` that are still in flight when the
+interpreter finalizes (a DuckDB scan stopped by LIMIT, a scanner whose last fragment is released
+on an Arrow thread): the thread needs the GIL (to read, or to drop the Python filesystem), Python
+ends it with ``pthread_exit``, and the forced unwind through C++ ``noexcept`` frames aborts.
+``brain.sql.native_dataset`` removes it from SQL; the lake's other reads still use deltalake's
+default filesystem, so these tests can still fail until ``Lake`` reads through Arrow's own.
 
 Tiers: the integration tier runs the library script and the SQL-reading verbs (sql, similar) 30
 times, the other engine-free verbs 5 times and the engine verbs twice; the `stress` tier
