@@ -305,8 +305,8 @@ def catalog(lake: Lake) -> Catalog:
     """The catalog as of the latest version of ``run_events`` (one snapshot for one query or job)."""
     if not lake.exists("run_events"):  # a reader never creates tables
         return Catalog(resolve(RUN_EVENTS.empty_table()), -1)
-    table = lake.table("run_events")
-    return Catalog(resolve(table.to_pyarrow_table()), table.version())
+    version = lake.version("run_events")
+    return Catalog(resolve(lake.dataset("run_events", version=version).to_table()), version)
 
 
 # -- a job's run -----------------------------------------------------------------------------------

@@ -11,12 +11,9 @@ is the catalog (one row per run, with ``status`` and ``current``), ``run_events`
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 
 from brain import runs
 from brain.lake import Lake
@@ -45,7 +42,7 @@ def connect(lake: Lake, *, history: bool = False, allow_files: bool = False) -> 
     current = snapshot.runs.filter(snapshot.runs["current"]).select(["run_id", "brain_key"])
     con.register("_current_runs", current)
     for name, schema in TABLES.items():
-        rows = native_dataset(lake, name) if lake.exists(name) else schema.empty_table()  # not written yet: no rows
+        rows = lake.dataset(name) if lake.exists(name) else schema.empty_table()  # not written yet: no rows
         if name not in RUN_RESULT_TABLES:
             con.register(name, rows)
             continue
@@ -60,22 +57,6 @@ def connect(lake: Lake, *, history: bool = False, allow_files: bool = False) -> 
                         f'WHERE run_id IN (SELECT run_id FROM _current_runs)')
     con.execute("SET lock_configuration = true")
     return con
-
-
-def native_dataset(lake: Lake, table: str) -> pads.Dataset:
-    """``table``'s committed rows as an Arrow dataset that reads its files through Arrow's own filesystem.
-
-    Not through deltalake's default, a ``PyFileSystem`` whose every read calls back into Python:
-    DuckDB stops reading as soon as it has its rows (LIMIT, a join that ends early), which leaves
-    Arrow I/O threads with read-ahead in flight. At interpreter exit such a thread blocks on the
-    GIL, Python ends it with ``pthread_exit``, and the forced unwind through deltalake's Rust and
-    Arrow's C++ frames aborts the process ("terminate called without an active exception", exit
-    134), segfaults (139) or leaves Arrow's pool shutdown waiting forever. Native reads never
-    need the GIL, so they finish on their own.
-    """
-    fs, root = pafs.FileSystem.from_uri(lake.table_uri(table) if "://" in lake.uri
-                                        else Path(lake.table_uri(table)).as_uri())
-    return lake.table(table).to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(root, fs))
 
 
 def query(lake: Lake, sql: str, *, history: bool = False, allow_files: bool = False) -> pa.Table:

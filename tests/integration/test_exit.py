@@ -6,8 +6,8 @@ Arrow dataset scans over deltalake's default ``PyFileSystem`` that are still in 
 interpreter finalizes (a DuckDB scan stopped by LIMIT, a scanner whose last fragment is released
 on an Arrow thread): the thread needs the GIL (to read, or to drop the Python filesystem), Python
 ends it with ``pthread_exit``, and the forced unwind through C++ ``noexcept`` frames aborts.
-``brain.sql.native_dataset`` removes it from SQL; the lake's other reads still use deltalake's
-default filesystem, so these tests can still fail until ``Lake`` reads through Arrow's own.
+Every lake read now goes through Arrow's own filesystem (``brain.lake.Lake.dataset``), which
+never needs the GIL, so nothing is left to abort.
 
 Tiers: the integration tier runs the library script and the SQL-reading verbs (sql, similar) 30
 times, the other engine-free verbs 5 times and the engine verbs twice; the `stress` tier
