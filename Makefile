@@ -4,13 +4,21 @@ PYTHON ?= python3
 VENV := .venv
 PIP := $(VENV)/bin/pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-unit test-stress bench clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/brain demo
 
+# Tiers (markers, see tests/conftest.py): `make test` runs unit, integration and cluster (what
+# .ci/run runs); `make test-unit` only the engine-free tests; `make test-stress` the 30x exit loops.
 test: $(VENV)/.installed-dev
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -m "not stress"
+
+test-unit: $(VENV)/.installed-dev
+	$(VENV)/bin/python -m pytest -q -m unit
+
+test-stress: $(VENV)/.installed-dev
+	$(VENV)/bin/python -m pytest -q -m stress tests/integration/test_exit.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -110,7 +110,7 @@ def main() -> None:
     from brain.config import load_conf
     from brain.lake import Lake
     from jobs import ingest
-    from jobs._entry import setup_logging
+    from jobs.registry import setup_logging
 
     setup_logging()
     work = Path(tempfile.mkdtemp(prefix="bench-embed-"))

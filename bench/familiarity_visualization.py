@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from jobs import comparison, familiarity, visualization
-    from jobs._entry import setup_logging
+    from jobs.registry import setup_logging
 
     setup_logging()
 

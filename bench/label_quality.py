@@ -47,14 +47,14 @@ from threadpoolctl import threadpool_limits
 from brain.methods import mistakenness
 
 NUM_CLASSES = 10
-K_NEIGHBOURS = 10
+K_NEIGHBORS = 10
 
 MODELS: dict[str, Callable[[int], tuple[object, bool]]] = {
     # name -> seed -> (estimator, scale pixels to [0, 1])
     "logreg": lambda seed: (LogisticRegression(max_iter=1000), True),
     "logreg_unscaled": lambda seed: (LogisticRegression(max_iter=5000), False),
     "mlp": lambda seed: (MLPClassifier((64,), max_iter=300, random_state=seed), True),
-    "knn_clf": lambda seed: (KNeighborsClassifier(K_NEIGHBOURS), False),
+    "knn_clf": lambda seed: (KNeighborsClassifier(K_NEIGHBORS), False),
 }
 
 SETTINGS = [  # (noise kind, rate, model, seed); the first is the standard one
@@ -96,7 +96,7 @@ def flip_labels(labels: np.ndarray, rate: float, kind: str, rng: np.random.Gener
     return noisy
 
 
-def nearest_neighbours(points: np.ndarray, k: int) -> np.ndarray:
+def nearest_neighbors(points: np.ndarray, k: int) -> np.ndarray:
     """``(N, k)`` indices of each point's k nearest others (self removed even on ties)."""
     _, index = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
     keep = index != np.arange(len(points))[:, None]
@@ -115,7 +115,7 @@ def make_input(kind: str, rate: float, model: str, seed: int):
             estimator, pixels / 16.0 if scale else pixels, noisy, cv=5, method="predict_proba"
         )
     logits = np.log(np.maximum(probs, np.finfo(np.float64).tiny))
-    knn = nearest_neighbours(PCA(32, random_state=0).fit_transform(pixels), K_NEIGHBOURS)
+    knn = nearest_neighbors(PCA(32, random_state=0).fit_transform(pixels), K_NEIGHBORS)
     return labels, noisy, probs, logits, knn
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from brain.methods import uniqueness as uniqueness_method
 from brain.images import MAX_BYTES, MAX_PIXELS, MAX_SIDE, TIMEOUT_S, DecodeLimits
 from brain.ingest import SPLITS
 from brain.sql_expr import check_condition
@@ -34,7 +35,7 @@ class RayConf(_Section):
 
 
 class SparkConf(_Section):
-    master: str = "local[*]"
+    master: str = "local[*]"  # a local session on every core; spark://, k8s://, yarn for a cluster
     app_name: str = "lakebrain"
     conf: dict[str, str] = Field(default_factory=dict)
 
@@ -128,7 +129,8 @@ class NeighborsConf(_Section):
 class UniquenessConf(_Section):
     brain_key: str = "uniqueness"
     neighbors_key: str = "knn"
-    weights: list[float] = Field(default_factory=lambda: [0.6, 0.3, 0.1])
+    weights: list[float] = Field(default_factory=lambda: list(uniqueness_method.DEFAULT_WEIGHTS),
+                                 description="weights of the nearest neighbors' distances (brain.methods.uniqueness)")
 
     @field_validator("weights")
     @classmethod

@@ -140,8 +140,20 @@ class Lake:
     def version(self, table: str) -> int:
         return self.table(table).version()
 
-    def dataset(self, table: str) -> pads.Dataset:
-        return self.table(table).to_pyarrow_dataset()
+    def dataset(self, table: str, *, version: int | None = None) -> pads.Dataset:
+        """``table``'s committed rows as a lazy Arrow dataset read through Arrow's own filesystem.
+
+        Not through deltalake's default, a ``PyFileSystem`` whose every read calls back into
+        Python: a reader that stops early (DuckDB's LIMIT, a join that ends) leaves Arrow I/O
+        threads with read-ahead in flight; at interpreter exit such a thread blocks on the GIL,
+        Python ends it with ``pthread_exit``, and the forced unwind through deltalake's Rust and
+        Arrow's C++ frames aborts the process ("terminate called without an active exception",
+        exit 134), segfaults, or hangs Arrow's pool shutdown. Native reads never need the GIL.
+        """
+        delta = self.table(table)
+        if version is not None:
+            delta.load_as_version(version)
+        return delta.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(self._table_path(table), self._fs))
 
     def read(self, table: str, *, columns: list[str] | None = None,
              filter: pads.Expression | None = None) -> pa.Table:

@@ -59,6 +59,7 @@ import pyarrow.compute as pc
 
 import brain
 from brain.config import RunsConf
+from brain.errors import plain_text
 from brain.lake import Lake
 from brain.schemas import RUN_EVENTS, RUN_RESULT_TABLES, RUNS, TABLES
 
@@ -176,14 +177,6 @@ def recorded_config(config: dict[str, Any]) -> str:
     """The config as the run record stores it: submission settings dropped, credentials redacted."""
     kept = {k: v for k, v in config.items() if k not in UNRECORDED_SECTIONS}
     return json.dumps(redact(kept), sort_keys=True, default=str)
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-
-
-def plain_text(message: str) -> str:
-    """``message`` without terminal colour codes, as stored in the lake."""
-    return _ANSI.sub("", message)
 
 
 def _now() -> dt.datetime:
@@ -312,8 +305,8 @@ def catalog(lake: Lake) -> Catalog:
     """The catalog as of the latest version of ``run_events`` (one snapshot for one query or job)."""
     if not lake.exists("run_events"):  # a reader never creates tables
         return Catalog(resolve(RUN_EVENTS.empty_table()), -1)
-    table = lake.table("run_events")
-    return Catalog(resolve(table.to_pyarrow_table()), table.version())
+    version = lake.version("run_events")
+    return Catalog(resolve(lake.dataset("run_events", version=version).to_table()), version)
 
 
 # -- a job's run -----------------------------------------------------------------------------------
@@ -623,9 +616,14 @@ def readable_run(lake: Lake, key: str) -> dict[str, Any]:
 
 
 def load_view(lake: Lake, key: str) -> pa.Table:
-    """The `samples` rows ``key``'s current run (or the run with that id) was computed on (its sample filter)."""
-    from brain import sql
+    """The `samples` rows ``key``'s current run (or the run with that id) was computed on (its sample filter).
+
+    The stored filter is checked as one expression first: whoever can write the lake cannot make
+    a reader run a program (:mod:`brain.sql_expr`).
+    """
+    from brain.sql_expr import rows_where
 
     run = readable_run(lake, key)
     predicate = run.get("sample_filter") or dataset_filter(run["dataset"])
-    return sql.query(lake, f"SELECT * FROM samples WHERE {predicate} ORDER BY sample_id")
+    return rows_where(lake, "samples", predicate, what=f"the sample_filter stored by run {run['run_id']}",
+                      order_by="sample_id")

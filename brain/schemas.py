@@ -363,6 +363,16 @@ RUN_RESULT_TABLES = [name for name, schema in TABLES.items() if "run_id" in sche
 VIEWS: dict[str, pa.Schema] = {"runs": RUNS}
 
 
+def fields_of(table: str, *names: str) -> list[pa.Field]:
+    """Fields of lake table ``table`` by name: the columns of an engine's intermediate frames are typed
+    like the lake's (``pyspark.sql.pandas.types.from_arrow_schema`` turns them into Spark's)."""
+    schema = schema_of(table)
+    missing = [name for name in names if name not in schema.names]
+    if missing:
+        raise ValueError(f"lake table {table!r} has no column(s) {missing}; its columns: {schema.names}")
+    return [schema.field(name) for name in names]
+
+
 def schema_of(table: str) -> pa.Schema:
     """The schema of lake table ``table``; a clear error for an unknown name."""
     try:

@@ -11,6 +11,7 @@ is the catalog (one row per run, with ``status`` and ``current``), ``run_events`
 
 from __future__ import annotations
 
+
 import duckdb
 import pyarrow as pa
 

@@ -19,6 +19,7 @@ from brain.config import Conf
 from brain.lake import Lake
 from brain.models import get_model
 from jobs.model_pipeline import PipelineSpec, model_kwargs, run_pipeline
+from jobs.registry import Job
 
 
 def run(conf: Conf) -> str:
@@ -50,13 +51,11 @@ def run(conf: Conf) -> str:
         settings=dict(model=cfg.model, kwargs=kwargs, shard_size=cfg.shard_size, store_logits=cfg.store_logits)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="apply-model", engine="ray", help="predictions (labels, confidence, logits, detections) on Ray Data",
+          reads=("samples",),
+          writes=("predictions", "ingest_errors"),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

@@ -27,6 +27,7 @@ from brain.config import Conf
 from brain.lake import Lake
 from brain.methods import familiarity as fam
 from jobs.familiarity import density_options
+from jobs.registry import Job, Option
 
 log = logging.getLogger("jobs.comparison")
 
@@ -74,13 +75,33 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
+def print_comparison(conf: Conf, run_id: str, *, console=None) -> None:
+    """L(fit → predict) overall and per class, from a comparison run's table."""
+    from brain import sql
+    from jobs.console import make_console, print_table
 
-    return job_main(run, __doc__, argv)
+    console = console or make_console()
+    table = sql.query(Lake(conf.lake), "SELECT coalesce(label, '(overall)') AS label, ratio, verdict "
+                                       f"FROM familiarity_comparison WHERE run_id = '{run_id}' "
+                                       "ORDER BY label IS NOT NULL, label")
+    overall = table.slice(0, 1).to_pylist()[0]
+    console.print(f"L({conf.comparison.fit} → {conf.comparison.predict}) = {overall['ratio']:.3f}: "
+                  f"[bold]{overall['verdict']}[/bold]  (bands: < 0.6 huge gap, 0.6–0.8 small gap, "
+                  "0.8–1.2 fine, > 1.2 gap)")
+    if table.num_rows > 1:
+        print_table(console, table)
+
+
+JOB = Job(name="compare", engine="driver", help="dataset comparison L(fit → predict) with a verdict",
+          reads=("embeddings", "samples"),
+          writes=("familiarity_comparison",),
+          run=run,
+          options=(Option("--fit", "comparison.fit", "vector set NAME[@SPLIT]: an embeddings brain key or a "
+                                                    "dataset name, optionally one split (e.g. embeddings@train)"),
+                   Option("--predict", "comparison.predict",
+                          "vector set compared with the fit set (e.g. embeddings@test)")),
+          report=print_comparison)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

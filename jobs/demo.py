@@ -19,11 +19,9 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from brain.config import Conf
 from brain.lake import Lake
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.demo")
 
@@ -37,22 +35,6 @@ TRY_SQL = ("SELECT s.label, count(*) AS n, round(avg(u.uniqueness), 3) AS mean_u
            "FROM uniqueness u JOIN samples s USING (sample_id) GROUP BY s.label ORDER BY mean_uniqueness")
 
 
-def write_digits(folder: Path, *, test_fraction: float = 0.2, seed: int = 0) -> int:
-    """Write the digits as 8×8 greyscale PNGs under folder/{train,test}/<label>/ (kept if present)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    is_test = np.zeros(len(pixels), bool)
-    is_test[np.random.default_rng(seed).permutation(len(pixels))[: int(len(pixels) * test_fraction)]] = True
-    for i, (img, target) in enumerate(zip(pixels, digits.target)):
-        path = folder / ("test" if is_test[i] else "train") / str(target) / f"digit-{i:04d}.png"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img, mode="L").save(path)
-    return len(pixels)
-
-
 def line(lake: Lake, query: str) -> str:
     """One SQL row as 'name value, …'."""
     from brain import sql
@@ -63,11 +45,11 @@ def line(lake: Lake, query: str) -> str:
 def run(conf: Conf) -> str:
     from brain import sql
     from brain import runs
-    from brain.cli import make_console, print_table
     from brain import lake_plots
-    from brain.cli import print_comparison
     from jobs import (comparison, duplicates, embed, familiarity, ingest, leaks, linear_probe, neighbors, unique,
                       uniqueness, visualization, walkthrough)
+    from jobs.console import make_console, print_table
+    from jobs.digits import write_digits
 
     console = make_console()
     lake = Lake(conf.lake)
@@ -126,7 +108,7 @@ def run(conf: Conf) -> str:
         "visualization": conf.visualization.model_copy(update={"embeddings_key": conf.embed.brain_key})})
     stage("familiarity fit on train, scored (Spark)", lambda: familiarity.run(fam_conf))
     comparison_id = stage("comparison train → test", lambda: comparison.run(fam_conf))
-    print_comparison(console, fam_conf, comparison_id)
+    comparison.print_comparison(fam_conf, comparison_id, console=console)
     stage(f"{conf.visualization.method} map (Ray)", lambda: visualization.run(fam_conf))
     plot = Path(lake.uri) / "plots" / f"{conf.visualization.brain_key}.html"
     stage("plot", lambda: lake_plots.plot_run(
@@ -146,13 +128,11 @@ def run(conf: Conf) -> str:
     return run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="demo", engine="ray", help="digits end to end on the embedded default",
+          reads=(),
+          writes=("samples", "ingest_errors", "embeddings", "neighbors", "uniqueness", "duplicates", "leaks", "unique", "predictions", "hardness", "mistakenness", "label_quality_classes", "label_confusion", "familiarity", "familiarity_extremes", "familiarity_comparison", "visualization"),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

@@ -23,6 +23,7 @@ from brain.lake import Lake, plain_strings
 from brain.methods.mistakenness import Detections, detection
 from brain.patches import detections_from_attributes
 from brain.schemas import DETECTION, DETECTION_OBJECTS
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.detection_mistakenness")
 
@@ -106,13 +107,11 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="detection-mistakenness", engine="driver", help="ground-truth boxes vs a detector's predictions",
+          reads=("predictions", "samples"),
+          writes=("detection_mistakenness", "detection_objects", "detection_labels"),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

@@ -32,21 +32,38 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from brain import images, runs
-from brain.config import Conf, DuplicatesConf
+from brain.config import Conf, DuplicatesConf, ImagesConf
 from brain.lake import Lake
 from brain.methods import duplicates as dup
 from brain.methods import near_duplicates
+from brain.schemas import fields_of
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.duplicates")
 
-PAIRS_SCHEMA = "a string, b string, distance double, passed boolean"
+# Candidate pairs (sample ids a < b), their embedding distance and whether they passed verification.
+PAIRS = pa.schema([fields_of("duplicates", "sample_id")[0].with_name(end) for end in ("a", "b")]
+                  + fields_of("duplicates", "distance") + [pa.field("passed", pa.bool_())])
 
 
-def descriptor_batches(batches: Iterator[pa.RecordBatch], flips: bool) -> Iterator[pa.RecordBatch]:
+def _load_or_none(uri: str, limits: images.DecodeLimits):
+    """The decoded image, or None for a file that went bad after ingest (it then matches nothing)."""
+    try:
+        return images.load(uri, limits=limits)
+    except images.ImageError as err:
+        log.warning("duplicates: %s", err)
+        return None
+
+
+def descriptor_batches(batches: Iterator[pa.RecordBatch], flips: bool,
+                       limits: images.DecodeLimits) -> Iterator[pa.RecordBatch]:
     """(sample_id, uri) → (sample_id, descriptor[, mirrored]): the blurred thumbnails of the decoded images."""
     for batch in batches:
         cols = batch.to_pydict()
-        decoded = [images.load(uri) for uri in cols["uri"]]
+        decoded = [_load_or_none(uri, limits) for uri in cols["uri"]]
+        readable = [i for i, img in enumerate(decoded) if img is not None]
+        cols["sample_id"] = [cols["sample_id"][i] for i in readable]
+        decoded = [decoded[i] for i in readable]
         out = {"sample_id": pa.array(cols["sample_id"], pa.string()),
                "descriptor": pa.array(list(near_duplicates.blurred_thumbnails(decoded)), pa.list_(pa.float32()))}
         if flips:
@@ -55,7 +72,8 @@ def descriptor_batches(batches: Iterator[pa.RecordBatch], flips: bool) -> Iterat
         yield pa.RecordBatch.from_pydict(out)
 
 
-def verified_batches(batches: Iterator[pa.RecordBatch], cfg: DuplicatesConf) -> Iterator[pa.RecordBatch]:
+def verified_batches(batches: Iterator[pa.RecordBatch], cfg: DuplicatesConf,
+                     limits: images.DecodeLimits) -> Iterator[pa.RecordBatch]:
     """(a, b, uri_a, uri_b) → (a, b, distance = 1 − correlation, passed), every candidate pair."""
     verifier = near_duplicates.Verifier(min_corr=cfg.min_corr, flips=cfg.flips) if cfg.verifier == "geometric" else None
     for batch in batches:
@@ -64,13 +82,16 @@ def verified_batches(batches: Iterator[pa.RecordBatch], cfg: DuplicatesConf) -> 
 
         def image(uri: str):
             if uri not in loaded:
-                img = images.load(uri)
-                loaded[uri] = verifier.prepare(img, f"image {uri}") if verifier is not None else img
+                img = _load_or_none(uri, limits)
+                loaded[uri] = verifier.prepare(img, f"image {uri}") if verifier is not None and img is not None else img
             return loaded[uri]
 
         corr, passed = [], []
         for ua, ub in zip(cols["uri_a"], cols["uri_b"]):
-            if verifier is not None:
+            if image(ua) is None or image(ub) is None:
+                corr.append(0.0)
+                passed.append(False)
+            elif verifier is not None:
                 match = verifier.match(image(ua), image(ub))
                 corr.append(match.ncc)
                 passed.append(match.passed)
@@ -83,11 +104,11 @@ def verified_batches(batches: Iterator[pa.RecordBatch], cfg: DuplicatesConf) -> 
             "passed": pa.array(passed, pa.bool_())})
 
 
-def descriptor_candidates(spark, samples, cfg: DuplicatesConf):
+def descriptor_candidates(spark, samples, cfg: DuplicatesConf, images_conf: ImagesConf):
     """Candidate pairs (a < b) of the blurred-thumbnail kNN graph as a Spark frame (a, b)."""
     schema = "sample_id string, descriptor array<float>" + (", mirrored array<float>" if cfg.flips else "")
-    flips = cfg.flips
-    table = samples.mapInArrow(lambda it: descriptor_batches(it, flips), schema).toArrow().sort_by("sample_id")
+    flips, limits = cfg.flips, images_conf.limits()
+    table = samples.mapInArrow(lambda it: descriptor_batches(it, flips, limits), schema).toArrow().sort_by("sample_id")
     if table.num_rows < 2:
         return spark.createDataFrame([], "a string, b string")
     ids = table["sample_id"].to_numpy(zero_copy_only=False)
@@ -112,6 +133,7 @@ def group_rows(edges: pa.Table, thresh: float, grouping: str) -> pa.Table:
 
 def near_rows(spark, lake: Lake, conf: Conf, neighbors_run_id: str, metrics: dict[str, float]) -> pa.Table:
     from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
 
     from jobs.spark_lake import read_table
 
@@ -133,14 +155,14 @@ def near_rows(spark, lake: Lake, conf: Conf, neighbors_run_id: str, metrics: dic
     if verify:
         candidates = edges.select("a", "b")
         if cfg.verifier == "geometric":
-            candidates = candidates.union(descriptor_candidates(spark, samples, cfg)).distinct()
+            candidates = candidates.union(descriptor_candidates(spark, samples, cfg, conf.images)).distinct()
         uris = samples.select(F.col("sample_id").alias("a"), F.col("uri").alias("uri_a"))
         with_uris = candidates.join(uris, "a").join(uris.select(F.col("a").alias("b"), F.col("uri_a").alias("uri_b")),
                                                     "b").localCheckpoint()
         count = with_uris.count()
-        parts = max(1, -(-count // cfg.verify_batch))
+        parts, limits = max(1, -(-count // cfg.verify_batch)), conf.images.limits()
         edges = (with_uris.repartition(parts, "a").sortWithinPartitions("a")
-                 .mapInArrow(lambda it: verified_batches(it, cfg), PAIRS_SCHEMA).localCheckpoint())
+                 .mapInArrow(lambda it: verified_batches(it, cfg, limits), from_arrow_schema(PAIRS)).localCheckpoint())
         metrics["candidates"] = float(count)
         edges = edges.where("passed")
         thresh = 1.0 - (cfg.min_corr if cfg.verifier == "geometric" else cfg.min_ncc)
@@ -212,13 +234,11 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="duplicates", engine="spark", help="near or exact duplicate groups on Spark",
+          reads=("neighbors", "samples"),
+          writes=("duplicates",),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -21,6 +20,7 @@ from brain import runs
 from brain.config import Conf
 from brain.lake import Lake, plain_strings
 from jobs.model_pipeline import PipelineSpec, model_kwargs, run_pipeline
+from jobs.registry import Job
 
 
 def select_samples(lake: Lake, conf: Conf, sample_ids: list[str] | None = None) -> pa.Table:
@@ -83,13 +83,11 @@ def run(conf: Conf, *, sample_ids: list[str] | None = None, carry_from: str | No
         settings=dict(model=conf.embed.model, kwargs=kwargs, shard_size=conf.embed.shard_size)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="embed", engine="ray", help="embeddings on Ray Data",
+          reads=("samples",),
+          writes=("embeddings", "ingest_errors"),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

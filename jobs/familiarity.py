@@ -32,14 +32,16 @@ from threadpoolctl import threadpool_limits
 from brain import results, runs, vectors
 from brain.plugins import import_object
 from brain.config import Conf, FamiliarityConf
+from brain.schemas import FAMILIARITY_EXTREMES, fields_of
 from brain.lake import Lake
 from brain.methods import familiarity as fam
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.familiarity")
 
-SCORED_SCHEMA = "sample_id string, label string, score double, percentile double"
-EXTREMES_SCHEMA = ("run_id string, brain_key string, label string, which_end string, rank int, "
-                   "sample_id string, score double")
+# What score_batches yields: a familiarity row's score and percentile with the sample's label.
+SCORED = pa.schema([*fields_of("familiarity", "sample_id"), *fields_of("samples", "label"),
+                    *fields_of("familiarity", "score", "percentile")])
 
 
 def density_options(cfg: FamiliarityConf, *, seed: bool) -> dict:
@@ -116,6 +118,7 @@ def extremes_of(table: pa.Table, *, count: int, run_id: str, brain_key: str) -> 
 
 def run(conf: Conf) -> str:
     from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
 
     from jobs.engines import ship_code_to_spark, spark_session, spark_where
     from jobs.spark_lake import read_table
@@ -148,13 +151,14 @@ def run(conf: Conf) -> str:
             joined = joined.where(F.col("split") == score_set.split)
         scored = joined.mapInArrow(lambda it: score_batches(it, lake_uri=lake_uri, model_run_id=run_id,
                                                             embeddings_run_id=emb_run, per=per),
-                                   SCORED_SCHEMA).cache()
+                                   from_arrow_schema(SCORED)).cache()
         (scored.select(F.lit(run_id).alias("run_id"), F.lit(key).alias("brain_key"), "sample_id", "score",
                        "percentile")
          .write.mode("overwrite").parquet(run.stage_dir("familiarity")))
         count = cfg.extremes_count
         (scored.select("sample_id", "label", "score").groupBy("label")
-         .applyInArrow(lambda t: extremes_of(t, count=count, run_id=run_id, brain_key=key), EXTREMES_SCHEMA)
+         .applyInArrow(lambda t: extremes_of(t, count=count, run_id=run_id, brain_key=key),
+                       from_arrow_schema(FAMILIARITY_EXTREMES))
          .write.mode("overwrite").parquet(run.stage_dir("familiarity_extremes")))
         scored.unpersist()
         if run.staged_rows("familiarity") == 0:
@@ -165,13 +169,11 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="familiarity", engine="spark", help="fit a familiarity model on embeddings, score samples on Spark",
+          reads=("embeddings", "samples"),
+          writes=("familiarity", "familiarity_extremes"),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

@@ -16,7 +16,8 @@ from brain import runs
 from brain.config import Conf
 from brain.lake import Lake
 from brain.methods import hardness as hardness_method
-from jobs.label_quality import read_predictions
+from jobs.predictions import read_predictions
+from jobs.registry import Job
 
 
 def run(conf: Conf) -> str:
@@ -31,13 +32,11 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="hardness", engine="driver", help="hardness (entropy of the logits) of a predictions run; needs no labels",
+          reads=("predictions", "samples"),
+          writes=("hardness",),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 from brain import ingest, progress, runs
 from brain.config import Conf, ConfError
 from brain.lake import Lake, plain_strings
+from jobs.registry import Job, Option
 
 log = logging.getLogger("jobs.ingest")
 
@@ -40,13 +41,15 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="ingest", engine="driver", help="register a dataset's images",
+          reads=(),
+          writes=("samples", "ingest_errors"),
+          run=run,
+          options=(Option("--source", "ingest.source", "folder in class-per-subfolder layout", clears=("ingest.manifest",)),
+                   Option("--manifest", "ingest.manifest", "CSV or Parquet manifest with a uri column", clears=("ingest.source",)),
+                   Option("--split", "ingest.split", "split for samples whose source names none"),
+                   Option("--dataset", "dataset", "dataset name (default: the config's)")))
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

@@ -18,6 +18,7 @@ import time
 from brain import runs
 from brain.config import Conf, LeaksConf
 from brain.lake import Lake
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.leaks")
 
@@ -80,13 +81,11 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="leaks", engine="spark", help="duplicates across splits on Spark",
+          reads=("duplicates", "samples"),
+          writes=("leaks",),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

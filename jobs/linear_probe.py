@@ -21,6 +21,7 @@ from brain.vectors import to_matrix
 from brain.models import Predictions
 from brain.models.linear_probe import out_of_fold_logits
 from jobs.model_pipeline import predictions_table
+from jobs.registry import Job
 
 
 def run(conf: Conf) -> str:
@@ -46,13 +47,11 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="linear-probe", engine="driver", help="predictions with logits from a logistic regression on embeddings, out of fold",
+          reads=("embeddings", "samples"),
+          writes=("predictions",),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

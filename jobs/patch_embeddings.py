@@ -11,7 +11,6 @@ manifest's columns (a JSON list of {label, bbox: [x, y, w, h] relative}).
 
 from __future__ import annotations
 
-
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -20,6 +19,7 @@ from brain.config import Conf
 from brain.lake import Lake, plain_strings
 from brain.patches import detections_from_attributes, patches_from_detections
 from jobs.model_pipeline import PipelineSpec, model_kwargs, run_pipeline
+from jobs.registry import Job
 
 
 def boxes(lake: Lake, conf: Conf) -> tuple[pa.Table, str | None]:
@@ -61,13 +61,11 @@ def run(conf: Conf) -> str:
                       min_confidence=cfg.min_confidence)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="patch-embeddings", engine="ray", help="embeddings of object patches (boxes) on Ray Data",
+          reads=("samples", "predictions"),
+          writes=("patch_embeddings", "ingest_errors"),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

@@ -10,7 +10,6 @@ so `brain neighbors --set neighbors.embeddings_key=...` and everything downstrea
 
 from __future__ import annotations
 
-
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -18,6 +17,7 @@ from brain import register, runs
 from brain.config import Conf
 from brain.lake import Lake, plain_strings
 from brain.vectors import to_list_array
+from jobs.registry import Job, Option
 
 
 def run(conf: Conf) -> str:
@@ -48,13 +48,18 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="register-embeddings", engine="driver", help="store embeddings computed elsewhere as a run",
+          reads=("samples",),
+          writes=("embeddings",),
+          run=run,
+          options=(Option("--file", "register_embeddings.file",
+                          ".parquet (sample_id, vector), .npz (sample_id, vector) or .npy (with --ids)"),
+                   Option("--ids", "register_embeddings.ids_file", "for .npy: a text file, one sample id per line"),
+                   Option("--samples-column", "register_embeddings.samples_column",
+                          "a samples column or attributes field holding the vectors"),
+                   Option("--brain-key", "register_embeddings.brain_key",
+                          "brain key of the run (default: register_embeddings.brain_key)")))
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

@@ -23,6 +23,7 @@ from brain.config import Conf
 from brain.lake import Lake, plain_strings
 from brain.results import CLASSES_ARTIFACT
 from jobs.model_pipeline import predictions_table
+from jobs.registry import Job, Option, comma_list
 
 
 def class_names(cfg) -> list[str] | None:
@@ -62,13 +63,21 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="register-predictions", engine="driver", help="store a model's predictions computed elsewhere",
+          reads=("samples",),
+          writes=("predictions",),
+          run=run,
+          options=(Option("--file", "register_predictions.file",
+                          ".parquet/.csv (sample_id or uri; label, confidence, logits, detections) "
+                          "or .npy logits [N, C] (with --ids)"),
+                   Option("--ids", "register_predictions.ids_file", "for .npy: a text file, one sample id per line"),
+                   Option("--classes", "register_predictions.classes", "class names in logit order, comma-separated",
+                          parse=comma_list),
+                   Option("--classes-file", "register_predictions.classes_file",
+                          "class names in logit order, one per line"),
+                   Option("--brain-key", "register_predictions.brain_key",
+                          "brain key of the run (default: register_predictions.brain_key)")))
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

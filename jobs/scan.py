@@ -30,6 +30,7 @@ from brain.config import Conf, ConfError
 from brain.lake import Lake, plain_strings
 from brain.scan import ScanLock, diff_sources
 from brain.schemas import INGEST_ERRORS
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.scan")
 
@@ -182,13 +183,11 @@ def run(conf: Conf) -> str:
     return scan.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="scan", engine="ray", help="incremental scan of the dataset's sources (what a scheduler runs)",
+          reads=("samples", "embeddings", "neighbors", "ingest_errors"),
+          writes=("samples", "ingest_errors", "embeddings", "neighbors", "uniqueness"),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

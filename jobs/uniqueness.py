@@ -18,8 +18,14 @@ from brain.config import Conf
 from brain.lake import Lake, plain_strings
 from brain.vectors import to_matrix
 from brain.methods import uniqueness as uq
+from brain.schemas import fields_of, schema_of
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.uniqueness")
+
+
+# What raw_scores yields: the weighted distance sum before normalisation.
+RAW_SCORES = pa.schema([*fields_of("uniqueness", "sample_id"), pa.field("raw", pa.float64())])
 
 
 def raw_scores(batches: Iterator[pa.RecordBatch], weights: Sequence[float]) -> Iterator[pa.RecordBatch]:
@@ -82,6 +88,7 @@ def run(conf: Conf, *, in_process: bool = False) -> str:
 
 def _score_on_spark(spark, lake: Lake, conf: Conf, neighbors_run: str, run: runs.Run, weights: list[float]) -> None:
     from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
 
     from jobs.spark_lake import read_table
 
@@ -89,24 +96,22 @@ def _score_on_spark(spark, lake: Lake, conf: Conf, neighbors_run: str, run: runs
     neighbors = read_table(spark, lake, "neighbors").where(F.col("run_id") == neighbors_run)
     samples = read_table(spark, lake, "samples").where(F.col("dataset") == conf.dataset).select("sample_id")
     raw = (neighbors.join(samples, "sample_id").select("sample_id", "distances")
-           .mapInArrow(lambda it: raw_scores(it, weights), "sample_id string, raw double").cache())
+           .mapInArrow(lambda it: raw_scores(it, weights), from_arrow_schema(RAW_SCORES)).cache())
     max_raw = raw.agg(F.max("raw")).first()[0]
     if max_raw is None:
         raise ValueError(f"kNN run {neighbors_run} has no rows for dataset {conf.dataset!r}")
     run_id = run.run_id
     scores = raw.mapInArrow(lambda it: normalized(it, float(max_raw), run_id, key),
-                            "run_id string, brain_key string, sample_id string, uniqueness double")
+                            from_arrow_schema(schema_of("uniqueness")))
     scores.write.mode("overwrite").parquet(run.stage_dir("uniqueness"))
     raw.unpersist()
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="uniqueness", engine="spark", help="uniqueness on Spark",
+          reads=("neighbors", "samples"),
+          writes=("uniqueness",),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

@@ -32,6 +32,7 @@ from brain import runs, vectors
 from brain.config import Conf
 from brain.lake import Lake
 from brain.methods import visualization as viz
+from jobs.registry import Job, Option
 
 log = logging.getLogger("jobs.visualization")
 
@@ -165,13 +166,18 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="visualize", engine="ray", help="2-D/3-D map of embeddings (umap|tsne|pca) on Ray",
+          reads=("embeddings",),
+          writes=("visualization",),
+          run=run,
+          options=(Option("--where", "visualization.where",
+                          "SQL condition over samples: map only that subset (FiftyOne's use_view)"),
+                   Option("--points", "visualization.points",
+                          "register precomputed coordinates instead: .parquet (sample_id, points) "
+                          "or .npy [N, 2|3] with --points-ids"),
+                   Option("--points-ids", "visualization.points_ids",
+                          "for .npy points: a text file, one sample id per line")))
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

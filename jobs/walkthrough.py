@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from brain import ingest, runs
 from brain.config import Conf
 from brain.lake import Lake
+from jobs.registry import Job
 
 log = logging.getLogger("jobs.walkthrough")
 
@@ -56,12 +57,13 @@ def write_noisy_manifest(source: Path, manifest: Path, *, fraction: float, seed:
 
 
 def run(conf: Conf) -> str:
-    from jobs import demo, embed, hardness, ingest as ingest_job, label_quality, linear_probe, neighbors
+    from jobs import embed, hardness, ingest as ingest_job, label_quality, linear_probe, neighbors
+    from jobs.digits import write_digits
 
     lake, cfg = Lake(conf.lake), conf.walkthrough
     ds = cfg.dataset
     source = Path(lake.uri) / "raw" / "digits"
-    demo.write_digits(source)
+    write_digits(source)
     manifest = Path(lake.uri) / "raw" / f"{ds}-manifest.parquet"
     write_noisy_manifest(source, manifest, fraction=cfg.noise_fraction, seed=cfg.seed)
 
@@ -103,13 +105,11 @@ def run(conf: Conf) -> str:
     return run.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs._entry import job_main
-
-    return job_main(run, __doc__, argv)
+JOB = Job(name="walkthrough", engine="ray", help="the label-mistake walkthrough on the digits",
+          reads=(),
+          writes=("samples", "embeddings", "neighbors", "predictions", "hardness", "mistakenness", "label_quality_classes", "label_confusion"),
+          run=run)
 
 
 if __name__ == "__main__":
-    from jobs._entry import exit_process
-
-    exit_process(main())
+    JOB.main()

@@ -1,9 +1,15 @@
-"""Shared fixtures: small real image folders, a lake in a temp folder, one Ray and one Spark per session."""
+"""Shared fixtures: small real image folders, a lake in a temp folder, one Ray and one Spark per session.
+
+Test tiers are markers (registered in pyproject.toml): ``integration`` (real local Ray and Spark),
+``cluster`` (starts local clusters and submits to them), ``stress`` (repeats commands many times;
+deselected unless asked for with ``-m stress``); every other test is ``unit`` (no engine).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +18,7 @@ import pyarrow as pa
 from PIL import Image
 
 from brain import runs
-from brain.config import Conf, SparkConf
+from brain.config import Conf, IngestConf, SparkConf
 from brain.lake import Lake
 from brain.schemas import EMBEDDINGS, SAMPLES
 
@@ -48,6 +54,15 @@ def add_bad_files(root: Path) -> dict[str, Path]:
     dup = root / "fish" / "copy-of-cat.png"
     shutil.copyfile(first, dup)
     return {"corrupt": corrupt, "text": text, "duplicate": dup, "original": first}
+
+
+ENGINE_TIERS = ("integration", "cluster", "stress")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if not any(item.get_closest_marker(tier) for tier in ENGINE_TIERS):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture
@@ -94,6 +109,42 @@ def spark():
     session = spark_session(local_conf("unused"))
     yield session
     session.stop()
+
+
+@dataclass(frozen=True)
+class SmallPipeline:
+    """ingest → embeddings → kNN → uniqueness over 45 pet images plus bad files (see ``small_pipeline``)."""
+
+    conf: Conf
+    images: Path
+    bad: dict[str, Path]
+    run_ids: dict[str, str]
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.conf.lake)
+
+    def copy(self, dest: Path) -> "SmallPipeline":
+        """The same pipeline in a copy of the lake at ``dest``, for tests that write runs of their own."""
+        shutil.copytree(self.conf.lake, dest)
+        return SmallPipeline(self.conf.model_copy(update={"lake": str(dest)}, deep=True), self.images, self.bad,
+                             self.run_ids)
+
+
+@pytest.fixture(scope="session")
+def small_pipeline(tmp_path_factory, ray_session, spark) -> SmallPipeline:
+    """The small pipeline, built once per test session on the real engines; read it, or ``.copy()`` it to write."""
+    from jobs import embed, ingest, neighbors, uniqueness
+
+    root = tmp_path_factory.mktemp("small_pipeline")
+    images = root / "images"
+    write_image_folder(images, per_class=15)
+    bad = add_bad_files(images)
+    conf = local_conf(root / "lake", ingest=IngestConf(source=str(images)))
+    conf.neighbors.k = 5
+    run_ids = {"ingest": ingest.run(conf), "embeddings": embed.run(conf), "neighbors": neighbors.run(conf),
+               "uniqueness": uniqueness.run(conf)}
+    return SmallPipeline(conf, images, bad, run_ids)
 
 
 def write_embeddings_run(lake: Lake, dataset: str, key: str, vectors_: np.ndarray, labels, splits) -> list[str]:

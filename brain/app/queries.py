@@ -28,9 +28,9 @@ import duckdb
 import pyarrow as pa
 
 from brain import runs, sql
-from brain.app.where import check_where
 from brain.lake import Lake
 from brain.schemas import TABLES
+from brain.sql_expr import check_condition
 
 # Tables with one row per sample and run whose numeric columns are scores.
 SCORE_TABLES = ("uniqueness", "hardness", "mistakenness", "detection_mistakenness", "familiarity", "predictions",
@@ -246,7 +246,7 @@ def samples(lake: Lake, *, sort: str | None = None, descending: bool = True, whe
         _score_by_name(lake, sort)  # raises NotFound naming the known scores
     conditions = []
     if where:
-        conditions.append(f"({check_where(where)})")
+        conditions.append(f"({check_condition(where, what='WHERE')})")
     if dataset:
         conditions.append(f"dataset = {_quote(dataset)}")
     if ids is not None:

@@ -230,7 +230,7 @@ def _validate_knn(knn_indices: np.ndarray, n: int) -> np.ndarray:
     return arr
 
 
-def _neighbour_vote(knn: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+def _neighbor_vote(knn: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """``q_i(j)``: label counts of the valid neighbours plus one uniform pseudo-neighbour."""
     valid = knn >= 0
     counts = np.zeros((len(knn), num_classes))
@@ -265,7 +265,7 @@ def _posterior(
         return logp, labels
     if knn_weight is not None and not 0.0 <= knn_weight <= 1.0:
         raise ValueError(f"knn_weight must be in [0, 1] or None; got {knn_weight}")
-    logq = np.log(_neighbour_vote(_validate_knn(knn_indices, n), labels, num_classes))
+    logq = np.log(_neighbor_vote(_validate_knn(knn_indices, n), labels, num_classes))
     rows = np.arange(n)
     if knn_weight is None:
         knn_weight = _fit_knn_weight(logp[rows, labels], logq[rows, labels])

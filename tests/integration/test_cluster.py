@@ -2,8 +2,9 @@
 
 Both clusters are started on 127.0.0.1 by this module, in their own process groups and temp
 folders, and only their processes are stopped at the end (the session's own `ray.init` and
-Spark are left alone). The embedding and kNN jobs go through the Ray Jobs API, uniqueness
-through spark-submit, all into one lake.
+Spark are left alone). The embedding, kNN and unique-subset (a driver job) jobs go through the
+Ray Jobs API, uniqueness and duplicates through spark-submit (with credentials in spark.conf and
+submit.env_vars that must not show in the output), all into one lake.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from brain import runs
 from brain.config import IngestConf
 from brain.lake import Lake
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.cluster
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -118,7 +119,7 @@ def cluster_lake(tmp_path_factory):
 def _submit(root: Path, conf, job: str) -> subprocess.CompletedProcess:
     path = root / f"submit-{job}.yaml"
     path.write_text(yaml.safe_dump(conf.model_dump()))
-    return subprocess.run([sys.executable, "-m", "brain.cli", "submit", job, "--conf", str(path)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "jobs.cli", "submit", job, "--conf", str(path)], cwd=ROOT,
                           env=_env(), capture_output=True, text=True, timeout=240)
 
 
@@ -127,7 +128,8 @@ def test_embedding_and_knn_jobs_through_the_ray_jobs_api(cluster_lake, ray_clust
     conf = conf.model_copy(deep=True)
     conf.submit.ray_address, gcs_port = ray_cluster
     conf.submit.python = sys.executable
-    for job in ("embed", "neighbors"):
+    conf.unique.n = 4
+    for job in ("embed", "neighbors", "unique"):  # unique: a driver job, sent to the Ray Jobs API
         done = _submit(root, conf, job)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert "SUCCEEDED" in done.stdout and f"lakebrain-{job}-" in done.stdout
@@ -144,16 +146,23 @@ def test_uniqueness_job_through_spark_submit(cluster_lake, spark_cluster):
     conf.spark.master = spark_cluster
     conf.spark.conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
                             "spark.executor.memory": "512m", "spark.cores.max": "1"})
-    done = _submit(root, conf, "uniqueness")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "SUCCEEDED" in done.stdout
+    conf.spark.conf["spark.hadoop.fs.s3a.secret.key"] = "s3cr3t-in-spark-conf"
+    conf.submit.env_vars = {"AWS_SECRET_ACCESS_KEY": "s3cr3t-in-env-vars"}
+    conf.duplicates.method = "exact"
+    for job in ("uniqueness", "duplicates"):
+        done = _submit(root, conf, job)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "SUCCEEDED" in done.stdout and "spark.hadoop.fs.s3a.secret.key=***" in done.stdout
+        assert "s3cr3t" not in done.stdout + done.stderr
 
 
 def test_the_catalog_shows_where_each_submitted_run_ran(cluster_lake):
     root, conf = cluster_lake
     catalog = {r["method"]: r for r in runs.list_runs(Lake(conf.lake)).to_pylist()}
-    assert {m: catalog[m]["status"] for m in ("embeddings", "neighbors", "uniqueness")} == dict.fromkeys(
-        ("embeddings", "neighbors", "uniqueness"), "succeeded")
+    submitted = ("embeddings", "neighbors", "unique", "uniqueness", "duplicates_exact")
+    assert {m: catalog[m]["status"] for m in submitted} == dict.fromkeys(submitted, "succeeded")
+    assert catalog["unique"]["submission_id"].startswith("lakebrain-unique-")
+    assert catalog["duplicates_exact"]["submission_id"].startswith("lakebrain-duplicates-")
     uq = catalog["uniqueness"]
     assert uq["submission_id"].startswith("lakebrain-uniqueness-")
     assert uq["executed_on"].startswith("spark=spark://127.0.0.1")

@@ -26,7 +26,7 @@ from tests.conftest import ROOT, local_conf, write_image_folder
 
 pytestmark = pytest.mark.integration
 
-BRAIN = [sys.executable, "-m", "brain.cli"]
+BRAIN = [sys.executable, "-m", "jobs.cli"]
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from PIL import Image
 from tests.conftest import local_conf, write_embeddings_run
 
 from brain import runs, sql, vectors
-from brain.cli import main as brain_main
+from jobs.cli import main as brain_main
 from brain.lake import Lake
 from brain.methods.familiarity import FamiliarityModel
 

@@ -14,7 +14,7 @@ from tests.conftest import local_conf, write_image_folder
 
 from brain import images as brain_images
 from brain import runs
-from brain.cli import main as brain_main
+from jobs.cli import main as brain_main
 from brain.config import IngestConf
 from brain.lake import Lake
 from brain.models import load_model, wrap

@@ -7,33 +7,19 @@ import json
 import numpy as np
 import pyarrow.compute as pc
 import pytest
-from tests.conftest import add_bad_files, local_conf, write_image_folder
 
 from brain import runs, sql
-from brain.cli import main as brain_main
-from brain.config import IngestConf
 from brain.lake import Lake
+from jobs.cli import main as brain_main
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, ray_session, spark):
-    from jobs import embed, ingest, neighbors, uniqueness
-
-    root = tmp_path_factory.mktemp("pipeline")
-    images = root / "images"
-    write_image_folder(images, per_class=15)
-    bad = add_bad_files(images)
-    conf = local_conf(root / "lake", ingest=IngestConf(source=str(images)))
-    conf.neighbors.k = 5
-    run_ids = {
-        "ingest": ingest.run(conf),
-        "embeddings": embed.run(conf),
-        "neighbors": neighbors.run(conf),
-        "uniqueness": uniqueness.run(conf),
-    }
-    return Lake(conf.lake), conf, bad, run_ids
+def pipeline(tmp_path_factory, small_pipeline):
+    """The session's small pipeline in a lake of this module's own (its tests add and delete runs)."""
+    mine = small_pipeline.copy(tmp_path_factory.mktemp("pipeline") / "lake")
+    return mine.lake, mine.conf, mine.bad, mine.run_ids
 
 
 def _uniqueness_by_uri(lake: Lake) -> dict[str, float]:
@@ -49,7 +35,7 @@ def test_bad_files_are_recorded_and_the_rest_ingested(pipeline):
     assert lake.read("samples").num_rows == 46  # 45 images + the duplicate copy
 
 
-def test_every_sample_is_embedded_and_has_k_neighbours(pipeline):
+def test_every_sample_is_embedded_and_has_k_neighbors(pipeline):
     lake, conf, _, run_ids = pipeline
     emb = lake.read("embeddings")
     assert emb.num_rows == 46 and set(emb["run_id"].to_pylist()) == {run_ids["embeddings"]}

@@ -44,7 +44,7 @@ def test_spark_stages_log_their_task_progress():
     script = textwrap.dedent("""
         import time
         from tests.conftest import local_conf
-        from jobs._entry import setup_logging
+        from jobs.registry import setup_logging
         from jobs.engines import spark_session
 
         setup_logging()

@@ -16,7 +16,7 @@ from PIL import Image
 from tests.conftest import local_conf
 
 from brain import results, runs
-from brain.cli import main as brain_main
+from jobs.cli import main as brain_main
 from brain.lake import Lake
 from brain.methods import hardness as hardness_method
 

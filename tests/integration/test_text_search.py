@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import local_conf, write_image_folder
 
 from brain import index, results, runs, sql
-from brain.cli import main as brain_main
+from jobs.cli import main as brain_main
 from brain.lake import Lake, plain_strings
 from brain.models import ZOO, WeightsNotFoundError
 

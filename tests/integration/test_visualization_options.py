@@ -11,7 +11,7 @@ import yaml
 from tests.conftest import local_conf, write_embeddings_run
 
 from brain import results, runs
-from brain.cli import main as brain_main
+from jobs.cli import main as brain_main
 from brain.lake import Lake
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The lake browser's pieces that need no engine: the WHERE check, thumbnails and their cache, progress lines."""
+"""The lake browser's pieces that need no engine: thumbnails and their cache, progress lines."""
 
 from __future__ import annotations
 
@@ -12,28 +12,6 @@ from PIL import Image
 
 from brain import progress
 from brain.app.thumbnails import ThumbnailCache, placeholder
-from brain.app.where import check_where
-
-
-@pytest.mark.parametrize("expression", ["label = 'cat'", "split IN ('train', 'test') AND uniqueness > 0.5",
-                                        "lower(label) LIKE 'c%'", "hardness IS NULL OR mistakenness >= 0.2"])
-def test_plain_expressions_pass(expression):
-    assert check_where(expression) == expression
-
-
-@pytest.mark.parametrize("expression, message", [
-    ("", "empty"),
-    ("label = ", "not a valid expression"),
-    ("1 = 1) UNION SELECT 1 FROM samples WHERE (1 = 1", "more than one expression"),
-    ("1 = 1) LIMIT (1", "more than one expression"),
-    ("1 = 1); DROP TABLE samples; SELECT (1", "not a valid expression"),
-    ("(SELECT count(*) FROM runs) > 0", "subqueries are not allowed"),
-    ("read_text('/etc/passwd') <> ''", "function 'read_text' is not allowed"),
-    ("getenv('HOME') = ''", "function 'getenv' is not allowed"),
-])
-def test_anything_but_one_plain_expression_is_refused(expression, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
-        check_where(expression)
 
 
 def test_thumbnails_fit_the_size_are_cached_and_bad_images_get_a_placeholder(tmp_path):

@@ -174,3 +174,23 @@ def test_job_groups_verified_pairs_in_sample_id_order():
                     {"group_id": "s1", "kept_sample_id": "s1", "sample_id": "s3", "distance": 0.02}]
     assert group_rows(edges, 0.015, "greedy").to_pylist() == [rows[0]]  # s1–s3 beyond the threshold
     assert group_rows(edges.slice(0, 0), 0.05, "components").num_rows == 0
+
+
+def test_an_image_that_went_bad_after_ingest_matches_nothing_instead_of_failing_the_task(tmp_path):
+    import pyarrow as pa
+    from PIL import Image
+
+    from brain.config import DuplicatesConf, ImagesConf
+    from jobs.duplicates import descriptor_batches, verified_batches
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(good)
+    gone = str(tmp_path / "gone.png")
+    limits = ImagesConf().limits()
+    batch = pa.RecordBatch.from_pydict({"sample_id": ["g", "x"], "uri": [str(good), gone]})
+    (out,) = descriptor_batches([batch], False, limits)
+    assert out.column("sample_id").to_pylist() == ["g"]
+    pairs = pa.RecordBatch.from_pydict({"a": ["g", "g"], "b": ["g2", "x"], "uri_a": [str(good)] * 2,
+                                        "uri_b": [str(good), gone]})
+    (verified,) = verified_batches([pairs], DuplicatesConf(), limits)
+    assert verified.column("passed").to_pylist() == [True, False]

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pytest
 
 from brain import ingest, runs, sql
-from brain.cli import main as brain_main
+from jobs.cli import main as brain_main
 from brain.config import IngestConf, RegisterEmbeddingsConf
 from brain.errors import plain_text
 from brain.lake import Lake

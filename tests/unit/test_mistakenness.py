@@ -93,7 +93,7 @@ KNN_LABELS = np.array([0, 1, 1])
 KNN = np.array([[1, 2], [2, 0], [1, -1]])  # -1: sample 2 has a single neighbour
 
 
-def test_neighbour_vote_mixture_by_hand():
+def test_neighbor_vote_mixture_by_hand():
     # q0 = ([0, 2] + 1/2) / 3 = [1/6, 5/6]; q1 = ([1, 1] + 1/2) / 3 = [1/2, 1/2];
     # q2 = ([0, 1] + 1/2) / 2 = [1/4, 3/4].  p~ = (p + q) / 2
     mixed = np.array([[0.45 + 1 / 12, 0.05 + 5 / 12], [0.35, 0.65], [0.275, 0.725]])
@@ -125,7 +125,7 @@ def _synthetic(seed: int, n: int = 400, num_classes: int = 4, noise: float = 0.1
     return logits, labels, flipped, np.array(same_class), np.array(random)
 
 
-def test_fitted_knn_weight_uses_good_neighbours_and_ignores_random_ones():
+def test_fitted_knn_weight_uses_good_neighbors_and_ignores_random_ones():
     logits, labels, flipped, good, random = _synthetic(0)
     alone = roc_auc_score(flipped, classification(logits, labels))
     assert roc_auc_score(flipped, classification(logits, labels, good)) > max(alone + 0.05, 0.97)
@@ -134,7 +134,7 @@ def test_fitted_knn_weight_uses_good_neighbours_and_ignores_random_ones():
     assert roc_auc_score(flipped, classification(logits, labels, random, knn_weight=0.8)) < alone - 0.05
 
 
-def test_neighbours_find_a_flip_the_logits_cannot_see():
+def test_neighbors_find_a_flip_the_logits_cannot_see():
     logits = np.zeros((20, 2))  # an uninformative model
     labels = np.array([0] * 10 + [1] * 10)
     labels[3] = 1
@@ -260,7 +260,7 @@ def test_walkthrough_targets_logits_alone(uniform_walkthrough):
     assert fiftyone_auroc == pytest.approx(0.983, abs=0.002) and fiftyone_hits < hits
 
 
-def test_walkthrough_targets_with_neighbours(uniform_walkthrough):
+def test_walkthrough_targets_with_neighbors(uniform_walkthrough):
     logits, noisy, is_flipped, knn, true = uniform_walkthrough
     auroc, hits = _auroc_hits(classification(logits, noisy, knn), is_flipped)
     assert auroc >= 0.997 and hits / is_flipped.sum() >= 0.97  # measured 0.9983, 352 / 359 = 0.981

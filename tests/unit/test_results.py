@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from brain import index, results, runs
-from brain.cli import main as brain_main
+from jobs.cli import main as brain_main
 from brain.methods import familiarity as fam
 from brain.schemas import TABLES
 

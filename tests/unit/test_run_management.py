@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from brain import index, results, runs, sql
-from brain.cli import main as brain_main
+from jobs.cli import main as brain_main
 
 
 def _samples(lake, n=4):

@@ -1,4 +1,10 @@
-"""The ``brain`` command: run jobs, manage runs, query the lake with SQL."""
+"""The ``brain`` command: run jobs, manage runs, query the lake with SQL.
+
+The job verbs (``brain embed``, ...) and ``brain submit JOB`` come from the jobs' own
+declarations (``jobs.registry``); the other commands (sql, runs, lake, results, similar, plot, app, ...)
+read the lake without an engine, and a command line that names one of them does not
+import the job modules at all.
+"""
 
 from __future__ import annotations
 
@@ -6,69 +12,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pyarrow as pa
 
 from brain.config import ConfError, load_conf
 from brain.lake import Lake
-
-JOBS = {
-    "demo": "jobs.demo",
-    "ingest": "jobs.ingest",
-    "embed": "jobs.embed",
-    "neighbors": "jobs.neighbors",
-    "uniqueness": "jobs.uniqueness",
-    "label-quality": "jobs.label_quality",
-    "walkthrough": "jobs.walkthrough",
-    "detection-mistakenness": "jobs.detection_mistakenness",
-    "scan": "jobs.scan",
-    "apply-model": "jobs.apply_model",
-    "patch-embeddings": "jobs.patch_embeddings",
-    "register-embeddings": "jobs.register_embeddings",
-    "register-predictions": "jobs.register_predictions",
-    "linear-probe": "jobs.linear_probe",
-    "hardness": "jobs.hardness",
-    "duplicates": "jobs.duplicates",
-    "unique": "jobs.unique",
-    "leaks": "jobs.leaks",
-    "familiarity": "jobs.familiarity",
-    "compare": "jobs.comparison",
-    "visualize": "jobs.visualization",
-}
-
-
-def print_table(console, table: pa.Table, *, max_rows: int = 200) -> None:
-    from rich.table import Table
-
-    view = Table()
-    for name in table.column_names:
-        view.add_column(name, overflow="fold")
-    for row in table.slice(0, max_rows).to_pylist():
-        view.add_row(*(_cell(v) for v in row.values()))
-    console.print(view)
-    if table.num_rows > max_rows:
-        console.print(f"… {table.num_rows - max_rows} more rows (use --format csv)")
-
-
-def make_console():
-    """A rich console; wide enough for tables when the output is not a terminal."""
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() else Console(width=200)
-
-
-def _cell(value) -> str:
-    import datetime as dt
-
-    if value is None or value == []:
-        return ""
-    if isinstance(value, dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, list) and value and isinstance(value[0], tuple):
-        return ", ".join(f"{k}={v}" for k, v in value)
-    return str(value)
+from jobs.console import make_console, print_table
+from jobs.registry import Job, add_conf_args, exit_process, load_jobs
 
 
 def _lake(args):
@@ -77,58 +28,6 @@ def _lake(args):
     if getattr(args, "lake", None):
         return Lake(args.lake)
     return Lake(load_conf(args.conf, args.overrides).lake)
-
-
-def _cmd_job(args) -> int:
-    import importlib
-
-    from jobs._entry import setup_logging
-
-    setup_logging()
-    conf = load_conf(args.conf, args.overrides)
-    if args.command == "ingest":
-        updates = {k: v for k, v in dict(source=args.source, manifest=args.manifest, split=args.split).items() if v}
-        if updates:
-            conf.ingest = conf.ingest.model_copy(update={"source": None, "manifest": None, **updates})
-        if args.dataset:
-            conf.dataset = args.dataset
-    if args.command == "register-embeddings":
-        updates = {k: v for k, v in dict(file=args.file, ids_file=args.ids, samples_column=args.samples_column,
-                                         brain_key=args.brain_key).items() if v}
-        conf.register_embeddings = conf.register_embeddings.model_copy(update=updates)
-    if args.command == "register-predictions":
-        updates = {k: v for k, v in dict(file=args.file, ids_file=args.ids, classes_file=args.classes_file,
-                                         brain_key=args.brain_key).items() if v}
-        if args.classes:
-            updates["classes"] = args.classes.split(",")
-        conf.register_predictions = conf.register_predictions.model_copy(update=updates)
-    if args.command == "visualize":
-        conf.visualization = conf.visualization.model_copy(update={k: v for k, v in dict(
-            where=args.where, points=args.points, points_ids=args.points_ids).items() if v})
-    if args.command == "compare":
-        conf.comparison = conf.comparison.model_copy(
-            update={k: v for k, v in dict(fit=args.fit, predict=args.predict).items() if v})
-    run_id = importlib.import_module(JOBS[args.command]).run(conf)
-    print(f"run {run_id} succeeded; lake: {Path(conf.lake).resolve() if '://' not in conf.lake else conf.lake}")
-    if args.command == "compare":
-        print_comparison(make_console(), conf, run_id)
-    return 0
-
-
-def print_comparison(console, conf, run_id: str) -> None:
-    """L(fit → predict) overall and per class, from a comparison run's table."""
-    from brain import sql
-    from brain.lake import Lake
-
-    table = sql.query(Lake(conf.lake), "SELECT coalesce(label, '(overall)') AS label, ratio, verdict "
-                                       f"FROM familiarity_comparison WHERE run_id = '{run_id}' "
-                                       "ORDER BY label IS NOT NULL, label")
-    overall = table.slice(0, 1).to_pylist()[0]
-    console.print(f"L({conf.comparison.fit} → {conf.comparison.predict}) = {overall['ratio']:.3f}: "
-                  f"[bold]{overall['verdict']}[/bold]  (bands: < 0.6 huge gap, 0.6–0.8 small gap, "
-                  "0.8–1.2 fine, > 1.2 gap)")
-    if table.num_rows > 1:
-        print_table(console, table)
 
 
 def _cmd_plot(args) -> int:
@@ -162,7 +61,7 @@ def _cmd_plot(args) -> int:
 def _cmd_submit(args) -> int:
     from jobs.submit import submit
 
-    return submit(args.job, load_conf(args.conf, args.overrides))
+    return submit(args.job, args.job.conf(args))
 
 
 def _cmd_runs(args) -> int:
@@ -284,7 +183,7 @@ def _cmd_app(args) -> int:
 
 def _cmd_report(args) -> int:
     from brain.app import write_report
-    from jobs._entry import setup_logging
+    from jobs.registry import setup_logging
 
     setup_logging()
     index = write_report(_lake(args).uri, args.out, max_samples=args.max_samples, cache_dir=args.cache_dir)
@@ -311,44 +210,34 @@ def _write_result(table: pa.Table, fmt: str, out: str | None) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="brain", description=__doc__)
+def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; ``jobs`` None: every job's declaration is loaded."""
+    jobs = load_jobs() if jobs is None else jobs
+    parser = argparse.ArgumentParser(prog="brain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of expected failures too (bad config, lock held, commit conflict)")
-    sub = parser.add_subparsers(dest="command", required=True)
 
     def with_conf(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--conf", help="YAML config (default: conf/local.yaml)")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config field, e.g. --set neighbors.k=20")
+        add_conf_args(p)
         return p
 
-    for name, help_text in (("demo", "digits end to end on the embedded default"),
-                            ("embed", "embeddings on Ray Data"),
-                            ("neighbors", "FAISS kNN graph on Ray"),
-                            ("uniqueness", "uniqueness on Spark"),
-                            ("label-quality", "hardness and mistakenness of a predictions run (+ Spark per-class tables)"),
-                            ("hardness", "hardness (entropy of the logits) of a predictions run; needs no labels"),
-                            ("linear-probe", "out-of-fold logistic regression on an embeddings run → predictions"),
-                            ("walkthrough", "the label-mistake walkthrough on the digits"),
-                            ("detection-mistakenness", "ground-truth boxes vs a detector's predictions"),
-                            ("scan", "incremental scan of the dataset's sources (what a scheduler runs)"),
-                            ("duplicates", "near or exact duplicate groups on Spark"),
-                            ("unique", "a unique (k-center) subset of n samples"),
-                            ("leaks", "duplicates across splits on Spark"),
-                            ("familiarity", "fit a familiarity model on embeddings, score samples on Spark")):
-        with_conf(sub.add_parser(name, help=help_text)).set_defaults(func=_cmd_job)
-    viz_p = with_conf(sub.add_parser("visualize", help="2-D/3-D map of embeddings (umap|tsne|pca) on Ray"))
-    viz_p.add_argument("--where", help="SQL condition over samples: map only that subset (FiftyOne's use_view)")
-    viz_p.add_argument("--points", help="register precomputed coordinates instead: .parquet (sample_id, points) "
-                                        "or .npy [N, 2|3] with --points-ids")
-    viz_p.add_argument("--points-ids", help="for .npy points: a text file, one sample id per line")
-    viz_p.set_defaults(func=_cmd_job)
-    cmp_p = with_conf(sub.add_parser("compare", help="dataset comparison L(fit → predict) with a verdict"))
-    cmp_p.add_argument("--fit", help="vector set NAME[@SPLIT]: an embeddings brain key or a dataset name, "
-                                     "optionally one split (e.g. embeddings@train)")
-    cmp_p.add_argument("--predict", help="vector set compared with the fit set (e.g. embeddings@test)")
-    cmp_p.set_defaults(func=_cmd_job)
+    for job in jobs.values():
+        job_p = sub.add_parser(job.name, help=f"{job.help} [{job.engine}]", description=job.help)
+        job.add_arguments(job_p)
+        job_p.set_defaults(func=job.execute)
+
+    submit_p = sub.add_parser("submit", help="send a job to a cluster: ray jobs through the Ray Jobs API, spark "
+                                             "jobs through spark-submit, driver jobs through either",
+                              description=_submit_description(jobs),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    submit_sub = submit_p.add_subparsers(dest="job_name", required=True, metavar="JOB")
+    for job in jobs.values():
+        job_p = submit_sub.add_parser(job.name, help=f"[{job.engine}] {job.help}", description=job.help)
+        job.add_arguments(job_p)
+        job_p.set_defaults(func=_cmd_submit, job=job)
+
     plot_p = with_conf(sub.add_parser("plot", help="HTML + PNG scatter of a visualization run"))
     plot_p.add_argument("key", help="brain key of a visualization run")
     plot_p.add_argument("--lake", help="lake folder or URI (default: the config's)")
@@ -362,33 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot_p.add_argument("--highlight-file", help="file of sample ids (one per line) to outline")
     plot_p.add_argument("--unique", metavar="KEY", help="outline the samples of a `unique` table run")
     plot_p.set_defaults(func=_cmd_plot)
-    ing = with_conf(sub.add_parser("ingest", help="register a dataset's images"))
-    ing.add_argument("--source", help="folder in class-per-subfolder layout")
-    ing.add_argument("--manifest", help="CSV or Parquet manifest with a uri column")
-    ing.add_argument("--split", help="split for samples whose source names none")
-    ing.add_argument("--dataset", help="dataset name (default: the config's)")
-    ing.set_defaults(func=_cmd_job)
 
-    submit_p = with_conf(sub.add_parser("submit", help="send a job to a Ray cluster (Jobs API) or Spark (spark-submit)"))
-    submit_p.add_argument("job", help="ingest, embed, neighbors, scan, demo (Ray) or uniqueness (Spark)")
-    submit_p.set_defaults(func=_cmd_submit)
-    for name, help_text in (("apply-model", "predictions (labels, confidence, logits, detections) on Ray Data"),
-                            ("patch-embeddings", "embeddings of object patches (boxes) on Ray Data")):
-        with_conf(sub.add_parser(name, help=help_text)).set_defaults(func=_cmd_job)
-    reg = with_conf(sub.add_parser("register-embeddings", help="store embeddings computed elsewhere as a run"))
-    reg.add_argument("--file", help=".parquet (sample_id, vector), .npz (sample_id, vector) or .npy (with --ids)")
-    reg.add_argument("--ids", help="for .npy: a text file, one sample id per line")
-    reg.add_argument("--samples-column", help="a samples column or attributes field holding the vectors")
-    reg.add_argument("--brain-key", help="brain key of the run (default: register_embeddings.brain_key)")
-    reg.set_defaults(func=_cmd_job)
-    regp = with_conf(sub.add_parser("register-predictions", help="store a model's predictions computed elsewhere"))
-    regp.add_argument("--file", help=".parquet/.csv (sample_id or uri; label, confidence, logits, detections) "
-                                     "or .npy logits [N, C] (with --ids)")
-    regp.add_argument("--ids", help="for .npy: a text file, one sample id per line")
-    regp.add_argument("--classes", help="class names in logit order, comma-separated")
-    regp.add_argument("--classes-file", help="class names in logit order, one per line")
-    regp.add_argument("--brain-key", help="brain key of the run (default: register_predictions.brain_key)")
-    regp.set_defaults(func=_cmd_job)
     models_p = sub.add_parser("models", help="the model zoo")
     models_sub = models_p.add_subparsers(dest="action", required=True)
     models_sub.add_parser("list")
@@ -468,12 +331,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> set[str]:
+    return {name for action in parser._subparsers._group_actions for name in action.choices}
+
+
+def _submit_description(jobs: dict[str, Job]) -> str:
+    by_engine = {engine: [job.name for job in jobs.values() if job.engine == engine]
+                 for engine in ("ray", "spark", "driver")}
+    return ("Send JOB to a cluster (see cluster/README.md):\n"
+            f"  ray jobs, through the Ray Jobs API at submit.ray_address: {', '.join(by_engine['ray'])}\n"
+            f"  spark jobs, through spark-submit to spark.master: {', '.join(by_engine['spark'])}\n"
+            f"  driver jobs (no engine), through the Ray Jobs API when submit.ray_address is set,\n"
+            f"  else spark-submit: {', '.join(by_engine['driver'])}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one `brain` command in this process (engines left running); returns the exit status."""
     from brain.errors import reporting_failures
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # A command that is no job (sql, runs, ...) does not need the job modules: their imports cost seconds.
+    parser = build_parser({})
+    if not argv or argv[0] == "submit" or argv[0] not in _commands(parser):
+        parser = build_parser()
+    args = parser.parse_args(argv)
     return reporting_failures(lambda: args.func(args), debug=args.debug)
 
 
+def console() -> NoReturn:
+    """The `brain` console script: one command, then the process ends like a job's (``exit_process``)."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

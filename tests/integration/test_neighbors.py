@@ -14,7 +14,7 @@ from PIL import Image
 from tests.conftest import local_conf
 
 from brain import index, results, runs, sql
-from brain.cli import main as brain_main
+from jobs.cli import main as brain_main
 from brain.config import IngestConf
 from brain.lake import Lake, plain_strings
 from brain.methods import duplicates
