@@ -85,8 +85,7 @@ def _connection(lake: Lake) -> duckdb.DuckDBPyConnection:
         return cached[2]
     version = lake.version("run_events") if lake.exists("run_events") else -1
     if cached is None or cached[0] != version:
-        con = sql.connect(lake)
-        con.execute("SET enable_external_access = false")
+        con = sql.connect(lake)  # external file access off, configuration locked
         cached = (version, now, con)
     _CONNECTIONS[lake.uri] = (version, now, cached[2])
     return cached[2]
