@@ -174,10 +174,11 @@ def predictions_table(preds, sample_ids: list[str], run_id: str, *, store_logits
     # logits are checked (finite, one row per sample) even when not stored: the labels come from them
     checked = None if preds.logits is None else to_list_array(preds.logits, sample_ids, what="row of logits")
     logits = checked if store_logits and checked is not None else pa.nulls(n, pa.list_(pa.float32()))
+    # NaN is an unknown confidence (labels registered without scores: stored as null); infinity is a bug
     confidence = np.asarray(preds.confidence, dtype=np.float64)
-    if n and not np.isfinite(confidence).all():
-        raise ValueError(f"sample {sample_ids[int(np.flatnonzero(~np.isfinite(confidence))[0])]}: "
-                         "the model's confidence is NaN or infinite")
+    if n and np.isinf(confidence).any():
+        raise ValueError(f"sample {sample_ids[int(np.flatnonzero(np.isinf(confidence))[0])]}: "
+                         "the model's confidence is infinite")
     detections = (pa.array([[dict(label=d.label, bbox=list(d.bbox), confidence=d.confidence) for d in dets]
                             for dets in preds.detections], PREDICTIONS.field("detections").type)
                   if preds.detections is not None else pa.nulls(n, PREDICTIONS.field("detections").type))

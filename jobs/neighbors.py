@@ -56,6 +56,7 @@ import os
 import resource
 import time
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import numpy as np
 import pyarrow as pa
@@ -66,7 +67,7 @@ import pyarrow.parquet as pq
 from brain import index as knn_index
 from brain import runs
 from brain.config import Conf, NeighborsConf
-from brain.lake import Lake
+from brain.lake import STAGING_FOLDER, Lake
 from brain.vectors import to_list_array, to_matrix
 from jobs.registry import Job
 
@@ -297,13 +298,23 @@ def assign_files(files: list[str], sizes: list[int], shards: int) -> list[list[s
     return [sorted(part) for part in out]
 
 
-def embedding_files(lake: Lake) -> tuple[list[str], list[int]]:
-    """The embeddings table's committed files (URIs) and their sizes, from the Delta log."""
+def embedding_files(lake: Lake, run_id: str) -> tuple[list[str], list[int]]:
+    """The committed files of the embeddings table that can hold ``run_id``'s rows (URIs) and their sizes.
+
+    A run's files are committed from its staging folder ``_staging/<run_id>/``; files elsewhere
+    (appended by older code) may hold any run's rows, so they are read too. Matching by full
+    relative path matters: resumable runs name their files by shard, the same in every run.
+    """
     actions = pa.table(lake.table("embeddings").get_add_actions(flatten=True)).to_pydict()
     base = lake.table_uri("embeddings")
-    uris = {u.rsplit("/", 1)[-1]: u for u in lake.file_uris("embeddings")}
-    files = [uris.get(p.rsplit("/", 1)[-1], f"{base}/{p}") for p in actions["path"]]
-    return files, [int(s) for s in actions["size_bytes"]]
+    own, elsewhere = f"{STAGING_FOLDER}/{run_id}/", f"{STAGING_FOLDER}/"
+    files, sizes = [], []
+    for path, size in zip(actions["path"], actions["size_bytes"]):
+        path = unquote(path)
+        if path.startswith(own) or not path.startswith(elsewhere):
+            files.append(f"{base}/{path}")
+            sizes.append(int(size))
+    return files, sizes
 
 
 @dataclass
@@ -326,7 +337,7 @@ class ShardPool:
 
     @classmethod
     def start(cls, ray, lake: Lake, embeddings_run_id: str, cfg: NeighborsConf, shards: int) -> ShardPool:
-        files, sizes = embedding_files(lake)
+        files, sizes = embedding_files(lake, embeddings_run_id)
         parts = assign_files(files, sizes, shards)
         resources = ray.cluster_resources()
         cpus = max(0.25, float(resources.get("CPU", 1)) / shards)

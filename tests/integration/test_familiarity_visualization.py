@@ -11,7 +11,6 @@ import json
 import re
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from PIL import Image

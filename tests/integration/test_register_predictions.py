@@ -31,13 +31,13 @@ def _conf_file(conf, path):
 @pytest.fixture(scope="module")
 def noisy_digits(tmp_path_factory):
     """The walkthrough's noisy digits ingested (no embeddings: the user brings a model)."""
-    from jobs import demo, ingest
+    from jobs import digits, ingest
     from jobs.walkthrough import write_noisy_manifest
 
     root = tmp_path_factory.mktemp("byop")
     conf = local_conf(root / "lake")
     conf.dataset = "digits_noisy"
-    demo.write_digits(root / "digits")
+    digits.write_digits(root / "digits")
     conf.ingest.manifest = str(root / "manifest.parquet")
     write_noisy_manifest(root / "digits", root / "manifest.parquet", fraction=0.2, seed=0)
     ingest.run(conf)
