@@ -38,7 +38,10 @@ def _free_port() -> int:
 
 
 def _env(**extra) -> dict[str, str]:
-    return dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}", PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled",
+    # A local Ray started earlier in this process switched Ray's multi-node mode off in os.environ
+    # (jobs.engines._ray_on_loopback): the clusters started here are multi-node.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    return dict(env, PATH=f"{VENV_BIN}:{os.environ['PATH']}", PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled",
                 SPARK_LOCAL_IP="127.0.0.1", RAY_ADDRESS="", **extra)
 
 
