@@ -292,8 +292,23 @@ class VisualizationConf(_Section):
     points_ids: str | None = Field(None, description="for a .npy points file: one sample id per line, in row order")
 
 
+class StorageConf(_Section):
+    """How to reach a lake on object storage (``lake: s3://bucket/prefix``); see cluster/README.md."""
+
+    options: dict[str, str] = Field(default_factory=dict, description=(
+        "delta-rs storage options, also used for pyarrow's filesystem: AWS_ENDPOINT_URL, AWS_REGION, "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP (true for an http:// endpoint)... Empty: the "
+        "same-named environment variables. Credentials are never recorded in a run's config (redacted)"))
+
+    @field_validator("options")
+    @classmethod
+    def _upper_case_names(cls, options: dict[str, str]) -> dict[str, str]:
+        return {name.upper(): str(value) for name, value in options.items()}
+
+
 class Conf(_Section):
-    lake: str = "lake"  # a relative folder is taken from the working directory
+    lake: str = "lake"  # a relative folder is taken from the working directory; or s3://bucket/prefix
+    storage: StorageConf = Field(default_factory=StorageConf)
     dataset: str = "default"
     code_paths: list[str] = Field(default_factory=list, description=(
         "package folders of your own code named by import path (embed.model=my_pkg.models:MyNet, "

@@ -15,6 +15,14 @@ Readers: :meth:`Lake.read` (Arrow), :meth:`Lake.dataset` (a lazy
 committed Parquet files themselves (Spark has no Delta jars here). These read
 every run's rows; :mod:`brain.runs` resolves which runs are current.
 
+A lake on object storage (``s3://bucket/prefix``) is reached with delta-rs storage options
+(``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_ALLOW_HTTP``...): given by the config's ``storage.options`` (:meth:`Lake.from_conf`), else
+taken from the same-named environment variables. Every byte the lake reads or writes outside
+delta-rs goes through one ``pyarrow.fs`` filesystem built from the same options (staging,
+heartbeats, artifacts), so a ``Lake`` pickled into a Ray task or a Spark closure reaches the
+store with them.
+
 Many processes write one lake at once. Appends never conflict in Delta; a commit
 that does (a MERGE into `samples`, a DELETE by vacuum) is retried with backoff
 up to ``commit_retries`` times, and :class:`LakeConflictError` says so if it gives up.
@@ -22,12 +30,18 @@ up to ``commit_retries`` times, and :class:`LakeConflictError` says so if it giv
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import posixpath
 import random
 import time
 import uuid
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
@@ -78,19 +92,113 @@ def with_retries(action, what: str, *, attempts: int = COMMIT_RETRIES):
             time.sleep(delay)
 
 
+# The delta-rs storage options of an S3 store that also configure pyarrow's S3FileSystem, and the
+# environment variables a lake falls back to (delta-rs reads the same names from the environment).
+S3_ENV_OPTIONS = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
+                  "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ALLOW_HTTP", "AWS_CONDITIONAL_PUT",
+                  "AWS_S3_ALLOW_UNSAFE_RENAME", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST")
+
+
+def storage_options_from_env(uri: str) -> dict[str, str] | None:
+    """The ``AWS_*`` variables of this process's environment for an ``s3://`` lake (None for other lakes)."""
+    if not uri.startswith(("s3://", "s3a://")):
+        return None
+    return {name: os.environ[name] for name in S3_ENV_OPTIONS if os.environ.get(name)} or None
+
+
+def s3_filesystem(options: dict[str, str]) -> pafs.S3FileSystem:
+    """pyarrow's S3 filesystem configured like delta-rs by the same ``options`` (keys upper case)."""
+    endpoint = options.get("AWS_ENDPOINT_URL")
+    kwargs: dict[str, Any] = {}
+    if endpoint:
+        parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        if not parts.netloc:
+            raise ValueError(f"storage option AWS_ENDPOINT_URL={endpoint!r} is not a URL like http://host:port")
+        kwargs.update(endpoint_override=parts.netloc + parts.path.rstrip("/"), scheme=parts.scheme)
+    region = options.get("AWS_REGION") or options.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    if options.get("AWS_ACCESS_KEY_ID"):
+        kwargs.update(access_key=options["AWS_ACCESS_KEY_ID"], secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
+                      session_token=options.get("AWS_SESSION_TOKEN"))
+    if options.get("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "").lower() == "true":
+        kwargs["force_virtual_addressing"] = True
+    return pafs.S3FileSystem(**kwargs)
+
+
 class Lake:
-    """A lake rooted at ``uri`` (a local folder or any URI pyarrow/delta-rs reads)."""
+    """A lake rooted at ``uri``: a local folder, ``s3://bucket/prefix``, or any URI pyarrow and delta-rs read.
+
+    ``storage_options`` are delta-rs's (upper-case names such as ``AWS_ENDPOINT_URL``); None takes an
+    S3 lake's from the ``AWS_*`` environment variables. A lake pickles with its options and filesystem,
+    so engines' workers get it whole.
+    """
 
     def __init__(self, uri: str | Path, *, storage_options: dict[str, str] | None = None):
         uri = str(uri)
         if "://" not in uri:
             uri = str(Path(uri).expanduser().resolve())
         self.uri = uri.rstrip("/")
-        self.storage_options = storage_options or None
-        self._fs, self._root = pafs.FileSystem.from_uri(self.uri if "://" in self.uri else Path(self.uri).as_uri())
+        if storage_options is None:
+            storage_options = storage_options_from_env(self.uri)
+        self.storage_options = {k.upper(): str(v) for k, v in storage_options.items()} if storage_options else None
+        if self.uri.startswith(("s3://", "s3a://")):
+            parts = urlsplit(self.uri)
+            self._fs, self._root = s3_filesystem(self.storage_options or {}), parts.netloc + parts.path
+        else:
+            self._fs, self._root = pafs.FileSystem.from_uri(self.uri if "://" in self.uri else Path(self.uri).as_uri())
+
+    @classmethod
+    def from_conf(cls, conf) -> "Lake":
+        """The lake a config names (``conf.lake``), reached with its ``storage.options``."""
+        return cls(conf.lake, storage_options=conf.storage.options or None)
 
     def __repr__(self) -> str:
         return f"Lake({self.uri!r})"
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the lake is a folder of this machine's file system (engines may then use its paths)."""
+        return isinstance(self._fs, pafs.LocalFileSystem)
+
+    @property
+    def filesystem(self) -> pafs.FileSystem:
+        return self._fs
+
+    def path_of(self, uri: str) -> str:
+        """A URI under the lake (as ``file_uris`` lists them) as a path in :attr:`filesystem`."""
+        if uri.startswith(self.uri + "/"):
+            return self._root + uri[len(self.uri):]
+        if uri.startswith("file://"):
+            return urlsplit(uri).path
+        if "://" in uri:
+            raise ValueError(f"{uri} is not a file of lake {self.uri}")
+        return uri
+
+    def files_dataset(self, uris: list[str], *, schema: pa.Schema | None = None) -> pads.Dataset:
+        """Parquet files of the lake (URIs as ``file_uris`` lists them) as one dataset read through the lake's filesystem."""
+        return pads.dataset([self.path_of(u) for u in uris], schema=schema, format="parquet", filesystem=self._fs)
+
+    def local_folder(self, name: str) -> Path:
+        """A folder of this machine for files made next to the lake for local use (the demo's images, plots).
+
+        Under the lake when it is a local folder; for a lake elsewhere, under ``~/.cache/lakebrain/`` in a
+        folder named after the lake (image files must be where the image readers open them).
+        """
+        if self.is_local:
+            return Path(self._root) / name
+        digest = hashlib.sha1(self.uri.encode()).hexdigest()[:12]
+        return Path.home() / ".cache" / "lakebrain" / f"lake-{digest}" / name
+
+    def write_file(self, relative: str, data: bytes) -> str:
+        """Write a file under the lake (a plot, a report), complete or not at all; returns its URI."""
+        path = f"{self._root}/{relative}"
+        self._fs.create_dir(posixpath.dirname(path), recursive=True)
+        tmp = f"{posixpath.dirname(path)}/.{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp"
+        with self._fs.open_output_stream(tmp) as out:
+            out.write(data)
+        self._fs.move(tmp, path)
+        return f"{self.uri}/{relative}"
 
     # -- paths ---------------------------------------------------------------
     def table_uri(self, table: str) -> str:
@@ -212,7 +320,7 @@ class Lake:
         selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
         files = [info.path for info in self._fs.get_file_info(selector)
                  if info.type == pafs.FileType.File and info.path.endswith(".parquet")
-                 and not Path(info.path).name.startswith((".", "_"))]
+                 and not posixpath.basename(info.path).startswith((".", "_"))]
         prefix = self._table_path(table) + "/"
         return sorted(f[len(prefix):] for f in files)
 
@@ -287,7 +395,7 @@ class Lake:
     def staged_runs(self, table: str) -> list[str]:
         """Run ids with a staging folder in ``table``."""
         selector = pafs.FileSelector(f"{self._table_path(table)}/{STAGING_FOLDER}", allow_not_found=True)
-        return [Path(info.path).name for info in self._fs.get_file_info(selector) if info.type == pafs.FileType.Directory]
+        return [posixpath.basename(info.path) for info in self._fs.get_file_info(selector) if info.type == pafs.FileType.Directory]
 
     def remove_staging(self, table: str, run_id: str) -> None:
         """Delete a run's staging folder, committed files included: only for runs whose rows were purged."""

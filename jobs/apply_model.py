@@ -24,7 +24,7 @@ from jobs.registry import Job
 
 def run(conf: Conf) -> str:
     cfg = conf.apply_model
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     samples = lake.read("samples", columns=["sample_id", "uri"], filter=pc.field("dataset") == conf.dataset)
     if samples.num_rows == 0:
         raise ValueError(f"dataset {conf.dataset!r} has no samples in {lake.uri}: run `brain ingest` first")

@@ -27,7 +27,7 @@ def _lake(args):
 
     if getattr(args, "lake", None):
         return Lake(args.lake)
-    return Lake(load_conf(args.conf, args.overrides).lake)
+    return Lake.from_conf(load_conf(args.conf, args.overrides))
 
 
 def _cmd_plot(args) -> int:
@@ -50,7 +50,7 @@ def _cmd_plot(args) -> int:
             lake, query=f"SELECT sample_id FROM \"unique\" WHERE run_id = '{run_id}'"), "unique"
     elif args.highlight_sql or args.highlight_file:
         highlight = lake_plots.highlight_ids(lake, query=args.highlight_sql, path=args.highlight_file)
-    out = Path(args.out or Path(lake.uri) / "plots" / f"{args.key}.html")
+    out = Path(args.out or lake.local_folder("plots") / f"{args.key}.html")
     png = None if args.no_png else Path(args.png or out.with_suffix(".png"))
     for path in lake_plots.plot_run(lake, args.key, html_path=out, png_path=png, color_by=args.color_by,
                                     size_by=args.size_by, highlight=highlight, highlight_name=name):
@@ -95,7 +95,7 @@ def _cmd_lake(args) -> int:
     from brain import runs
 
     conf = load_conf(args.conf, args.overrides)
-    lake = Lake(args.lake) if args.lake else Lake(conf.lake)
+    lake = Lake(args.lake) if args.lake else Lake.from_conf(conf)
     retention = conf.runs.retention_hours if args.retention_hours is None else args.retention_hours
     report = runs.vacuum(lake, retention_hours=retention, dry_run=args.dry_run, policy=conf.runs)
     verb = "would remove" if args.dry_run else "removed"

@@ -33,7 +33,7 @@ log = logging.getLogger("jobs.comparison")
 
 
 def run(conf: Conf) -> str:
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     cfg, fcfg = conf.comparison, conf.familiarity
     if not cfg.fit or not cfg.predict:
         raise ValueError("comparison.fit and comparison.predict must both name a vector set, "
@@ -81,7 +81,7 @@ def print_comparison(conf: Conf, run_id: str, *, console=None) -> None:
     from jobs.console import make_console, print_table
 
     console = console or make_console()
-    table = sql.query(Lake(conf.lake), "SELECT coalesce(label, '(overall)') AS label, ratio, verdict "
+    table = sql.query(Lake.from_conf(conf), "SELECT coalesce(label, '(overall)') AS label, ratio, verdict "
                                        f"FROM familiarity_comparison WHERE run_id = '{run_id}' "
                                        "ORDER BY label IS NOT NULL, label")
     overall = table.slice(0, 1).to_pylist()[0]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 from brain.config import Conf
 from brain.lake import Lake
@@ -52,8 +51,8 @@ def run(conf: Conf) -> str:
     from jobs.digits import write_digits
 
     console = make_console()
-    lake = Lake(conf.lake)
-    source = Path(lake.uri) / "raw" / conf.dataset
+    lake = Lake.from_conf(conf)
+    source = lake.local_folder("raw") / conf.dataset
     timings: dict[str, float] = {}
 
     def stage(name: str, step):
@@ -110,10 +109,13 @@ def run(conf: Conf) -> str:
     comparison_id = stage("comparison train → test", lambda: comparison.run(fam_conf))
     comparison.print_comparison(fam_conf, comparison_id, console=console)
     stage(f"{conf.visualization.method} map (Ray)", lambda: visualization.run(fam_conf))
-    plot = Path(lake.uri) / "plots" / f"{conf.visualization.brain_key}.html"
-    stage("plot", lambda: lake_plots.plot_run(
+    plot = lake.local_folder("plots") / f"{conf.visualization.brain_key}.html"
+    written = stage("plot", lambda: lake_plots.plot_run(
         lake, conf.visualization.brain_key, html_path=plot, png_path=plot.with_suffix(".png"), color_by="label",
         size_by=f"uniqueness@{conf.uniqueness.brain_key}"))
+    if not lake.is_local:  # a copy in the lake too, for whoever reads the lake elsewhere
+        for path in written:
+            lake.write_file(f"plots/{path.name}", path.read_bytes())
     console.print(f"  map: {plot} (and {plot.with_suffix('.png').name})")
     counts = sql.query(lake, f"SELECT (SELECT count(*) FROM samples WHERE dataset = '{conf.dataset}') AS samples, "
                              "(SELECT count(*) FROM uniqueness) AS uniqueness_rows").to_pylist()[0]

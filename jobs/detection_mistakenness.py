@@ -54,7 +54,7 @@ def _objects(run_id: str, key: str, sample_id: str, source: str, dets: Detection
 
 
 def run(conf: Conf) -> str:
-    lake, cfg = Lake(conf.lake), conf.label_quality
+    lake, cfg = Lake.from_conf(conf), conf.label_quality
     if not cfg.ground_truth.startswith("attributes."):
         raise ValueError(f"label_quality.ground_truth must name a samples attribute, e.g. attributes.detections; "
                          f"got {cfg.ground_truth!r}")

@@ -8,12 +8,13 @@ import numpy as np
 from PIL import Image
 
 
-def write_digits(folder: Path, *, test_fraction: float = 0.2, seed: int = 0) -> int:
-    """Write the digits as 8×8 greyscale PNGs under folder/{train,test}/<label>/ (kept if present)."""
+def write_digits(folder: Path, *, test_fraction: float = 0.2, seed: int = 0, limit: int | None = None) -> int:
+    """Write the digits (the first ``limit`` of them) as 8×8 greyscale PNGs under folder/{train,test}/<label>/
+    (kept if present)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    pixels = np.round(digits.images[:limit] * (255.0 / 16.0)).astype(np.uint8)
     is_test = np.zeros(len(pixels), bool)
     is_test[np.random.default_rng(seed).permutation(len(pixels))[: int(len(pixels) * test_fraction)]] = True
     for i, (img, target) in enumerate(zip(pixels, digits.target)):

@@ -206,8 +206,9 @@ def run(conf: Conf) -> str:
     from pyspark.sql import functions as F
 
     from jobs.engines import spark_session, spark_where, versions
+    from jobs.spark_lake import write_staged
 
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     cfg = conf.duplicates
     spark = spark_session(conf)
     started = time.perf_counter()
@@ -226,7 +227,7 @@ def run(conf: Conf) -> str:
             rows = exact_rows(spark, lake, conf)
             out = rows.select(F.lit(run.run_id).alias("run_id"), F.lit(cfg.brain_key).alias("brain_key"), "method",
                               "group_id", "kept_sample_id", "sample_id", "distance")
-            out.write.mode("overwrite").parquet(run.stage_dir("duplicates"))
+            write_staged(out, run, "duplicates")
             groups = run.read_staged("duplicates", columns=["group_id"])
             run.metrics["groups"] = float(len(pc.unique(groups["group_id"])))
     log.info("duplicates (%s): %d duplicates in %d groups in %.1f s", cfg.method, run.rows_written.get("duplicates", 0),

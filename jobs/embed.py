@@ -60,7 +60,7 @@ def run(conf: Conf, *, sample_ids: list[str] | None = None, carry_from: str | No
     run is complete on its own and supersedes the old one in one commit. ``in_process``
     embeds in this process instead of on Ray (for a few hundred images, no Ray start).
     """
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     view = select_samples(lake, conf)
     if view.num_rows == 0:
         raise ValueError(f"dataset {conf.dataset!r} has no samples in {lake.uri}"

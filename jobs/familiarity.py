@@ -84,10 +84,10 @@ def fit_model(lake: Lake, cfg: FamiliarityConf, fit_set: vectors.VectorSet) -> t
         return model, np.sort(model.score(x, groups)), rows.num_rows
 
 
-def score_batches(batches: Iterator[pa.RecordBatch], *, lake_uri: str, model_run_id: str, embeddings_run_id: str,
+def score_batches(batches: Iterator[pa.RecordBatch], *, lake: Lake, model_run_id: str, embeddings_run_id: str,
                   per: str | None) -> Iterator[pa.RecordBatch]:
     """(sample_id, vector, label, split) → (sample_id, label, score, percentile), model loaded once per task."""
-    model, fit_scores = results.familiarity_model(Lake(lake_uri), model_run_id)
+    model, fit_scores = results.familiarity_model(lake, model_run_id)
     for batch in batches:
         if len(batch) == 0:
             continue
@@ -121,9 +121,9 @@ def run(conf: Conf) -> str:
     from pyspark.sql.pandas.types import from_arrow_schema
 
     from jobs.engines import ship_code_to_spark, spark_session, spark_where
-    from jobs.spark_lake import read_table
+    from jobs.spark_lake import read_table, write_staged
 
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     cfg = conf.familiarity
     fit_set = vectors.resolve(lake, cfg.embeddings_key + (f"@{cfg.fit_split}" if cfg.fit_split else ""))
     score_set = vectors.resolve(lake, cfg.score_key) if cfg.score_key else vectors.resolve(lake, cfg.embeddings_key)
@@ -142,24 +142,22 @@ def run(conf: Conf) -> str:
                            fit_mean_score=float(fit_scores.mean()))
         fit_seconds = time.perf_counter() - started
 
-        run_id, key, lake_uri, per, emb_run = run.run_id, cfg.brain_key, lake.uri, cfg.per, score_set.run_id
+        run_id, key, per, emb_run = run.run_id, cfg.brain_key, cfg.per, score_set.run_id
         embeddings = (read_table(spark, lake, "embeddings").where(F.col("run_id") == score_set.run_id)
                       .select("sample_id", "vector"))
         samples = read_table(spark, lake, "samples").select("sample_id", "label", "split")
         joined = embeddings.join(samples, "sample_id", "left")
         if score_set.split:
             joined = joined.where(F.col("split") == score_set.split)
-        scored = joined.mapInArrow(lambda it: score_batches(it, lake_uri=lake_uri, model_run_id=run_id,
+        scored = joined.mapInArrow(lambda it: score_batches(it, lake=lake, model_run_id=run_id,
                                                             embeddings_run_id=emb_run, per=per),
                                    from_arrow_schema(SCORED)).cache()
-        (scored.select(F.lit(run_id).alias("run_id"), F.lit(key).alias("brain_key"), "sample_id", "score",
-                       "percentile")
-         .write.mode("overwrite").parquet(run.stage_dir("familiarity")))
+        write_staged(scored.select(F.lit(run_id).alias("run_id"), F.lit(key).alias("brain_key"), "sample_id",
+                                   "score", "percentile"), run, "familiarity")
         count = cfg.extremes_count
-        (scored.select("sample_id", "label", "score").groupBy("label")
-         .applyInArrow(lambda t: extremes_of(t, count=count, run_id=run_id, brain_key=key),
-                       from_arrow_schema(FAMILIARITY_EXTREMES))
-         .write.mode("overwrite").parquet(run.stage_dir("familiarity_extremes")))
+        write_staged(scored.select("sample_id", "label", "score").groupBy("label")
+                     .applyInArrow(lambda t: extremes_of(t, count=count, run_id=run_id, brain_key=key),
+                                   from_arrow_schema(FAMILIARITY_EXTREMES)), run, "familiarity_extremes")
         scored.unpersist()
         if run.staged_rows("familiarity") == 0:
             raise ValueError(f"embeddings run {score_set.run_id} ({score_set.spec!r}) has no samples to score")

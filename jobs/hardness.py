@@ -21,7 +21,7 @@ from jobs.registry import Job
 
 
 def run(conf: Conf) -> str:
-    lake, cfg = Lake(conf.lake), conf.label_quality
+    lake, cfg = Lake.from_conf(conf), conf.label_quality
     scored = read_predictions(lake, cfg.predictions_key, conf.dataset)
     with runs.track(lake, brain_key=cfg.hardness_key, method="hardness", dataset=conf.dataset,
                     inputs={"predictions": scored.run_id}, config=conf.model_dump(), policy=conf.runs) as run:

@@ -16,7 +16,7 @@ log = logging.getLogger("jobs.ingest")
 
 
 def run(conf: Conf) -> str:
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     source = conf.ingest
     started = time.perf_counter()
     if bool(source.source) == bool(source.manifest):

@@ -70,8 +70,9 @@ def run_mistakenness(conf: Conf) -> str:
     from pyspark.sql import functions as F
 
     from jobs.engines import spark_session, spark_where
+    from jobs.spark_lake import read_staged, write_staged
 
-    lake, cfg = Lake(conf.lake), conf.label_quality
+    lake, cfg = Lake.from_conf(conf), conf.label_quality
     scored, labels = labelled(read_predictions(lake, cfg.predictions_key, conf.dataset), conf.dataset)
     knn_run = runs.latest_succeeded(lake, cfg.neighbors_key) if cfg.neighbors_key else None
     knn = knn_rows(lake, knn_run, scored.sample_ids) if knn_run else None
@@ -91,14 +92,14 @@ def run_mistakenness(conf: Conf) -> str:
         run.write("mistakenness", rows)
         run.metrics["issues"] = float(issues.is_issue.sum())
 
-        frame = spark.read.parquet(run.stage_dir("mistakenness"))
+        frame = read_staged(spark, run, "mistakenness")
         per_class = frame.groupBy(F.col("given_label").alias("label")).agg(
             F.count("*").alias("samples"), F.sum(F.col("is_issue").cast("long")).alias("issues"),
             F.avg("mistakenness").alias("mean_mistakenness"))
         confusion = frame.groupBy("given_label", "suggested_label").agg(F.count("*").alias("samples"))
         for table, result in (("label_quality_classes", per_class), ("label_confusion", confusion)):
-            (result.select(F.lit(run.run_id).alias("run_id"), F.lit(cfg.brain_key).alias("brain_key"), "*")
-             .write.mode("overwrite").parquet(run.stage_dir(table)))
+            write_staged(result.select(F.lit(run.run_id).alias("run_id"), F.lit(cfg.brain_key).alias("brain_key"),
+                                       "*"), run, table)
     log.info("mistakenness: %d samples scored (%s, %s), %d flagged, in %.1f s", len(score), cfg.method,
              "with kNN labels" if knn is not None else "logits alone", int(issues.is_issue.sum()),
              time.perf_counter() - started)
@@ -113,7 +114,7 @@ def run(conf: Conf) -> str:
     """
     from jobs import hardness
 
-    labelled(read_predictions(Lake(conf.lake), conf.label_quality.predictions_key, conf.dataset), conf.dataset)
+    labelled(read_predictions(Lake.from_conf(conf), conf.label_quality.predictions_key, conf.dataset), conf.dataset)
     hardness.run(conf)
     return run_mistakenness(conf)
 

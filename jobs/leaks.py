@@ -51,9 +51,9 @@ def run(conf: Conf) -> str:
     from pyspark.sql import functions as F
 
     from jobs.engines import spark_session, spark_where, versions
-    from jobs.spark_lake import read_table
+    from jobs.spark_lake import read_table, write_staged
 
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     cfg = conf.leaks
     source = runs.latest_succeeded(lake, cfg.duplicates_key)
     spark = spark_session(conf)
@@ -71,7 +71,7 @@ def run(conf: Conf) -> str:
                  .where(F.col("split") != F.col("kept_split"))
                  .select(F.lit(run.run_id).alias("run_id"), F.lit(cfg.brain_key).alias("brain_key"), "group_id",
                          "kept_sample_id", "kept_split", "sample_id", "split", "distance")).cache()
-        leaks.write.mode("overwrite").parquet(run.stage_dir("leaks"))
+        write_staged(leaks, run, "leaks")
         pairs = leaks.groupBy(F.concat_ws("|", F.least("split", "kept_split"), F.greatest("split", "kept_split"))
                               .alias("pair")).count().collect()
         leaks.unpersist()

@@ -25,7 +25,7 @@ from jobs.registry import Job
 
 
 def run(conf: Conf) -> str:
-    lake, cfg = Lake(conf.lake), conf.linear_probe
+    lake, cfg = Lake.from_conf(conf), conf.linear_probe
     source = runs.latest_succeeded(lake, cfg.embeddings_key)
     emb = plain_strings(lake.read("embeddings", filter=pc.field("run_id") == source["run_id"]))
     samples = plain_strings(lake.read("samples", columns=["sample_id", "label"],

@@ -78,7 +78,7 @@ def _from_ipc(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
-def decode_shard(batch: pa.Table, *, model_name: str | None, model_kwargs: dict, lake_uri: str, run_id: str,
+def decode_shard(batch: pa.Table, *, model_name: str | None, model_kwargs: dict, lake: Lake, run_id: str,
                  dataset: str, limits: images.DecodeLimits) -> pa.Table:
     """Read and decode each shard's images (cropping boxes when the shard has a bbox column), then preprocess.
 
@@ -110,8 +110,8 @@ def decode_shard(batch: pa.Table, *, model_name: str | None, model_kwargs: dict,
             pixels.append(crop(found.pixels, boxes[row]) if boxes is not None else found.pixels)
             keep.append(row)
         if errors:
-            Lake(lake_uri).stage("ingest_errors", run_id, pa.Table.from_pylist(errors, schema=INGEST_ERRORS),
-                                 name=f"shard-{shard}")
+            lake.stage("ingest_errors", run_id, pa.Table.from_pylist(errors, schema=INGEST_ERRORS),
+                       name=f"shard-{shard}")
         array = np.ascontiguousarray(model.preprocess(pixels))
         out.append(dict(shard=shard, items=_ipc(items.take(pa.array(keep, pa.int64())).drop_columns(["uri"])),
                         pixels=array.tobytes(), shape=list(array.shape), dtype=str(array.dtype)))
@@ -206,10 +206,10 @@ class ModelActor:
     wrapper and remote traceback).
     """
 
-    def __init__(self, *, table: str, model_name: str | None, model_kwargs: dict, lake_uri: str, run_id: str,
+    def __init__(self, *, table: str, model_name: str | None, model_kwargs: dict, lake: Lake, run_id: str,
                  options: dict):
         self.model = load_model(model_name, **model_kwargs)
-        self.lake, self.table, self.run_id, self.options = Lake(lake_uri), table, run_id, options
+        self.lake, self.table, self.run_id, self.options = lake, table, run_id, options
         self.build = ROW_BUILDERS[table]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -279,7 +279,7 @@ def staged_shards(lake: Lake, table: str, run_id: str) -> set[str]:
 def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
     from jobs.engines import ray_init, ray_where, use_code_paths, versions
 
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     use_code_paths(conf)
     if spec.items.num_rows == 0 and spec.finish is None:
         raise ValueError(f"nothing to run {spec.method} on in dataset {conf.dataset!r} of {lake.uri}")
@@ -308,7 +308,7 @@ def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
         todo = [(sid, part) for sid, part in shards if sid not in done]
         log.info("%s: %d shards, %d already staged (resumed run %s), %d to compute",
                  spec.method, len(shards), len(shards) - len(todo), run_id, len(todo))
-        common = dict(model_name=spec.model_name, model_kwargs=spec.model_kwargs, lake_uri=lake.uri,
+        common = dict(model_name=spec.model_name, model_kwargs=spec.model_kwargs, lake=lake,
                       run_id=run.run_id)
         sizes = {sid: part.num_rows for sid, part in todo}
 

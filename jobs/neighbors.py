@@ -61,7 +61,6 @@ from urllib.parse import unquote
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from brain import index as knn_index
@@ -106,11 +105,12 @@ class ShardWorker:
     searches from every block of queries, and merges and writes the lists of its own rows.
     """
 
-    def __init__(self, shard: int, files: list[str], embeddings_run_id: str, *, metric: str, threads: int):
+    def __init__(self, lake: Lake, shard: int, files: list[str], embeddings_run_id: str, *, metric: str,
+                 threads: int):
         import faiss
 
         faiss.omp_set_num_threads(threads)
-        self.threads = threads
+        self.lake, self.threads = lake, threads
         self.shard, self.files, self.embeddings_run_id, self.metric = shard, files, embeddings_run_id, metric
         self.index = self.fresh_index = None
         self.old_dist = self.old_rows = None
@@ -123,7 +123,7 @@ class ShardWorker:
 
         ids, parts, dim = [], [], None
         if self.files:
-            data = pads.dataset(self.files, format="parquet")
+            data = self.lake.files_dataset(self.files)
             for batch in data.to_batches(columns=["sample_id", "vector"], batch_size=block_rows,
                                          filter=pc.field("run_id") == self.embeddings_run_id):
                 if batch.num_rows:
@@ -159,13 +159,13 @@ class ShardWorker:
         return int(index.ntotal)
 
     # -- incremental update --------------------------------------------------
-    def load_previous(self, lake_uri: str, previous_run_id: str, removed_rows: np.ndarray, fresh: np.ndarray,
+    def load_previous(self, previous_run_id: str, removed_rows: np.ndarray, fresh: np.ndarray,
                       neighbors_run_id: str, k: int) -> int:
         """The previous run's shard, less ``removed_rows``, plus this actor's ``fresh`` vectors; the old lists
         of this actor's samples. Returns the shard's size."""
         import faiss
 
-        lake = Lake(lake_uri)
+        lake = self.lake
         index = faiss.deserialize_index(np.frombuffer(
             lake.read_artifact(previous_run_id, f"index-{self.shard}.faiss"), np.uint8))
         if len(removed_rows):
@@ -232,7 +232,7 @@ class ShardWorker:
         sq, local = faiss.knn(x, self.vectors, k)
         return sq.astype(np.float32), np.where(local < 0, -1, self.rows[np.maximum(local, 0)])
 
-    def write(self, run_id: str, lake_uri: str, a: int, b: int, k: int, check: np.ndarray, full_parts: int,
+    def write(self, run_id: str, a: int, b: int, k: int, check: np.ndarray, full_parts: int,
               *parts: tuple[np.ndarray, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray]:
         """Merge the shards' partial lists for local rows [a, b) and stage them as one file of the run.
 
@@ -258,8 +258,8 @@ class ShardWorker:
                 old_d, old_r = knn_index.merge_with_fresh(old_d, old_r, knn_index.to_distance(sq, ids, metric=self.metric),
                                                           ids, k)
             dist[kept], nbr[kept] = old_d, old_r
-        Lake(lake_uri).stage("neighbors", run_id, graph_rows(run_id, self.id_map, self.ids.slice(a, b - a), dist, nbr),
-                             name=f"shard{self.shard:05d}-{a:010d}")
+        self.lake.stage("neighbors", run_id, graph_rows(run_id, self.id_map, self.ids.slice(a, b - a), dist, nbr),
+                        name=f"shard{self.shard:05d}-{a:010d}")
         mine = check[(check >= a) & (check < b)]
         return b - a, mine, nbr[mine - a]
 
@@ -280,8 +280,8 @@ class ShardWorker:
         finally:
             faiss.omp_set_num_threads(self.threads)
 
-    def save(self, lake_uri: str, run_id: str) -> None:
-        Lake(lake_uri).write_artifact(run_id, f"index-{self.shard}.faiss", knn_index.serialize(self.index).tobytes())
+    def save(self, run_id: str) -> None:
+        self.lake.write_artifact(run_id, f"index-{self.shard}.faiss", knn_index.serialize(self.index).tobytes())
 
     def peak_rss_gb(self) -> float:
         return peak_rss_gb()
@@ -343,7 +343,7 @@ class ShardPool:
         cpus = max(0.25, float(resources.get("CPU", 1)) / shards)
         gpus = float(resources.get("GPU", 0)) / shards if resources.get("GPU", 0) else 0
         worker = ray.remote(ShardWorker).options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy="SPREAD")
-        actors = [worker.remote(i, part, embeddings_run_id, metric=cfg.metric, threads=max(1, int(cpus)))
+        actors = [worker.remote(lake, i, part, embeddings_run_id, metric=cfg.metric, threads=max(1, int(cpus)))
                   for i, part in enumerate(parts)]
         loaded = ray.get([a.load.remote() for a in actors])
         dims = {d for c, d, _, _ in loaded if c}
@@ -419,7 +419,7 @@ def write_graph(ray, pool: ShardPool, run_id: str, lake: Lake, cfg: NeighborsCon
             kept = owner.queries.remote(a, b, "kept")
             parts += [w.search_fresh.remote(k, kept) for w in pool.actors]
         mine = checks.get(i, np.zeros(0, np.int64))
-        pending.append((i, owner.write.remote(run_id, lake.uri, a, b, k, mine, len(pool.actors), *parts)))
+        pending.append((i, owner.write.remote(run_id, a, b, k, mine, len(pool.actors), *parts)))
         if len(pending) >= 2 * len(pool.actors):
             i0, ref = pending.pop(0)
             done.append((i0, ray.get(ref)))
@@ -474,7 +474,7 @@ def _finish(ray, pool: ShardPool, lake: Lake, run: runs.Run, cfg: NeighborsConf,
     if checked.size:
         exact = _neighbours_of(ray, pool, checked, rows, cfg.k, cfg.metric, exact=True)
         run.metrics["recall_at_k"] = knn_index.recall_at_k(found, exact)
-    ray.get([a.save.remote(lake.uri, run.run_id) for a in pool.actors])
+    ray.get([a.save.remote(run.run_id) for a in pool.actors])
     run.write_artifact("index.json", json.dumps(
         {**spec.as_dict(), "nprobe": nprobe or spec.nprobe, "k_factor": k_factor, "shards": len(pool.actors),
          "embeddings_run_id": embeddings_run_id}).encode())
@@ -500,7 +500,7 @@ def _track(lake: Lake, conf: Conf, inputs: dict[str, str]):
 def run(conf: Conf) -> str:
     from jobs.engines import ray_init
 
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     cfg = conf.neighbors
     source = runs.latest_succeeded(lake, cfg.embeddings_key)
     ray = ray_init(conf)
@@ -547,7 +547,7 @@ def update(conf: Conf, *, previous: str, fresh_ids: pa.Array) -> str:
     """
     from jobs.engines import ray_init
 
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     cfg = conf.neighbors
     meta = json.loads(lake.read_artifact(previous, "index.json"))
     if meta["kind"] == "ivf_pq" and meta.get("refine_m"):
@@ -579,7 +579,7 @@ def update(conf: Conf, *, previous: str, fresh_ids: pa.Array) -> str:
             bounds = list(zip(pool.starts[:-1], pool.starts[1:]))
             id_map_ref = ray.put(id_map)
             ray.get([a.set_rows.remote(rows[s:e], id_map_ref) for a, (s, e) in zip(pool.actors, bounds)])
-            ray.get([a.load_previous.remote(lake.uri, previous, removed, fresh[s:e], previous, cfg.k)
+            ray.get([a.load_previous.remote(previous, removed, fresh[s:e], previous, cfg.k)
                      for a, (s, e) in zip(pool.actors, bounds)])
             stale = np.concatenate([removed, rows[fresh]])  # rows of removed samples, and of new or changed ones
             searched = sum(ray.get([a.mark_stale.remote(stale) for a in pool.actors]))

@@ -47,7 +47,7 @@ def boxes(lake: Lake, conf: Conf) -> tuple[pa.Table, str | None]:
 
 
 def run(conf: Conf) -> str:
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     items, input_run = boxes(lake, conf)
     if items.num_rows == 0:
         raise ValueError(f"no boxes in {conf.patches.source!r} for dataset {conf.dataset!r}: nothing to embed")

@@ -22,7 +22,7 @@ from jobs.registry import Job, Option
 
 def run(conf: Conf) -> str:
     cfg = conf.register_embeddings
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     samples = plain_strings(lake.read("samples", filter=pc.field("dataset") == conf.dataset))
     if samples.num_rows == 0:
         raise ValueError(f"dataset {conf.dataset!r} has no samples in {lake.uri}: run `brain ingest` first")

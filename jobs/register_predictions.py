@@ -38,7 +38,7 @@ def run(conf: Conf) -> str:
     import json
 
     cfg = conf.register_predictions
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     if not cfg.file:
         raise ValueError("register_predictions.file (--file) is required")
     samples = plain_strings(lake.read("samples", columns=["sample_id", "uri"],

@@ -146,7 +146,7 @@ def uniqueness_step(lake: Lake, conf: Conf, fresh: int) -> bool:
 
 
 def run(conf: Conf) -> str:
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     conf = with_sources(lake, conf)
     src = conf.ingest
     started = time.perf_counter()

@@ -35,7 +35,7 @@ def read_vectors(lake: Lake, run_id: str) -> tuple[pa.Array, np.ndarray]:
 
 
 def run(conf: Conf) -> str:
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     cfg = conf.unique
     source = runs.latest_succeeded(lake, cfg.embeddings_key)
     started = time.perf_counter()

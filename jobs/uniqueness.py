@@ -67,7 +67,7 @@ def run(conf: Conf, *, in_process: bool = False) -> str:
     """Score the latest kNN run on Spark (or, ``in_process``, in this process without starting Spark)."""
     from jobs.engines import spark_session, spark_where
 
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     cfg = conf.uniqueness
     source = runs.latest_succeeded(lake, cfg.neighbors_key)
     spark = None if in_process else spark_session(conf)
@@ -90,7 +90,7 @@ def _score_on_spark(spark, lake: Lake, conf: Conf, neighbors_run: str, run: runs
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    from jobs.spark_lake import read_table
+    from jobs.spark_lake import read_table, write_staged
 
     key = conf.uniqueness.brain_key
     neighbors = read_table(spark, lake, "neighbors").where(F.col("run_id") == neighbors_run)
@@ -103,7 +103,7 @@ def _score_on_spark(spark, lake: Lake, conf: Conf, neighbors_run: str, run: runs
     run_id = run.run_id
     scores = raw.mapInArrow(lambda it: normalized(it, float(max_raw), run_id, key),
                             from_arrow_schema(schema_of("uniqueness")))
-    scores.write.mode("overwrite").parquet(run.stage_dir("uniqueness"))
+    write_staged(scores, run, "uniqueness")
     raw.unpersist()
 
 

@@ -25,8 +25,6 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 
 from brain import runs, vectors
 from brain.config import Conf
@@ -37,22 +35,19 @@ from jobs.registry import Job, Option
 log = logging.getLogger("jobs.visualization")
 
 
-def read_files(files: list[str], run_id: str) -> pa.Table:
+def read_files(lake: Lake, files: list[str], run_id: str) -> pa.Table:
     """``sample_id``, ``vector`` of one run's rows in some of a table's Parquet files."""
-    fs, first = pafs.FileSystem.from_uri(files[0] if "://" in files[0] else f"file://{files[0]}")
-    paths = [first, *(pafs.FileSystem.from_uri(f if "://" in f else f"file://{f}")[1] for f in files[1:])]
-    return pads.dataset(paths, filesystem=fs, format="parquet").to_table(
-        columns=["sample_id", "vector"], filter=pc.field("run_id") == run_id)
+    return lake.files_dataset(files).to_table(columns=["sample_id", "vector"], filter=pc.field("run_id") == run_id)
 
 
 def place_shard(model_blob: bytes | None, fit_ids: np.ndarray, fit_coords: np.ndarray, subset: np.ndarray | None,
-                files: list[str], *, method: str, lake_uri: str, embeddings_run_id: str, run_id: str,
+                files: list[str], *, method: str, lake: Lake, embeddings_run_id: str, run_id: str,
                 brain_key: str) -> tuple[int, int]:
     """Coordinates of the run's rows in ``files`` (only ``subset``'s ids when given), staged to `visualization`;
     returns (rows, projected)."""
     if method == "umap":
         viz.import_umap()  # numba's on-disk cache on before the pickled UMAP imports umap
-    table = read_files(files, embeddings_run_id)
+    table = read_files(lake, files, embeddings_run_id)
     if subset is not None:
         table = table.filter(pc.is_in(table["sample_id"], pa.array(subset, pa.string())))
     if table.num_rows == 0:
@@ -67,7 +62,7 @@ def place_shard(model_blob: bytes | None, fit_ids: np.ndarray, fit_coords: np.nd
             raise ValueError(f"method={method!r} cannot place rows outside its fit sample")
         outside = table.filter(pa.array(~in_fit))
         coords[~in_fit] = pickle.loads(model_blob).transform(vectors.matrix(outside, embeddings_run_id))
-    Lake(lake_uri).stage("visualization", run_id, points_rows(run_id, brain_key, table.column("sample_id"), coords))
+    lake.stage("visualization", run_id, points_rows(run_id, brain_key, table.column("sample_id"), coords))
     return ids.shape[0], int((~in_fit).sum())
 
 
@@ -85,7 +80,7 @@ def register_points(conf: Conf) -> str:
     """``visualization.points`` (coordinates computed elsewhere) as a visualization run of the dataset."""
     from brain import register, sql
 
-    lake, cfg = Lake(conf.lake), conf.visualization
+    lake, cfg = Lake.from_conf(conf), conf.visualization
     ids, coords = register.read_vector_file(cfg.points, ids_path=cfg.points_ids, vector_column="points")
     if coords.shape[1] not in (2, 3):
         raise ValueError(f"{cfg.points}: points must have 2 or 3 coordinates each, got {coords.shape[1]}")
@@ -113,7 +108,7 @@ def subset_ids(lake: Lake, where: str) -> np.ndarray:
 def run(conf: Conf) -> str:
     from jobs.engines import ray_get_with_progress, ray_init, ray_where, versions
 
-    lake = Lake(conf.lake)
+    lake = Lake.from_conf(conf)
     cfg = conf.visualization
     if cfg.points:
         return register_points(conf)
@@ -150,7 +145,7 @@ def run(conf: Conf) -> str:
         refs = [ray.put(model_blob), ray.put(fit_ids.to_numpy(zero_copy_only=False).astype(str)),
                 ray.put(fit_coords), ray.put(subset)]
         task = ray.remote(place_shard).options(num_cpus=1)
-        done = ray_get_with_progress([task.remote(*refs, shard, method=cfg.method, lake_uri=lake.uri,
+        done = ray_get_with_progress([task.remote(*refs, shard, method=cfg.method, lake=lake,
                                                   embeddings_run_id=source.run_id, run_id=run.run_id,
                                                   brain_key=cfg.brain_key) for shard in shards],
                                      desc="visualization: placing shards", unit="shards")

@@ -60,11 +60,11 @@ def run(conf: Conf) -> str:
     from jobs import embed, hardness, ingest as ingest_job, label_quality, linear_probe, neighbors
     from jobs.digits import write_digits
 
-    lake, cfg = Lake(conf.lake), conf.walkthrough
+    lake, cfg = Lake.from_conf(conf), conf.walkthrough
     ds = cfg.dataset
-    source = Path(lake.uri) / "raw" / "digits"
+    source = lake.local_folder("raw") / "digits"
     write_digits(source)
-    manifest = Path(lake.uri) / "raw" / f"{ds}-manifest.parquet"
+    manifest = lake.local_folder("raw") / f"{ds}-manifest.parquet"
     write_noisy_manifest(source, manifest, fraction=cfg.noise_fraction, seed=cfg.seed)
 
     conf = conf.model_copy(deep=True)
