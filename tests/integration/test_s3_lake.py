@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import local_conf
 
 from brain import results, runs, sql
-from brain.config import Conf
+from brain.config import Conf, IngestConf
 from brain.lake import Lake
 from jobs.cli import main as brain_main
 
@@ -62,28 +62,33 @@ def s3_options():
     server.wait(timeout=10)
 
 
-def demo_pipeline(conf: Conf, images: Path) -> dict[str, str]:
-    """The demo's stages (jobs/demo.py) on ``images``; returns run ids by stage."""
+DEMO_STAGES = ("ingest", "embed", "neighbors", "uniqueness", "duplicates", "leaks", "unique", "linear_probe",
+               "label_quality", "familiarity", "comparison", "visualization")
+# In CI (time-boxed): stages that read and write the lake in every way the demo does (Ray staging from tasks
+# and actors, artifacts, Spark reads, staged writes and a lake in a Spark closure), on unsplit images; the
+# stress test runs every stage (predictions, label quality and its staged read back in Spark, leaks, comparison).
+CI_STAGES = ("ingest", "embed", "neighbors", "uniqueness", "duplicates", "unique", "familiarity", "visualization")
+
+
+def run_stages(conf: Conf, stages: tuple[str, ...]) -> dict[str, str]:
+    """The demo's stages (jobs/demo.py) named in ``stages``, in the demo's order, then its plot; run ids by stage."""
+    import importlib
+
     from brain import lake_plots
-    from jobs import (comparison, duplicates, embed, familiarity, ingest, label_quality, leaks, linear_probe,
-                      neighbors, unique, uniqueness, visualization)
 
     conf = conf.model_copy(deep=True)
-    conf.ingest.source = str(images)
     conf.duplicates.candidate_thresh = 0.05
-    conf.unique.n = 50
+    conf.unique.n = 20
     conf.linear_probe.folds = 3
     conf.visualization.method = "pca"
-    conf.familiarity.fit_split = "train"
-    conf.familiarity.reduced_dims = 10
-    conf.familiarity.gaussian_count = 2
+    conf.familiarity.reduced_dims, conf.familiarity.gaussian_count = 10, 2
     conf.comparison.fit, conf.comparison.predict = "embeddings@train", "embeddings@test"
-    done = {}
-    for name, job in (("ingest", ingest), ("embed", embed), ("neighbors", neighbors), ("uniqueness", uniqueness),
-                      ("duplicates", duplicates), ("leaks", leaks), ("unique", unique), ("linear_probe", linear_probe),
-                      ("label_quality", label_quality), ("familiarity", familiarity), ("comparison", comparison),
-                      ("visualization", visualization)):
-        done[name] = job.run(conf)
+    done, seconds = {}, {}
+    for name in (n for n in DEMO_STAGES if n in stages):
+        started = time.perf_counter()
+        done[name] = importlib.import_module(f"jobs.{name}").run(conf)
+        seconds[name] = time.perf_counter() - started
+    print(f"stages on {conf.lake}: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
     lake = Lake.from_conf(conf)
     html = lake.local_folder("plots") / "visualization.html"
     lake_plots.plot_run(lake, "visualization", html_path=html, color_by="label")
@@ -91,90 +96,86 @@ def demo_pipeline(conf: Conf, images: Path) -> dict[str, str]:
     return done
 
 
-COUNTS = """SELECT
-  (SELECT count(*) FROM samples) AS samples, (SELECT count(*) FROM embeddings) AS embeddings,
-  (SELECT count(*) FROM neighbors) AS neighbors, (SELECT count(*) FROM uniqueness) AS uniqueness,
-  (SELECT count(*) FROM duplicates) AS duplicates, (SELECT count(*) FROM leaks) AS leaks,
-  (SELECT count(*) FROM "unique") AS unique_samples, (SELECT count(*) FROM predictions) AS predictions,
-  (SELECT count(*) FROM mistakenness) AS mistakenness, (SELECT count(*) FROM label_quality_classes) AS classes,
-  (SELECT count(*) FROM familiarity) AS familiarity, (SELECT count(*) FROM familiarity_extremes) AS extremes,
-  (SELECT count(*) FROM familiarity_comparison) AS comparison, (SELECT count(*) FROM visualization) AS points"""
+def s3_conf(conf: Conf, options: dict[str, str], prefix: str) -> Conf:
+    conf = conf.model_copy(deep=True)
+    conf.lake, conf.storage.options = f"s3://{BUCKET}/{prefix}", dict(options)
+    return conf
 
 
 @pytest.fixture(scope="module")
-def lakes(tmp_path_factory, s3_options, ray_session, spark):
-    """The same digits through the demo's stages twice: a local lake and ``s3://BUCKET/lake``."""
-    from jobs.digits import write_digits
-
-    images = tmp_path_factory.mktemp("digits") / "images"
-    write_digits(images, limit=DIGITS)
-    local = local_conf(tmp_path_factory.mktemp("local") / "lake")
-    remote = local_conf("unused")
-    remote.lake = f"s3://{BUCKET}/lake"
-    remote.storage.options = dict(s3_options)
-    for conf in (local, remote):
-        conf.dataset = "digits"
+def s3_lake(s3_options, small_pipeline):
+    """The session's small pipeline's images through the CI stages on ``s3://BUCKET/small``."""
+    conf = s3_conf(small_pipeline.conf, s3_options, "small")
     started = time.perf_counter()
-    local_runs = demo_pipeline(local, images)
-    local_s = time.perf_counter() - started
-    remote_runs = demo_pipeline(remote, images)
-    print(f"demo stages on {DIGITS} digits: local lake {local_s:.1f} s, "
-          f"S3 lake {time.perf_counter() - started - local_s:.1f} s (loaded machine)")
-    return Lake.from_conf(local), Lake.from_conf(remote), local_runs, remote_runs
+    run_ids = run_stages(conf, CI_STAGES)
+    print(f"{len(CI_STAGES)} stages on the S3 lake in {time.perf_counter() - started:.1f} s (loaded machine)")
+    return Lake.from_conf(conf), run_ids
 
 
-def test_every_table_on_s3_has_the_local_runs_counts(lakes):
-    local, remote, _, remote_runs = lakes
-    assert remote.uri == f"s3://{BUCKET}/lake" and not remote.is_local
-    expected = sql.query(local, COUNTS).to_pylist()[0]
-    assert expected["samples"] == DIGITS and expected["neighbors"] > 0 and expected["predictions"] == DIGITS
-    assert sql.query(remote, COUNTS).to_pylist()[0] == expected
-    assert {r["status"] for r in runs.list_runs(remote).to_pylist()} == {"succeeded"}
-    assert set(runs.catalog(remote).current_run_ids()) >= set(remote_runs.values())
+SHARED = """SELECT
+  (SELECT count(*) FROM samples) AS samples, (SELECT count(*) FROM ingest_errors) AS ingest_errors,
+  (SELECT count(*) FROM embeddings) AS embeddings, (SELECT count(*) FROM neighbors) AS neighbors,
+  (SELECT count(*) FROM uniqueness) AS uniqueness"""
 
 
-def test_results_load_and_match_the_local_run(lakes):
-    local, remote, _, _ = lakes
-    for key in ("uniqueness", "familiarity"):
-        mine, theirs = results.load_results(remote, key), results.load_results(local, key)
-        assert mine.num_rows == theirs.num_rows > 0
-        assert mine.sort_by("sample_id")["sample_id"].equals(theirs.sort_by("sample_id")["sample_id"])
-    # the same images, the same embeddings: the same scores (floating point summed in any order)
-    scores = {lake: dict(zip(*sql.query(lake, "SELECT s.uri, u.uniqueness FROM uniqueness u JOIN samples s "
-                                              "USING (sample_id)").to_pydict().values()))
-              for lake in (local, remote)}
-    assert scores[local].keys() == scores[remote].keys()
-    assert max(abs(scores[local][u] - scores[remote][u]) for u in scores[local]) < 1e-6
-    assert remote.filesystem.get_file_info(f"{BUCKET}/lake/plots/visualization.html").size > 1000
+def uniqueness_by_uri(lake: Lake) -> dict[str, float]:
+    rows = sql.query(lake, "SELECT s.uri, u.uniqueness FROM uniqueness u JOIN samples s USING (sample_id)")
+    return dict(zip(rows["uri"].to_pylist(), rows["uniqueness"].to_pylist()))
 
 
-def test_cli_reads_the_s3_lake_from_aws_environment(lakes, s3_options, monkeypatch, capsys):
-    _, remote, _, _ = lakes
+def test_s3_lake_has_the_local_pipelines_rows_and_scores(s3_lake, small_pipeline):
+    lake, run_ids = s3_lake
+    assert lake.uri == f"s3://{BUCKET}/small" and not lake.is_local
+    expected = sql.query(small_pipeline.lake, SHARED).to_pylist()[0]
+    assert expected["samples"] > 0 and expected["ingest_errors"] > 0
+    assert sql.query(lake, SHARED).to_pylist()[0] == expected
+    local, mine = uniqueness_by_uri(small_pipeline.lake), uniqueness_by_uri(lake)
+    assert mine.keys() == local.keys()
+    assert max(abs(mine[u] - local[u]) for u in local) < 1e-6  # same images, same scores
+    assert {r["status"] for r in runs.list_runs(lake).to_pylist()} == {"succeeded"}
+    assert set(runs.catalog(lake).current_run_ids()) >= set(run_ids.values())
+
+
+def test_every_demo_table_on_s3_is_readable_by_sql_and_load_results(s3_lake):
+    lake, _ = s3_lake
+    n = sql.query(lake, "SELECT count(*) AS n FROM samples").to_pylist()[0]["n"]
+    for table in ("familiarity", "visualization"):
+        assert sql.query(lake, f"SELECT count(DISTINCT sample_id) AS n FROM {table}").to_pylist() == [{"n": n}], table
+    assert sql.query(lake, 'SELECT count(*) AS n FROM "unique"').to_pylist() == [{"n": 20}]
+    assert sql.query(lake, "SELECT count(*) AS n FROM familiarity_extremes").to_pylist()[0]["n"] > 0
+    for key in ("uniqueness", "visualization"):
+        assert results.load_results(lake, key).num_rows == n, key
+    assert results.load_results(lake, "duplicates").num_rows >= 0  # its columns load, duplicates or none
+    assert lake.filesystem.get_file_info(f"{BUCKET}/small/plots/visualization.html").size > 1000
+
+
+def test_cli_reads_the_s3_lake_from_aws_environment(s3_lake, s3_options, monkeypatch, capsys):
+    remote, _ = s3_lake
+    n = remote.read("samples", columns=["sample_id"]).num_rows
     for name, value in s3_options.items():
         monkeypatch.setenv(name, value)
     assert brain_main(["sql", "SELECT count(*) AS n FROM uniqueness", "--format", "json",
                        "--set", f"lake={remote.uri}"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == [{"n": DIGITS}]
-    assert Lake(remote.uri).read("samples", columns=["sample_id"]).num_rows == DIGITS  # options from the environment
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"n": n}
+    assert Lake(remote.uri).read("samples", columns=["sample_id"]).num_rows == n  # options from the environment
 
 
-def test_no_credential_in_the_recorded_configs(lakes):
-    _, remote, _, _ = lakes
+def test_no_credential_in_the_recorded_configs(s3_lake):
+    remote, run_ids = s3_lake
     listed = runs.list_runs(remote)
-    assert listed.num_rows >= 12
+    assert listed.num_rows == len(run_ids)
     for record in listed["config"].to_pylist():
         assert SECRET not in record and "moto-key" not in record
         options = json.loads(record)["storage"]["options"]
         assert options["AWS_SECRET_ACCESS_KEY"] == runs.REDACTED and options["AWS_ENDPOINT_URL"].startswith("http")
 
 
-def test_vacuum_on_s3_purges_a_replaced_run_and_its_staged_files(lakes):
-    _, remote, _, remote_runs = lakes
+def test_vacuum_on_s3_purges_a_replaced_run_and_its_staged_files(s3_lake, small_pipeline):
+    remote, remote_runs = s3_lake
     from jobs import unique
 
-    conf = local_conf("unused")
-    conf.lake, conf.storage.options, conf.dataset = remote.uri, dict(remote.storage_options), "digits"
-    conf.unique.n = 20
+    conf = s3_conf(small_pipeline.conf, remote.storage_options, "small")
+    conf.unique.n = 10
     replaced = remote_runs["unique"]
     unique.run(conf)  # supersedes the first unique run
     assert replaced in remote.staged_runs("unique")
@@ -182,21 +183,22 @@ def test_vacuum_on_s3_purges_a_replaced_run_and_its_staged_files(lakes):
     assert replaced in report["purged_runs"]
     report = runs.vacuum(remote, retention_hours=0)  # the purged run's staging goes a retention later
     assert replaced in report["removed_staging"] and replaced not in remote.staged_runs("unique")
-    assert sql.query(remote, 'SELECT count(*) AS n FROM "unique"').to_pylist() == [{"n": 20}]
+    assert sql.query(remote, 'SELECT count(*) AS n FROM "unique"').to_pylist() == [{"n": 10}]
     assert remote.read("unique", filter=pc.field("run_id") == replaced).num_rows == 0
 
 
-def test_two_concurrent_writers_on_s3_both_commit(lakes):
+def test_two_concurrent_writers_on_s3_both_commit(s3_lake):
     """Two processes appending to one table at once: delta-rs commits each version with a conditional put
     (If-None-Match), so a writer that loses a version retries on the next one and no commit is lost."""
-    _, remote, _, _ = lakes
+    remote, _ = s3_lake
     before = remote.version("ingest_errors")
     writer = """
 import sys, datetime as dt, json
+import pyarrow as pa
 from brain.lake import Lake
 lake = Lake(sys.argv[1], storage_options=json.loads(sys.argv[2]))
 for i in range(4):
-    lake.append("ingest_errors", pa.table({"run_id": [sys.argv[3]], "dataset": ["digits"], "uri": [f"{sys.argv[3]}-{i}"],
+    lake.append("ingest_errors", pa.table({"run_id": [sys.argv[3]], "dataset": ["writers"], "uri": [f"{sys.argv[3]}-{i}"],
         "stage": ["test"], "reason": ["concurrent writer"], "recorded_at": [dt.datetime.now(dt.timezone.utc)]}))
 """
     root = Path(__file__).resolve().parents[2]
@@ -209,3 +211,30 @@ for i in range(4):
     assert remote.version("ingest_errors") == before + 8
     uris = remote.read("ingest_errors", filter=pc.field("stage") == "test")["uri"].to_pylist()
     assert sorted(uris) == sorted(f"{n}-{i}" for n in ("writer-a", "writer-b") for i in range(4))
+
+
+COUNTS = """SELECT
+  (SELECT count(*) FROM samples) AS samples, (SELECT count(*) FROM embeddings) AS embeddings,
+  (SELECT count(*) FROM neighbors) AS neighbors, (SELECT count(*) FROM uniqueness) AS uniqueness,
+  (SELECT count(*) FROM duplicates) AS duplicates, (SELECT count(*) FROM leaks) AS leaks,
+  (SELECT count(*) FROM "unique") AS unique_samples, (SELECT count(*) FROM predictions) AS predictions,
+  (SELECT count(*) FROM mistakenness) AS mistakenness, (SELECT count(*) FROM label_quality_classes) AS classes,
+  (SELECT count(*) FROM familiarity) AS familiarity, (SELECT count(*) FROM familiarity_extremes) AS extremes,
+  (SELECT count(*) FROM familiarity_comparison) AS comparison, (SELECT count(*) FROM visualization) AS points"""
+
+
+@pytest.mark.stress  # about 5 minutes on the loaded 2-core machine: the CI tests above cover each path faster
+def test_every_demo_stage_on_s3_matches_a_local_run_on_digits(tmp_path, s3_options, ray_session, spark):
+    from jobs.digits import write_digits
+
+    images = tmp_path / "images"
+    write_digits(images, limit=DIGITS)
+    local = local_conf(tmp_path / "lake", ingest=IngestConf(source=str(images)))
+    local.dataset = "digits"
+    remote = s3_conf(local, s3_options, "digits")
+    local_runs, remote_runs = run_stages(local, DEMO_STAGES), run_stages(remote, DEMO_STAGES)
+    assert local_runs.keys() == remote_runs.keys() == set(DEMO_STAGES)
+    expected = sql.query(Lake.from_conf(local), COUNTS).to_pylist()[0]
+    assert expected["samples"] == expected["predictions"] == expected["points"] == DIGITS
+    assert sql.query(Lake.from_conf(remote), COUNTS).to_pylist()[0] == expected
+    assert uniqueness_by_uri(Lake.from_conf(remote)).keys() == uniqueness_by_uri(Lake.from_conf(local)).keys()
