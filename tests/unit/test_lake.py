@@ -73,3 +73,40 @@ def test_run_result_tables_are_keyed_by_run():
     assert "runs" not in RUN_RESULT_TABLES and "samples" not in RUN_RESULT_TABLES
     assert {"embeddings", "neighbors", "uniqueness", "ingest_errors"} <= set(RUN_RESULT_TABLES)
     assert EMBEDDINGS.field("vector").type == pa.list_(pa.float32())
+
+
+def test_s3_lake_options_from_config_or_environment_configure_pyarrow(monkeypatch):
+    import pickle
+
+    from brain.config import Conf
+    from brain.lake import s3_filesystem
+
+    fs = s3_filesystem({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_REGION": "eu-west-1",
+                        "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
+    settings = fs.__reduce__()[1][0]  # the filesystem's settings, as it pickles them
+    assert {k: settings[k] for k in ("endpoint_override", "scheme", "region", "access_key")} == {
+        "endpoint_override": "127.0.0.1:9000", "scheme": "http", "region": "eu-west-1", "access_key": "k"}
+    conf = Conf(lake="s3://bucket/prefix/", storage={"options": {"aws_endpoint_url": "http://127.0.0.1:9000"}})
+    lake = Lake.from_conf(conf)
+    assert (lake.uri, lake.storage_options, lake.is_local) == ("s3://bucket/prefix",
+                                                                {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}, False)
+    assert lake.path_of("s3://bucket/prefix/samples/part-0.parquet") == "bucket/prefix/samples/part-0.parquet"
+    copy = pickle.loads(pickle.dumps(lake))  # what a Ray task or a Spark closure receives
+    assert copy.storage_options == lake.storage_options
+    assert copy.filesystem.__reduce__()[1][0]["endpoint_override"] == "127.0.0.1:9000"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9001")
+    monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
+    assert Lake("s3://bucket/x").storage_options == {"AWS_ENDPOINT_URL": "http://127.0.0.1:9001",
+                                                     "AWS_ALLOW_HTTP": "true"}
+    assert Lake("s3://bucket/x", storage_options={"AWS_REGION": "r"}).storage_options == {"AWS_REGION": "r"}
+    with pytest.raises(ValueError, match="AWS_ENDPOINT_URL"):
+        s3_filesystem({"AWS_ENDPOINT_URL": "http://"})
+
+
+def test_a_local_lake_is_local_and_ignores_aws_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9001")
+    lake = Lake(tmp_path / "lake")
+    assert lake.is_local and lake.storage_options is None
+    assert lake.local_folder("plots") == tmp_path / "lake" / "plots"
+    assert lake.write_file("plots/a.html", b"<p>") == f"{lake.uri}/plots/a.html"
+    assert (tmp_path / "lake" / "plots" / "a.html").read_bytes() == b"<p>"

@@ -8,7 +8,7 @@ from jobs.model_pipeline import ModelActor, _ipc, decode_shard
 
 def test_a_shard_with_no_readable_image(lake, tmp_path):
     items = pa.table({"sample_id": ["a", "b"], "uri": [str(tmp_path / "gone-1.png"), str(tmp_path / "gone-2.png")]})
-    common = dict(model_name=None, model_kwargs={}, lake_uri=lake.uri, run_id="r")
+    common = dict(model_name=None, model_kwargs={}, lake=lake, run_id="r")
     decoded = decode_shard(pa.table({"shard": ["000000-x"], "items": [_ipc(items)]}), **common, dataset="d",
                            limits=DecodeLimits())
     assert decoded["shape"].to_pylist() == [[0, 768]]

@@ -216,3 +216,13 @@ def test_list_by_method(lake):
         with runs.track(lake, brain_key=key, method=method, dataset="d", config={}):
             pass
     assert runs.list_runs(lake, method="neighbors")["brain_key"].to_pylist() == ["n"]
+
+
+def test_storage_credentials_are_redacted_from_the_recorded_config():
+    from brain.config import Conf
+
+    conf = Conf(lake="s3://b/l", storage={"options": {"AWS_ACCESS_KEY_ID": "AKIA1", "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+                                                      "AWS_SESSION_TOKEN": "tok", "AWS_REGION": "eu-west-1"}})
+    recorded = runs.recorded_config(conf.model_dump())
+    assert not any(secret in recorded for secret in ("AKIA1", "s3cr3t", "tok"))
+    assert '"AWS_REGION": "eu-west-1"' in recorded
