@@ -201,7 +201,8 @@ class BrainLake:
     compute_near_duplicates = find_duplicates
 
     def compute_exact_duplicates(self, *, settings: dict[str, Any] | None = None, **fields) -> pa.Table:
-        """Samples with equal content hashes (``brain duplicates --set duplicates.method=exact``)."""
+        """Samples with equal content hashes (``brain duplicates --set duplicates.method=exact``), under brain
+        key ``exact_duplicates`` unless ``brain_key`` is given."""
         return self._computed("duplicates", "duplicates", {"brain_key": "exact_duplicates", **fields,
                                                            "method": "exact"}, settings=settings)
 
