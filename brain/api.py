@@ -43,6 +43,7 @@ from pydantic import BaseModel, ValidationError
 from brain import results, runs
 from brain.config import Conf, ConfError, load_conf
 from brain.lake import Lake
+from brain.plugins import use_code_paths
 
 JOBS_GROUP = "lakebrain.jobs"  # entry points: callables returning {verb: job declaration}
 ENGINES_GROUP = "lakebrain.engines"  # entry points: callables stopping the engines this process started
@@ -118,6 +119,7 @@ class BrainLake:
         self.conf = conf
         self.lake = Lake(conf.lake)
         self._jobs: dict[str, Any] | None = None
+        use_code_paths(conf)  # your models by import path (a text tower for sort_by_similarity) import here
 
     def __repr__(self) -> str:
         return f"BrainLake({self.lake.uri!r}, dataset={self.conf.dataset!r})"
