@@ -95,19 +95,20 @@ def test_sort_by_similarity_takes_ids_vectors_and_refuses_text_without_a_text_to
 
 
 def test_the_run_catalog_verbs(api_lake):
-    lake, ids, _, _ = api_lake
+    lake, ids, vectors, _ = api_lake
     assert {"embeddings", "knn", "uniqueness", "duplicates", "map"} <= set(lake.list_brain_runs())
     assert lake.list_brain_runs(method="neighbors") == ["knn"]
     info = lake.get_brain_info("uniqueness")
     assert info["method"] == "uniqueness" and info["input_key"] == "knn" and info["config"]["neighbors"]["k"] == 5
     assert lake.load_brain_view("knn")["sample_id"].to_pylist() == ids
-    lake.compute_uniqueness(brain_key="uniqueness_scratch")
-    lake.rename_brain_run("uniqueness_scratch", "uniqueness_old")
-    assert "uniqueness_old" in lake.list_brain_runs() and "uniqueness_scratch" not in lake.list_brain_runs()
-    lake.delete_brain_run("uniqueness_old")
-    assert "uniqueness_old" not in lake.list_brain_runs()
+    scratch = lake.compute_embeddings(embeddings=vectors[:3], sample_ids=ids[:3], brain_key="scratch")
+    assert scratch["sample_id"].to_pylist() == ids[:3]
+    lake.rename_brain_run("scratch", "scratch_old")
+    assert "scratch_old" in lake.list_brain_runs() and "scratch" not in lake.list_brain_runs()
+    lake.delete_brain_run("scratch_old")
+    assert "scratch_old" not in lake.list_brain_runs()
     with pytest.raises(RunNotFoundError):
-        lake.load_brain_results("uniqueness_old")
+        lake.load_brain_results("scratch_old")
 
 
 def test_keyword_arguments_are_config_fields(api_lake):
