@@ -64,6 +64,13 @@ def installed_jobs() -> dict[str, Any]:
     return jobs
 
 
+def _section_model(model: type[BaseModel], name: str) -> type[BaseModel] | None:
+    """The model of ``model``'s section ``name``; None if that is no section (or no field)."""
+    field = model.model_fields.get(name)
+    kind = field.annotation if field else None
+    return kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
+
+
 def _with_fields(conf: Conf, fields: dict[str, Any], *, what: str) -> Conf:
     """``conf`` with ``{"section.field" | "field": value}`` set and validated; errors name the field."""
     data = conf.model_dump()
@@ -71,10 +78,10 @@ def _with_fields(conf: Conf, fields: dict[str, Any], *, what: str) -> Conf:
         *sections, leaf = name.split(".")
         node, model = data, Conf
         for section in sections:
-            sub = model.model_fields.get(section)
-            if sub is None or not (isinstance(sub.annotation, type) and issubclass(sub.annotation, BaseModel)):
+            sub = _section_model(model, section)
+            if sub is None:
                 raise ConfError(f"{what}: {name!r}: {section!r} is not a config section")
-            node, model = node[section], sub.annotation
+            node, model = node[section], sub
         if leaf not in model.model_fields:
             raise _unknown_field(what, name, model, ".".join(sections))
         node[leaf] = value
@@ -145,7 +152,9 @@ class BrainLake:
         if verb not in self._jobs:
             raise ValueError(f"no job {verb!r} is installed (jobs: {', '.join(sorted(self._jobs))})")
         what = f"{verb} ({section} section)"
-        section_model = Conf.model_fields[section].annotation
+        section_model = _section_model(Conf, section)
+        if section_model is None:
+            raise ConfError(f"{what}: {section!r} is not a config section")
         named = {}
         for name, value in fields.items():
             field = (aliases or {}).get(name, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,19 @@ def test_open_lake_takes_overrides_and_names_a_bad_field(tmp_path):
         brain.open_lake(tmp_path / "lake", overrides={"neighbors.kk": 7})
     with pytest.raises(ConfError, match="neighbors.k: Input should be greater than or equal to 1"):
         brain.open_lake(tmp_path / "lake", overrides={"neighbors.k": 0})
+
+
+def test_run_job_refuses_an_unknown_job_section_or_field_before_running(tmp_path, monkeypatch):
+    # the entry points as pyproject.toml declares them (a source checkout may not be reinstalled yet)
+    declared = tomllib.loads(PYPROJECT.read_text())["project"]["entry-points"]
+    monkeypatch.setattr(api, "entry_points", lambda group: [
+        EntryPoint(name, value, group) for name, value in declared[group].items()])
+    lake = brain.open_lake(tmp_path / "lake")
+    with pytest.raises(ValueError, match="no job 'uniq' is installed"):
+        lake.run_job("uniq", "uniqueness", {})
+    with pytest.raises(ConfError, match="'code_paths' is not a config section"):
+        lake.run_job("uniqueness", "code_paths", {})
+    with pytest.raises(ConfError, match="unknown argument 'neighbour_key'"):
+        lake.compute_uniqueness(neighbour_key="knn")
+    with pytest.raises(ValueError, match="needs sample_ids, one per row"):
+        lake.compute_embeddings(embeddings=[[0.0, 1.0]])
