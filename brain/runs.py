@@ -625,7 +625,9 @@ def cleanup(lake: Lake, *, dry_run: bool = False, policy: RunsConf | None = None
 
     * staged files no table references, of runs that are not running (killed before their commit,
       or unknown to the catalog); a failed or abandoned run that is its key's newest keeps them, as
-      ``resume`` reuses them. Committed files in staging folders are rows: they stay (vacuum's business);
+      ``resume`` reuses them. Committed files in staging folders are rows: they stay, and so do the
+      folders of purged runs, whose files older table versions still reference (vacuum removes them
+      once they are older than the retention);
     * heartbeat files of runs that ended (a killed run's last one), and unknown ones older than
       ``abandon_after_s``;
     * artifact folders (indexes, fitted models, classes) of deleted, purged or unknown runs;
@@ -647,7 +649,7 @@ def cleanup(lake: Lake, *, dry_run: bool = False, policy: RunsConf | None = None
     for table, run_ids in staged.items():
         for run_id in run_ids:
             row = runs.get(run_id)
-            if (row and row["status"] == "running") or run_id in resumable:
+            if (row and (row["status"] == "running" or row["purged_at"] is not None)) or run_id in resumable:
                 continue
             uncommitted, any_committed = lake.uncommitted_staged(table, run_id)
             report["staged_files"] += [f"{table}/{rel}" for rel in uncommitted]

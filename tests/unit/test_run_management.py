@@ -137,7 +137,8 @@ def test_cleanup_removes_orphans_and_keeps_what_runs_own(lake, capsys):
     with runs.track(lake, brain_key="w", method="uniqueness", dataset="d", config={}) as run:
         run.write_artifact("classes.json", b"[]")
     lake.stage("uniqueness", "f" * 32, _scores("f" * 32, "w"))  # a run the catalog has never heard of
-    lake.stage("uniqueness", run.run_id, _scores(run.run_id, "w"))  # staged after its commit: never committed
+    lake.stage("uniqueness", kept, _scores(kept, "u"))  # a late worker's file, staged after the commit
+    lake.stage("uniqueness", run.run_id, _scores(run.run_id, "w"))  # of a run deleted (purged) next: vacuum's
     lake.beat(run.run_id)  # a heartbeat its process failed to remove
     lake.write_artifact("e" * 32, "model.npz", b"x")  # artifacts of an unknown run
     runs.delete_run(lake, "w")
@@ -148,16 +149,20 @@ def test_cleanup_removes_orphans_and_keeps_what_runs_own(lake, capsys):
         (plots / name).write_text("x")
 
     dry = runs.cleanup(lake, dry_run=True)
-    assert sorted(dry["staged_files"]) == sorted(f"uniqueness/{f}" for r in ("f" * 32, run.run_id)
-                                                 for f in lake.staged_files("uniqueness", r))
+    committed = {uri.rsplit("/", 1)[1] for uri in lake.file_uris("uniqueness")}
+    assert sorted(dry["staged_files"]) == sorted(f"uniqueness/{f}" for r in ("f" * 32, kept)
+                                                 for f in lake.staged_files("uniqueness", r)
+                                                 if f.rsplit("/", 1)[1] not in committed)
+    assert len(dry["staged_files"]) == 2
     assert dry["heartbeats"] == [run.run_id] and sorted(dry["artifacts"]) == sorted(["e" * 32, run.run_id])
     assert dry["plots"] == ["w.html"]
     assert lake.heartbeat_runs() == [run.run_id] and len(lake.artifact_runs()) == 3  # a dry run removes nothing
 
     assert brain_main(["lake", "cleanup", "--lake", lake.uri]) == 0
     assert "removed 2 uncommitted staged files" in capsys.readouterr().out
-    assert sorted(lake.staged_runs("uniqueness")) == sorted([kept, resumable])  # committed rows; a resumable run's shards
-    assert lake.staged_files("uniqueness", resumable)
+    # committed rows; a resumable run's shards; a purged run's files until vacuum
+    assert sorted(lake.staged_runs("uniqueness")) == sorted([kept, resumable, run.run_id])
+    assert len(lake.staged_files("uniqueness", kept)) == 1 and lake.staged_files("uniqueness", resumable)
     assert lake.heartbeat_runs() == [] and lake.artifact_runs() == [kept]
     assert sorted(p.name for p in plots.iterdir()) == ["notes.txt", "u.html", "u.png"]
     assert results.load_results(lake, "u")["sample_id"].to_pylist() == ["s0", "s1"]
