@@ -533,19 +533,23 @@ def delete_run(lake: Lake, key: str) -> str:
     return run["run_id"]
 
 
-def delete_runs(lake: Lake, *, dataset: str | None = None) -> tuple[list[str], list[str]]:
+def delete_runs(lake: Lake, *, dataset: str | None = None, dry_run: bool = False) -> tuple[list[str], list[str]]:
     """Delete every run of ``dataset`` (None: of every dataset in the lake) with its outputs, as
     :func:`delete_run` does one: one ``deleted`` event per run in one commit, then their rows and files.
 
     Running runs are left alone (their job would commit after the delete); returns the ids of the
-    deleted runs and of the running ones left. `samples` stays: it is the dataset, not a run's output.
+    deleted (``dry_run``: to be deleted) runs and of the running ones left. `samples` stays: it is
+    the dataset, not a run's output.
     """
-    abandon_stale(lake, dataset=dataset)
+    if not dry_run:
+        abandon_stale(lake, dataset=dataset)
     table = list_runs(lake)
     if dataset is not None:
         table = table.filter(pc.equal(table["dataset"], dataset))
     running = table.filter(pc.equal(table["status"], "running"))["run_id"].to_pylist()
     doomed = table.filter(pc.not_equal(table["status"], "running")).to_pylist()
+    if dry_run:
+        return [r["run_id"] for r in doomed], running
     if doomed:
         _append_events(lake, [dict(event="deleted", run_id=r["run_id"], brain_key=r["brain_key"]) for r in doomed])
         _purge(lake, [r["run_id"] for r in doomed])

@@ -100,20 +100,15 @@ def _cmd_runs(args) -> int:
 
 def _delete_all_runs(lake: Lake, args) -> int:
     """`brain runs delete --all`: every run of --dataset, or of the whole lake without it; needs --yes."""
-    import pyarrow.compute as pc
-
     from brain import runs
 
     if args.key:
         raise ConfError(f"give a key ({args.key!r}) or --all, not both")
     scope = f"dataset {args.dataset!r}" if args.dataset else "every dataset"
+    deleted, running = runs.delete_runs(lake, dataset=args.dataset, dry_run=not args.yes)
     if not args.yes:
-        table = runs.list_runs(lake)
-        if args.dataset:
-            table = table.filter(pc.equal(table["dataset"], args.dataset))
-        raise ConfError(f"`runs delete --all` would delete all {table.num_rows} runs of {scope} in {lake.uri} with "
+        raise ConfError(f"`runs delete --all` would delete all {len(deleted)} runs of {scope} in {lake.uri} with "
                         "their rows and files; nothing was deleted. Add --yes to confirm")
-    deleted, running = runs.delete_runs(lake, dataset=args.dataset)
     print(f"deleted {len(deleted)} runs of {scope} with their rows and files"
           + (f"; {len(running)} running runs left alone (delete them once they end)" if running else ""))
     return 0
