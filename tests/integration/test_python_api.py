@@ -119,3 +119,21 @@ def test_keyword_arguments_are_config_fields(api_lake):
         lake.compute_similarity(k=0)
     with pytest.raises(ConfError, match="'nieghbors' is not a config section"):
         lake.compute_similarity(settings={"nieghbors.k": 3})
+
+
+def test_registered_predictions_then_hardness(api_lake, tmp_path):
+    lake, ids, _, _ = api_lake
+    logits = np.random.default_rng(1).normal(0, 2, size=(len(ids), 10)).astype(np.float32)
+    np.save(tmp_path / "logits.npy", logits)
+    (tmp_path / "ids.txt").write_text("\n".join(ids))
+    classes = [str(c) for c in range(10)]
+    predictions = lake.register_predictions(tmp_path / "logits.npy", ids_file=str(tmp_path / "ids.txt"),
+                                            classes=classes, brain_key="preds")
+    assert predictions.classes == classes and predictions.rows.num_rows == len(ids)
+    hardness = lake.compute_hardness(predictions_key="preds", brain_key="hard")  # brain_key: its hardness_key
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    entropy = dict(zip(ids, -(probabilities * np.log(probabilities)).sum(axis=1)))
+    assert {row["brain_key"] for row in hardness.to_pylist()} == {"hard"}
+    assert all(row["hardness"] == pytest.approx(entropy[row["sample_id"]], rel=1e-4) for row in hardness.to_pylist())
+    assert lake.get_brain_info("hard")["input_key"] == "preds"
