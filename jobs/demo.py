@@ -19,7 +19,7 @@ import logging
 import time
 
 from brain.config import Conf
-from brain.lake import Lake
+from brain.lake import PLOTS_FOLDER, Lake
 from jobs.registry import Job
 
 log = logging.getLogger("jobs.demo")
@@ -109,13 +109,13 @@ def run(conf: Conf) -> str:
     comparison_id = stage("comparison train → test", lambda: comparison.run(fam_conf))
     comparison.print_comparison(fam_conf, comparison_id, console=console)
     stage(f"{conf.visualization.method} map (Ray)", lambda: visualization.run(fam_conf))
-    plot = lake.local_folder("plots") / f"{conf.visualization.brain_key}.html"
+    plot = lake.local_folder(PLOTS_FOLDER) / f"{conf.visualization.brain_key}.html"
     written = stage("plot", lambda: lake_plots.plot_run(
         lake, conf.visualization.brain_key, html_path=plot, png_path=plot.with_suffix(".png"), color_by="label",
         size_by=f"uniqueness@{conf.uniqueness.brain_key}"))
     if not lake.is_local:  # a copy in the lake too, for whoever reads the lake elsewhere
         for path in written:
-            lake.write_file(f"plots/{path.name}", path.read_bytes())
+            lake.write_file(f"{PLOTS_FOLDER}/{path.name}", path.read_bytes())
     console.print(f"  map: {plot} (and {plot.with_suffix('.png').name})")
     counts = sql.query(lake, f"SELECT (SELECT count(*) FROM samples WHERE dataset = '{conf.dataset}') AS samples, "
                              "(SELECT count(*) FROM uniqueness) AS uniqueness_rows").to_pylist()[0]
