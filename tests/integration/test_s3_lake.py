@@ -172,7 +172,7 @@ def test_no_credential_in_the_recorded_configs(s3_lake):
         assert options["AWS_SECRET_ACCESS_KEY"] == runs.REDACTED and options["AWS_ENDPOINT_URL"].startswith("http")
 
 
-def test_vacuum_on_s3_purges_a_replaced_run_and_its_staged_files(s3_lake, small_pipeline):
+def test_vacuum_and_cleanup_on_s3_purge_a_replaced_run_and_its_staged_files(s3_lake, small_pipeline):
     remote, remote_runs = s3_lake
     from jobs import unique
 
@@ -187,6 +187,9 @@ def test_vacuum_on_s3_purges_a_replaced_run_and_its_staged_files(s3_lake, small_
     assert replaced in report["removed_staging"] and replaced not in remote.staged_runs("unique")
     assert sql.query(remote, 'SELECT count(*) AS n FROM "unique"').to_pylist() == [{"n": 10}]
     assert remote.read("unique", filter=pc.field("run_id") == replaced).num_rows == 0
+    report = runs.cleanup(remote)  # orphans listed through the S3 filesystem: none, the plot's key has a run
+    assert report["plots"] == [] and report["staged_files"] == []
+    assert remote.plot_files() == ["visualization.html"]
 
 
 def test_two_concurrent_writers_on_s3_both_commit(s3_lake):
