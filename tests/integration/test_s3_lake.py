@@ -55,11 +55,13 @@ def s3_options():
                "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ALLOW_HTTP": "true"}
     import boto3
 
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="moto-key",
-                 aws_secret_access_key=SECRET).create_bucket(Bucket=BUCKET)
-    yield options
-    server.terminate()
-    server.wait(timeout=10)
+    try:
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="moto-key",
+                     aws_secret_access_key=SECRET).create_bucket(Bucket=BUCKET)
+        yield options
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 DEMO_STAGES = ("ingest", "embed", "neighbors", "uniqueness", "duplicates", "leaks", "unique", "linear_probe",
