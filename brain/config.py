@@ -295,15 +295,17 @@ class VisualizationConf(_Section):
 class StorageConf(_Section):
     """How to reach a lake on object storage (``lake: s3://bucket/prefix``); see cluster/README.md."""
 
-    options: dict[str, str] = Field(default_factory=dict, description=(
+    options: dict[str, str | bool | int] = Field(default_factory=dict, description=(
         "delta-rs storage options, also used for pyarrow's filesystem: AWS_ENDPOINT_URL, AWS_REGION, "
         "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP (true for an http:// endpoint)... Empty: the "
         "same-named environment variables. Credentials are never recorded in a run's config (redacted)"))
 
     @field_validator("options")
     @classmethod
-    def _upper_case_names(cls, options: dict[str, str]) -> dict[str, str]:
-        return {name.upper(): str(value) for name, value in options.items()}
+    def _upper_case_names(cls, options: dict[str, str | bool | int]) -> dict[str, str]:
+        # YAML and --set read `true` as a boolean; delta-rs wants the string "true"
+        return {name.upper(): str(value).lower() if isinstance(value, bool) else str(value)
+                for name, value in options.items()}
 
 
 class Conf(_Section):

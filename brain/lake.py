@@ -116,6 +116,10 @@ def s3_filesystem(options: dict[str, str]) -> pafs.S3FileSystem:
         parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
         if not parts.netloc:
             raise ValueError(f"storage option AWS_ENDPOINT_URL={endpoint!r} is not a URL like http://host:port")
+        # delta-rs refuses plain http unless told, with an error that does not name the option
+        if parts.scheme == "http" and options.get("AWS_ALLOW_HTTP", "").lower() != "true":
+            raise ValueError(f"storage option AWS_ENDPOINT_URL={endpoint!r} is plain http: set AWS_ALLOW_HTTP "
+                             "to \"true\" as well (storage.options or the environment)")
         kwargs.update(endpoint_override=parts.netloc + parts.path.rstrip("/"), scheme=parts.scheme)
     region = options.get("AWS_REGION") or options.get("AWS_DEFAULT_REGION")
     if region:

@@ -82,14 +82,15 @@ def test_s3_lake_options_from_config_or_environment_configure_pyarrow(monkeypatc
     from brain.lake import s3_filesystem
 
     fs = s3_filesystem({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_REGION": "eu-west-1",
-                        "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
+                        "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ALLOW_HTTP": "true"})
     settings = fs.__reduce__()[1][0]  # the filesystem's settings, as it pickles them
     assert {k: settings[k] for k in ("endpoint_override", "scheme", "region", "access_key")} == {
         "endpoint_override": "127.0.0.1:9000", "scheme": "http", "region": "eu-west-1", "access_key": "k"}
-    conf = Conf(lake="s3://bucket/prefix/", storage={"options": {"aws_endpoint_url": "http://127.0.0.1:9000"}})
+    conf = Conf(lake="s3://bucket/prefix/", storage={"options": {"aws_endpoint_url": "http://127.0.0.1:9000",
+                                                                 "aws_allow_http": True}})
     lake = Lake.from_conf(conf)
-    assert (lake.uri, lake.storage_options, lake.is_local) == ("s3://bucket/prefix",
-                                                                {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}, False)
+    assert (lake.uri, lake.storage_options, lake.is_local) == (
+        "s3://bucket/prefix", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ALLOW_HTTP": "true"}, False)
     assert lake.path_of("s3://bucket/prefix/samples/part-0.parquet") == "bucket/prefix/samples/part-0.parquet"
     copy = pickle.loads(pickle.dumps(lake))  # what a Ray task or a Spark closure receives
     assert copy.storage_options == lake.storage_options
@@ -101,6 +102,8 @@ def test_s3_lake_options_from_config_or_environment_configure_pyarrow(monkeypatc
     assert Lake("s3://bucket/x", storage_options={"AWS_REGION": "r"}).storage_options == {"AWS_REGION": "r"}
     with pytest.raises(ValueError, match="AWS_ENDPOINT_URL"):
         s3_filesystem({"AWS_ENDPOINT_URL": "http://"})
+    with pytest.raises(ValueError, match="set AWS_ALLOW_HTTP"):
+        Lake("s3://bucket/x", storage_options={"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"})
 
 
 def test_a_local_lake_is_local_and_ignores_aws_environment(tmp_path, monkeypatch):
