@@ -181,6 +181,7 @@ RUNS = pa.schema(
         ("dataset", pa.string()),
         ("status", pa.string()),  # running | succeeded | superseded | failed | abandoned | deleted
         ("current", pa.bool_()),  # the key's current run: its rows are what the table views show
+        ("stale", pa.bool_()),  # an input run is no longer its key's current run, or is stale itself (runs.stale_runs)
         ("input_key", pa.string()),
         ("input_run_ids", pa.map_(pa.string(), pa.string())),
         ("samples_version", pa.int64()),

@@ -75,9 +75,12 @@ def _cmd_runs(args) -> int:
         if not args.all:  # replaced runs wait for `brain lake vacuum`; --all shows them
             table = table.filter(pc.is_in(table["status"], pa.array(["running", "succeeded", "failed",
                                                                                "abandoned"])))
+        # inputs: stale when an input run was replaced since this run read it (runs.stale_runs)
+        freshness = pc.if_else(table["stale"], "stale", "fresh")
+        table = table.append_column("inputs", freshness)
         print_table(console, table.select(
-            ["brain_key", "method", "dataset", "status", "current", "started_at", "finished_at", "rows_written",
-             "run_id", "executed_on", "submission_id"]))
+            ["brain_key", "method", "dataset", "status", "current", "inputs", "started_at", "finished_at",
+             "rows_written", "run_id", "executed_on", "submission_id"]))
     elif args.action == "info":
         info = runs.get_run(lake, args.key)
         info["config"] = json.loads(info["config"])
