@@ -64,6 +64,15 @@ def _cmd_submit(args) -> int:
     return submit(args.job, args.job.conf(args))
 
 
+def _cmd_scan(args) -> int:
+    if not args.plan:
+        return args.job.execute(args)
+    from jobs.scan import print_plan
+
+    print_plan(args.job.conf(args))
+    return 0
+
+
 def _cmd_runs(args) -> int:
     from brain import runs
 
@@ -230,6 +239,13 @@ def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
         job_p = sub.add_parser(job.name, help=f"{job.help} [{job.engine}]", description=job.help)
         job.add_arguments(job_p)
         job_p.set_defaults(func=job.execute)
+
+    if "scan" in jobs:
+        scan_p = sub.choices["scan"]
+        scan_p.add_argument("--plan", action="store_true",
+                            help="print what the scan would make again and why (input changed: old → new run id; "
+                                 "incremental or full), run nothing")
+        scan_p.set_defaults(func=_cmd_scan, job=jobs["scan"])
 
     submit_p = sub.add_parser("submit", help="send a job to a cluster: ray jobs through the Ray Jobs API, spark "
                                              "jobs through spark-submit, driver jobs through either",
