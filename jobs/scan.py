@@ -291,7 +291,7 @@ def run(conf: Conf) -> str:
             steps, fresh = [], len(diff.new) + len(diff.changed)
             for step in todo:
                 if not step.runs:
-                    scan.warn(f"left stale: {step.describe()}")
+                    scan.warn(step.describe())
                     continue
                 done = _refresh(lake, conf, step, diff, fresh)
                 if done is not None:
