@@ -37,7 +37,6 @@ import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
 from pydantic import ValidationError
 
 from brain import ingest, runs
@@ -167,6 +166,14 @@ JOB_OF_METHOD = {"neighbors": "neighbors", "uniqueness": "uniqueness", "duplicat
                  "mistakenness": "label-quality", "familiarity": "familiarity", "comparison": "compare",
                  "visualization": "visualize", "detection_mistakenness": "detection-mistakenness",
                  "patch_embeddings": "patch-embeddings"}
+# The config field holding the brain key each job writes: a re-run writes the run's key (renames included).
+KEY_FIELD = {"embed": "embed.brain_key", "apply-model": "apply_model.brain_key", "linear-probe": "linear_probe.brain_key",
+             "patch-embeddings": "patches.brain_key", "neighbors": "neighbors.brain_key",
+             "uniqueness": "uniqueness.brain_key", "duplicates": "duplicates.brain_key", "leaks": "leaks.brain_key",
+             "unique": "unique.brain_key", "hardness": "label_quality.hardness_key",
+             "label-quality": "label_quality.brain_key", "detection-mistakenness": "label_quality.detection_key",
+             "familiarity": "familiarity.brain_key", "compare": "comparison.brain_key",
+             "visualize": "visualization.brain_key"}
 INCREMENTAL_JOBS = ("embed", "neighbors")  # carry unchanged samples' rows over; the others recompute in full
 # Where and how a run executes: a re-run takes these from the scan's config, the rest from the run's record.
 SETTINGS_SECTIONS = ("lake", "code_paths", "ray", "spark", "runs", "submit", "scan", "models")
@@ -221,12 +228,14 @@ def _unredacted(recorded, current):
     return recorded
 
 
-def rerun_conf(run: dict, conf: Conf) -> Conf:
-    """The config that makes ``run`` again: its recorded computation, the scan's engines and lake."""
+def rerun_conf(run: dict, conf: Conf, job: str) -> Conf:
+    """The config that makes ``run`` again with ``job``: its recorded computation and key, the scan's engines and lake."""
     data = conf.model_dump()
     for section, value in json.loads(run["config"]).items():
         if section in Conf.model_fields and section not in SETTINGS_SECTIONS:
             data[section] = _unredacted(value, data[section])
+    section, field = KEY_FIELD[job].split(".")
+    data[section][field] = run["brain_key"]
     try:
         return Conf.model_validate(data)
     except ValidationError as err:
@@ -245,7 +254,7 @@ def _refresh(lake: Lake, conf: Conf, step: Refresh, diff: SourceDiff, fresh: int
     if step.brain_key in {key for key, _, _ in pipeline(conf)}:  # the scan's own steps: the scan's config
         job_conf = conf
     else:
-        job_conf = rerun_conf(runs.latest_succeeded(lake, step.brain_key), conf)
+        job_conf = rerun_conf(runs.latest_succeeded(lake, step.brain_key), conf, step.kind.job)
     job = step.kind.job
     if job == "embed":
         return embed_step(lake, job_conf)

@@ -223,7 +223,7 @@ def test_a_scan_refreshes_every_following_run_and_leaves_manual_ones(tmp_path, r
     assert len(new) == 4 and len(removed) == 1
     current = _sample_ids(lake, "true")
     for key, table in [*PIPELINE.items(), *((key, jobs[key][1]) for key in keys)]:
-        ids = {r["sample_id"] for r in sql.query(lake, f"SELECT sample_id FROM {table} WHERE run_id = "
+        ids = {r["sample_id"] for r in sql.query(lake, f"SELECT sample_id FROM \"{table}\" WHERE run_id = "
                                                        f"'{after[key]}'").to_pylist()}
         assert ids and ids <= current and not ids & removed, f"{table}: the removed sample is gone"
         if table in PER_SAMPLE:

@@ -68,3 +68,21 @@ def test_an_empty_lake_plans_ingest_then_the_scans_own_steps():
     assert [(s.brain_key, s.run_id, s.changed[0]) for s in plan] == [
         ("ingest_pets", None, "samples: 3 new, 0 changed, 0 removed files"), ("emb", None, "no run yet"),
         ("knn", None, "no run yet"), ("uniq", None, "no run yet")]
+
+
+def test_a_rerun_takes_the_recorded_computation_and_key_and_the_scans_engines_and_credentials():
+    from brain.config import Conf
+    from brain.runs import recorded_config
+    from jobs.scan import job_of, rerun_conf
+
+    made = Conf(lake="/old/lake", dataset="pets")
+    made.duplicates.candidate_thresh = 0.05
+    made.duplicates.brain_key = "dups"
+    made.spark.conf = {"fs.s3a.secret.key": "made-with"}
+    run = {"run_id": "d1", "brain_key": "dups_v2", "method": "duplicates_near", "config": recorded_config(
+        made.model_dump())}  # the key was renamed since
+    scanning = Conf(lake="/lake", dataset="pets")
+    scanning.spark.conf = {"fs.s3a.secret.key": "scan-has"}
+    conf = rerun_conf(run, scanning, job_of(run))
+    assert (conf.duplicates.candidate_thresh, conf.duplicates.brain_key) == (0.05, "dups_v2")
+    assert conf.lake == "/lake" and conf.spark.conf == {"fs.s3a.secret.key": "scan-has"}
