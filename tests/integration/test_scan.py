@@ -165,6 +165,7 @@ def _cli(capsys, *argv: str) -> str:
     pytest.param(ALL_KEYS, id="every-table", marks=pytest.mark.stress)])
 def test_a_scan_refreshes_every_following_run_and_leaves_manual_ones(tmp_path, ray_session, spark, capsys, keys):
     from jobs import neighbors, scan, visualization
+    from jobs.spark_lake import register_tables
     from tests.integration.app_lake import _near_copies
 
     images = tmp_path / "images"
@@ -229,8 +230,8 @@ def test_a_scan_refreshes_every_following_run_and_leaves_manual_ones(tmp_path, r
         if table in PER_SAMPLE:
             assert new <= ids, f"{table}: the new samples are scored"
     if "leaks" in keys:
-        leaked = sql.query(lake, "SELECT sample_id FROM leaks").column("sample_id").to_pylist()
-        assert new & set(leaked), "the new near copy in test is found as a leak"
+        pairs = sql.query(lake, "SELECT sample_id, kept_sample_id FROM leaks").to_pylist()
+        assert new & {i for pair in pairs for i in pair.values()}, "the new near copy in test is found as a leak"
     stale = sql.query(lake, "SELECT brain_key FROM runs WHERE current AND stale").column("brain_key").to_pylist()
     assert stale == ["my_map"]
 
@@ -244,3 +245,5 @@ def test_a_scan_refreshes_every_following_run_and_leaves_manual_ones(tmp_path, r
     assert "stale" in row
     stale = sql.query(lake, "SELECT brain_key FROM runs WHERE current AND stale").column("brain_key").to_pylist()
     assert set(stale) == {"uniqueness", "my_map", *({"duplicates", "leaks", "mistakenness"} & set(keys))}
+    register_tables(spark, lake)  # Spark SQL's runs view carries the same column
+    assert {r.brain_key for r in spark.sql("SELECT brain_key FROM runs WHERE current AND stale").collect()} == set(stale)
