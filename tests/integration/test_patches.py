@@ -171,19 +171,17 @@ def test_brain_similar_by_patch_id_returns_boxes_with_their_samples(patch_lake, 
         similar(lake, "patch_knn", sample_id=ids[ORIGINAL])
 
 
-def test_whole_image_runs_in_the_same_tables_leave_the_patch_columns_null(patch_lake):
-    from jobs import embed, neighbors, uniqueness
-
-    conf, lake, ids = patch_lake
-    conf = conf.model_copy(deep=True)
-    conf.neighbors.embeddings_key, conf.neighbors.brain_key = "embeddings", "knn"
-    conf.uniqueness.neighbors_key, conf.uniqueness.brain_key = "knn", "uniqueness"
-    embed.run(conf)
-    neighbors.run(conf)
-    uniqueness.run(conf, in_process=True)
-    scores = sql.query(lake, "SELECT * FROM uniqueness WHERE brain_key = 'uniqueness'")
-    assert sorted(scores["sample_id"].to_pylist()) == sorted(ids)
+def test_whole_image_runs_leave_the_patch_columns_null(small_pipeline):
+    """The session's whole-image pipeline (shared with test_pipeline: no job of its own here)."""
+    lake = small_pipeline.lake
+    scores = sql.query(lake, "SELECT * FROM uniqueness")
+    assert scores.num_rows > 0
     for column in ("patch_index", "patch_label", "patch_bbox"):
-        assert scores[column].null_count == IMAGES
-    knn = sql.query(lake, "SELECT * FROM neighbors WHERE patch_index IS NULL")
-    assert knn.num_rows == IMAGES and not any("#" in n for row in knn["neighbor_ids"].to_pylist() for n in row)
+        assert scores[column].null_count == scores.num_rows
+    knn = sql.query(lake, "SELECT * FROM neighbors")
+    assert knn["patch_index"].null_count == knn.num_rows
+    assert not any("#" in n for row in knn["neighbor_ids"].to_pylist() for n in row)
+    from brain.similarity import similar
+
+    found = similar(lake, "knn", sample_id=knn["sample_id"][0].as_py(), k=2)
+    assert found.column_names == ["sample_id", "uri", "label", "split", "distance"] and found.num_rows == 2
