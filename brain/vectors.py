@@ -86,14 +86,12 @@ def patch_ids(sample_ids: pa.Array | pa.ChunkedArray, patch_index: pa.Array | pa
 def split_patch_ids(ids: pa.Array | pa.ChunkedArray | list[str]) -> tuple[pa.Array, pa.Array]:
     """Patch ids → (sample ids, patch indexes as int32); an error names an id that is not a patch id."""
     ids = pa.array(ids, pa.string()) if isinstance(ids, list) else pc.cast(ids, pa.string())
-    sample_ids, indexes = [], []
-    for value in ids.to_pylist():
-        sample_id, sep, index = (value or "").rpartition(PATCH_ID_SEPARATOR)
-        if not sep or not index.isdigit():
-            raise ValueError(f"{value!r} is not a patch id SAMPLE_ID{PATCH_ID_SEPARATOR}PATCH_INDEX")
-        sample_ids.append(sample_id)
-        indexes.append(int(index))
-    return pa.array(sample_ids, pa.string()), pa.array(indexes, pa.int32())
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    parts = pc.extract_regex(ids, rf"^(?P<sample_id>.*){PATCH_ID_SEPARATOR}(?P<patch_index>[0-9]+)$")
+    if parts.null_count:
+        bad = ids.filter(pc.is_null(parts))[0].as_py()
+        raise ValueError(f"{bad!r} is not a patch id SAMPLE_ID{PATCH_ID_SEPARATOR}PATCH_INDEX")
+    return parts.field("sample_id"), pc.cast(parts.field("patch_index"), pa.int32())
 
 
 def item_ids(rows: pa.Table | pa.RecordBatch, table: str) -> pa.Array:
@@ -163,7 +161,7 @@ def read_vectors(lake: Lake, run_id: str, sample_ids: pa.Array | list[str], *,
     position = pc.index_in(wanted, item_ids(rows, table))
     if position.null_count:
         missing = wanted.filter(pc.is_null(position))[0]
-        raise ValueError(f"embeddings run {run_id} has no vector for {'patch' if samples is not wanted else 'sample'} "
+        raise ValueError(f"embeddings run {run_id} has no vector for {'patch' if table == PATCH_TABLE else 'sample'} "
                          f"{missing}")
     return matrix(rows.take(position), run_id)
 

@@ -185,3 +185,23 @@ def test_whole_image_runs_leave_the_patch_columns_null(small_pipeline):
 
     found = similar(lake, "knn", sample_id=knn["sample_id"][0].as_py(), k=2)
     assert found.column_names == ["sample_id", "uri", "label", "split", "distance"] and found.num_rows == 2
+
+
+def test_the_lake_browser_shows_one_row_per_sample_scored_by_its_most_unique_box(patch_lake):
+    from brain.app import queries
+    from jobs import duplicates, uniqueness
+
+    conf, lake, ids = patch_lake
+    if not runs.list_runs(lake, method="uniqueness").num_rows:  # the tests above may run alone (-k)
+        uniqueness.run(conf, in_process=True)
+    if not runs.list_runs(lake, method="duplicates_near").num_rows:
+        duplicates.run(conf)
+    page = queries.samples(lake, per_page=50)
+    assert "uniqueness" in page["scores"] and not any("patch" in name for name in page["scores"])
+    assert sorted(item["sample_id"] for item in page["items"]) == sorted(ids)
+    boxes = sql.query(lake, "SELECT sample_id, max(uniqueness) AS best FROM uniqueness GROUP BY sample_id")
+    best = dict(zip(boxes["sample_id"].to_pylist(), boxes["best"].to_pylist()))
+    assert all(item["uniqueness"] == pytest.approx(best[item["sample_id"]]) for item in page["items"])
+    assert queries.sample(lake, ids[COPY])["neighbors"] == []  # only a patch kNN run: no sample neighbours
+    group = queries.duplicate_groups(lake, key="patch_dups")["groups"][0]
+    assert {group["kept"]["patch_index"], group["members"][0]["patch_index"]} == {0, 1}
