@@ -158,7 +158,11 @@ def test_brain_similar_by_patch_id_returns_boxes_with_their_samples(patch_lake, 
     assert first["patch_label"] == "bottom-right" and first["split"] == "test" and first["uri"].endswith("img-07.png")
     assert first["distance"] == pytest.approx(0.0, abs=1e-5)
 
+    import brain
     from brain.similarity import similar
+
+    by_api = brain.open_lake(conf=conf).sort_by_similarity(f"{ids[ORIGINAL]}#0", brain_key="patch_knn", k=1)
+    assert by_api["patch_id"].to_pylist() == [f"{ids[COPY]}#1"]  # a patch id is a query, not a text prompt
 
     far = similar(lake, "patch_knn", sample_id=f"{ids[ORIGINAL]}#0", k=2, reverse=True, where="split = 'test'",
                   save_as="patch_view")
