@@ -37,10 +37,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel, ValidationError
 
-from brain import results, runs
+from brain import results, runs, sql
 from brain.config import Conf, ConfError, load_conf
 from brain.lake import Lake
 from brain.plugins import use_code_paths
@@ -273,8 +272,9 @@ class BrainLake:
         if isinstance(query, str):
             sample_part, sep, index = query.rpartition(PATCH_ID_SEPARATOR)  # a patch id names a box of a sample
             named = sample_part if sep and index.isdigit() else query
-            is_sample = self.lake.read("samples", columns=["sample_id"],
-                                       filter=pc.field("sample_id") == named).num_rows > 0
+            # in SQL: an Arrow filter fails on ingested lakes, whose sample ids are stored as string_view
+            is_sample = sql.query(self.lake, f"SELECT 1 FROM samples WHERE sample_id = {runs.sql_literal(named)}"
+                                  ).num_rows > 0
             query_kind = {"sample_id": query} if is_sample else {"text": query}
         elif isinstance(query, np.ndarray) or (query and not isinstance(query[0], str)):
             query_kind = {"vector": np.asarray(query)}
