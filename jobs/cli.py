@@ -370,7 +370,8 @@ def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
     sim = with_conf(sub.add_parser("similar", help="the samples nearest some samples, a vector or a text prompt"))
     sim.add_argument("--key", default="knn", help="brain key of the kNN run whose index to query")
     query = sim.add_mutually_exclusive_group(required=True)
-    query.add_argument("--id", action="append", help="sample id of the query; repeat for the mean of several")
+    query.add_argument("--id", action="append", help="sample id of the query (a patch id SAMPLE_ID#INDEX when the "
+                                                     "index holds patches); repeat for the mean of several")
     query.add_argument("--vector", help="a .npy file or a comma-separated text file holding the query vector")
     query.add_argument("--text", help="a prompt, embedded by the text tower of the index's model (CLIP)")
     sim.add_argument("-k", type=int, default=15)
