@@ -32,7 +32,10 @@ MAX_READ_TASKS = 256  # a lake on object storage: its files are read by at most 
 
 
 def read_table(spark: SparkSession, lake: Lake, table: str) -> DataFrame:
-    """Every committed row of a lake table, all runs (an empty frame with the schema when it has none)."""
+    """Every committed row of a lake table, all runs (an empty frame with the schema when it has none).
+
+    Read with the lake schema, not one inferred from a file: files written before a column was added
+    (e.g. the patch columns) read it as null."""
     return read_files(spark, lake, table, lake.file_uris(table))
 
 
@@ -48,7 +51,7 @@ def read_files(spark: SparkSession, lake: Lake, table: str, files: list[str]) ->
     if not files:
         return spark.createDataFrame([], from_arrow_schema(schema))
     if lake.is_local:
-        return spark.read.parquet(*files)
+        return spark.read.schema(from_arrow_schema(schema)).parquet(*files)
 
     def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
