@@ -36,6 +36,7 @@ class RayConf(_Section):
 
 class SparkConf(_Section):
     master: str = "local[*]"  # a local session on every core; spark://, k8s://, yarn for a cluster
+    remote: str | None = None  # a Spark Connect server (sc://host:15002): jobs join it instead of starting Spark
     app_name: str = "lakebrain"
     conf: dict[str, str] = Field(default_factory=dict)
 
