@@ -48,6 +48,8 @@ class IngestConf(_Section):
     # the split names a sample may have, each with its aliases (matched case-insensitively; see brain.ingest)
     splits: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in SPLITS.items()})
     duplicate_uris: Literal["error", "first"] = "error"  # a manifest listing a uri twice: refuse, or keep the first
+    workers: int | None = Field(None, ge=1)  # decode processes reading and hashing the files; None: one per core
+    parallel_min: int = Field(1000, ge=1)  # from this many files on, `workers` processes share them
 
 
 class ImagesConf(_Section):
