@@ -446,7 +446,8 @@ def _start_connect_server(conf: Conf, timeout_s: float) -> dict:
     folder = state_file().parent / f"spark-connect-{port}"  # its pid file and logs
     folder.mkdir(parents=True, exist_ok=True)
     settings = {"spark.connect.grpc.binding.address": LOOPBACK, "spark.connect.grpc.binding.port": str(port),
-                "spark.driver.host": LOOPBACK, "spark.driver.bindAddress": LOOPBACK, **conf.spark.conf}
+                "spark.driver.host": LOOPBACK, "spark.driver.bindAddress": LOOPBACK, "spark.log.level": "WARN",
+                **conf.spark.conf}
     cmd = ["bash", str(_spark_home() / "sbin" / "start-connect-server.sh"), "--master", conf.spark.master]
     for key, value in settings.items():
         cmd += ["--conf", f"{key}={value}"]
@@ -471,16 +472,14 @@ def _start_connect_server(conf: Conf, timeout_s: float) -> dict:
 
 def engines_down() -> list[str]:
     """Stop the engines the state file records (only those `up` started); returns what was stopped."""
+    from concurrent.futures import ThreadPoolExecutor
+
     state = _read_state()
-    stopped = []
-    if "spark" in state:
-        _stop_connect_server(state["spark"])
-        stopped.append(f"spark {state['spark']['remote']}")
-    if "ray" in state:
-        _stop_ray(state["ray"])
-        stopped.append(f"ray {state['ray']['address']}")
+    stops = {"spark": (_stop_connect_server, "remote"), "ray": (_stop_ray, "address")}
+    with ThreadPoolExecutor(2) as pool:  # both at once: each waits for its processes to end
+        list(pool.map(lambda name: stops[name][0](state[name]), [name for name in stops if name in state]))
     state_file().unlink(missing_ok=True)
-    return stopped
+    return [f"{name} {state[name][stops[name][1]]}" for name in stops if name in state]
 
 
 def _stop_ray(engine: dict) -> None:
@@ -491,7 +490,7 @@ def _stop_ray(engine: dict) -> None:
             os.killpg(engine["pgid"], sig)
         except ProcessLookupError:
             break
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 5
         while time.monotonic() < deadline and _engine_alive("ray", engine):
             time.sleep(0.2)
     for pid in _processes_mentioning(engine["temp_dir"]):  # any that left the group (none seen so far)
