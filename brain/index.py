@@ -25,7 +25,10 @@ once on a random sample (``train_size`` rows); shards are copies of the trained
 empty index, each filled with its slice of the vectors under their global row ids
 (``build_shard``), so shards can be built in parallel anywhere. A query searches
 every shard (``search_partial``) and the per-shard top-k lists are merged
-(``merge_partials``, a FAISS ``ResultHeap``). Approximate
+(``merge_partials``, a FAISS ``ResultHeap``). Shards share one quantiser, so a query's
+``nprobe`` nearest lists are found once (``coarse_assign``, nlist·D flops a query) and
+handed to every shard (FAISS ``search_preassigned``) instead of each shard finding them
+again: with nlist = 4·√N that search costs as much as the list scans it selects. Approximate
 results are checked against exact search with ``recall_at_k``:
 
     recall@k = mean over queries q of |approx_k(q) ∩ exact_k(q)| / k
@@ -205,20 +208,37 @@ def deserialize(blob: np.ndarray) -> faiss.Index:
     return to_gpu_if_available(faiss.deserialize_index(blob))
 
 
+def coarse_assign(index: faiss.Index, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ``nprobe`` nearest IVF lists of each query, (distances [Q, p], list ids [Q, p]), for every
+    shard cut from the same trained index; None when ``index`` takes no pre-assigned lists (flat,
+    IVF-PQ with re-ranking, a GPU index): its shards then find the lists themselves."""
+    if not _is_ivf(index) or not isinstance(index, faiss.IndexIVF) or not nprobe:
+        return None
+    return index.quantizer.search(np.ascontiguousarray(queries, np.float32), int(min(nprobe, index.nlist)))
+
+
 def search_partial(index: faiss.Index, queries: np.ndarray, k: int, *, nprobe: int | None = None,
-                   k_factor: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   k_factor: int | None = None,
+                   assigned: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One shard's ``k`` nearest for ``prepare``d queries: (squared L2 [Q, k], row ids [Q, k]), to merge.
 
     ``nprobe`` / ``k_factor`` (IVF lists scanned; IVF-PQ re-rank depth, candidates = k_factor·k)
-    apply to this search only. Queries the probe left short of min(k, shard size) results
+    apply to this search only; ``assigned``: the queries' lists from :func:`coarse_assign` (its
+    width is then the nprobe). Queries the probe left short of min(k, shard size) results
     are searched again over every list of the shard, so the shards' lists merged always
     hold min(k, N) results. Missing results have id −1 and distance inf.
     """
     k = min(k, index.ntotal)
     if k == 0 or len(queries) == 0:
         return np.full((len(queries), 0), np.inf, np.float32), np.full((len(queries), 0), -1, np.int64)
-    with _ivf_settings(index, nprobe=nprobe, k_factor=k_factor):
-        sq, ids = index.search(queries, k)
+    if assigned is not None:
+        list_dist, lists = assigned
+        # FAISS reads nprobe list ids per query from ``lists``: the index's nprobe must be its width.
+        with _ivf_settings(index, nprobe=lists.shape[1], k_factor=k_factor):
+            sq, ids = index.search_preassigned(queries, k, lists, list_dist)
+    else:
+        with _ivf_settings(index, nprobe=nprobe, k_factor=k_factor):
+            sq, ids = index.search(queries, k)
     short = np.flatnonzero((ids < 0).any(axis=1))
     if short.size:
         with _ivf_settings(index, nprobe=_nlist(index)):

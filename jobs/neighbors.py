@@ -22,8 +22,11 @@ nprobe lists probed and Q queries (Q = N for the graph), per query:
 
 * by rows: the query goes to all S shards (4·D·S bytes out, 12·(k+1)·S back); each shard scans
   its part of the nprobe lists, so the list scans add up to nprobe·(N/nlist)·D flops as in one
-  index, plus the coarse quantiser repeated per shard, S·nlist·D. Building moves no vector: a
-  shard is the files its actor read, and shards are equal in size by construction.
+  index. The coarse quantiser (nlist·D) runs once, on the block's owner, and its list ids
+  (12·nprobe bytes a query) go with the query to every shard (``search_preassigned``); were
+  each shard to run it, it would cost S·nlist·D, as much as the scans S times over at the
+  nlist = 4·√N, nprobe = 16 balance. Building moves no vector: a shard is the files its
+  actor read, and shards are equal in size by construction.
 * by IVF list: a query goes only to the shards owning its nprobe lists, min(S, nprobe) of them,
   and the quantiser runs once. But the build shuffles every vector to its list's owner (4·N·D
   bytes all-to-all), real embeddings fill lists unevenly (the hot lists' owner becomes the
@@ -32,9 +35,9 @@ nprobe lists probed and Q queries (Q = N for the graph), per query:
 
 With nprobe ≥ S — always, once the recall target is met on hard data (nprobe 16–128 vs a few
 shards per node) — a query visits every shard under either scheme, so list partitioning saves
-no traffic; with nlist = 4·√N the repeated quantiser (S·4√N·D) is below the list scans
-(nprobe·√N/4·D) while S < nprobe/16. Rows win unless S grows past nprobe/16: then
-use fewer, larger shards (one actor per node, threads inside).
+no traffic and, with the lists assigned once, no flops: rows win. (IVF-PQ with re-ranking and
+GPU shards cannot take pre-assigned lists: there each shard runs the quantiser again, which
+stays below the list scans while S < nprobe/16: use fewer, larger shards then.)
 
 Saved with the run (``_artifacts/<run_id>/``): ``index-<i>.faiss`` (one per shard, written by its
 actor), ``index.json`` (the spec, the chosen nprobe, shard count, embeddings run) and
@@ -211,10 +214,17 @@ class ShardWorker:
         mask = self.affected[a:b] if which == "affected" else ~self.affected[a:b]
         return self.vectors[a:b][mask]
 
-    def search(self, k: int, nprobe: int, k_factor: int, *blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """This shard's k nearest (squared L2, global rows) for the query blocks, concatenated."""
+    def assign(self, nprobe: int, *blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The query blocks' nprobe nearest IVF lists, found once for every shard (all share this quantiser)."""
         x = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
-        return knn_index.search_partial(self.index, x, k, nprobe=nprobe, k_factor=k_factor)
+        return knn_index.coarse_assign(self.index, x, nprobe)
+
+    def search(self, k: int, nprobe: int, k_factor: int, assigned: tuple[np.ndarray, np.ndarray] | None,
+               *blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """This shard's k nearest (squared L2, global rows) for the query blocks, concatenated; ``assigned``:
+        their lists from :meth:`assign` (None: this shard finds them)."""
+        x = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+        return knn_index.search_partial(self.index, x, k, nprobe=nprobe, k_factor=k_factor, assigned=assigned)
 
     def search_fresh(self, k: int, *blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest among this actor's new vectors (exact), for rows whose old list stays valid."""
@@ -369,8 +379,11 @@ class ShardPool:
     def search_merged(self, ray, query_refs: list, k: int, nprobe: int, k_factor: int, *,
                       exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Every shard's k nearest for the queries, merged here ([Q, k] state)."""
-        calls = [(a.exact.remote(k, *query_refs) if exact else a.search.remote(k, nprobe, k_factor, *query_refs))
-                 for a in self.actors]
+        if exact:
+            calls = [a.exact.remote(k, *query_refs) for a in self.actors]
+        else:
+            assigned = self.actors[0].assign.remote(nprobe, *query_refs)
+            calls = [a.search.remote(k, nprobe, k_factor, assigned, *query_refs) for a in self.actors]
         return knn_index.merge_partials(ray.get(calls), k)
 
 
@@ -414,7 +427,8 @@ def write_graph(ray, pool: ShardPool, run_id: str, lake: Lake, cfg: NeighborsCon
     for _, i, a, b in blocks:
         owner = pool.actors[i]
         q = owner.queries.remote(a, b, "affected" if update else "all")
-        parts = [w.search.remote(k + 1, nprobe, k_factor, q) for w in pool.actors]
+        assigned = owner.assign.remote(nprobe, q)
+        parts = [w.search.remote(k + 1, nprobe, k_factor, assigned, q) for w in pool.actors]
         if update:
             kept = owner.queries.remote(a, b, "kept")
             parts += [w.search_fresh.remote(k, kept) for w in pool.actors]

@@ -94,6 +94,24 @@ def test_a_probe_left_short_is_searched_again_over_every_list():
     assert _nprobe(ivf) == 1  # the setting is restored after the search
 
 
+def test_shards_searched_with_lists_assigned_once_equal_each_finding_its_own():
+    rng = np.random.default_rng(5)
+    x = index.prepare(rng.normal(size=(3000, 16)) * (1.0 / np.sqrt(np.arange(1, 17))), metric="l2")
+    spec = index.choose_spec(3000, 16, metric="l2", kind="ivf_flat", nlist=50, nprobe=4)
+    blob = index.serialize(index.train_empty_index(x, spec))
+    shards = [index.deserialize(index.build_shard(blob, x[a:a + 1000], np.arange(a, a + 1000), metric="l2"))
+              for a in (0, 1000, 2000)]
+    assigned = index.coarse_assign(shards[0], x[:200], 6)
+    assert assigned[1].shape == (200, 6)
+    shared = index.merge_partials([index.search_partial(s, x[:200], 10, assigned=assigned) for s in shards], 10)
+    own = index.merge_partials([index.search_partial(s, x[:200], 10, nprobe=6) for s in shards], 10)
+    np.testing.assert_array_equal(shared[1], own[1])
+    np.testing.assert_allclose(shared[0], own[0], rtol=1e-5)
+    assert _nprobe(shards[0]) == 4  # restored
+    flat = index.build_index(x, metric="l2", gpu=False)
+    assert index.coarse_assign(flat, x[:5], 6) is None  # nothing to assign: searched as before
+
+
 def _nprobe(ivf):
     import faiss
 
