@@ -50,6 +50,9 @@ def _count_start(engine: str, how: str, started: float) -> None:
     log.info("%s: %s in %.2f s", engine, how, spent)
 
 
+_ray_joined: dict[str, str | None] = {}  # the address this process joined (none: it started its own Ray)
+
+
 def ray_init(conf: Conf):
     """Join the configured Ray cluster (or RAY_ADDRESS, or the Ray `brain engines up` started), else start a
     local Ray that listens on loopback only."""
@@ -83,6 +86,7 @@ def ray_init(conf: Conf):
     # Ray Data's own bars on a terminal; elsewhere they would be noise, and brain.progress logs lines instead.
     ctx.enable_progress_bars = progress.on_terminal()
     ctx.print_on_execution_start = False
+    _ray_joined["address"] = address
     _count_start("ray", f"joined {address}" if address else "started a local Ray", started)
     return ray
 
@@ -161,8 +165,7 @@ def ship_code_to_spark(spark, conf: Conf) -> None:
 def ray_where() -> str:
     import ray
 
-    address = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
-    return f"ray={os.environ.get('RAY_ADDRESS') or address or 'local'} gpus={int(ray.cluster_resources().get('GPU', 0))} host={socket.gethostname()}"
+    return f"ray={os.environ.get('RAY_ADDRESS') or _ray_joined.get('address') or 'local'} gpus={int(ray.cluster_resources().get('GPU', 0))} host={socket.gethostname()}"
 
 
 def spark_session(conf: Conf):
