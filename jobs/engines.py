@@ -394,13 +394,22 @@ def _answers(address: str, timeout: float = 1.0) -> bool:
 def engines_up(conf: Conf, *, timeout_s: float = 180.0) -> dict[str, dict]:
     """Start a Ray head and a Spark Connect server on loopback with the config's settings, unless the
     state file records them as running; returns what is up (as :func:`engines_status`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     state = recorded_engines()
-    if "ray" not in state:
-        state["ray"] = _start_ray_head(conf, timeout_s)
-        _write_state(state)
-    if "spark" not in state:
-        state["spark"] = _start_connect_server(conf, timeout_s)
-        _write_state(state)
+    starts = {"ray": _start_ray_head, "spark": _start_connect_server}
+    missing = [name for name in starts if name not in state]
+    with ThreadPoolExecutor(2) as pool:  # both at once: each mostly waits for its processes to start
+        pending = {name: pool.submit(starts[name], conf, timeout_s) for name in missing}
+    failures = []
+    for name, future in pending.items():
+        try:
+            state[name] = future.result()
+        except EngineStartError as err:
+            failures.append(err)
+    _write_state(state)  # what did start is recorded, so `down` stops it
+    if failures:
+        raise failures[0]
     return engines_status()
 
 
