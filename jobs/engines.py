@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -495,8 +496,6 @@ def engines_down() -> list[str]:
 
 
 def _stop_ray(engine: dict) -> None:
-    import shutil
-
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(engine["pgid"], sig)
@@ -532,6 +531,7 @@ def _stop_connect_server(engine: dict) -> None:
             os.kill(engine["pid"], signal.SIGKILL)
             break
         time.sleep(0.2)
+    shutil.rmtree(engine["folder"], ignore_errors=True)  # its pid file and logs
 
 
 def engines_status() -> dict[str, dict]:
