@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 STAGING_FOLDER = "_staging"
 HEARTBEATS_FOLDER = "_heartbeats"
+ARTIFACTS_FOLDER = "_artifacts"
+PLOTS_FOLDER = "plots"  # `brain plot`'s default output: plots/<brain key>.html and .png
 COMMIT_RETRIES = 12  # attempts of a conflicting commit before LakeConflictError
 
 
@@ -102,11 +104,11 @@ class Lake:
 
     def artifact_dir(self, run_id: str) -> str:
         """Folder for a run's non-tabular outputs (index files, fitted models)."""
-        return f"{self.uri}/_artifacts/{run_id}"
+        return f"{self.uri}/{ARTIFACTS_FOLDER}/{run_id}"
 
     def write_artifact(self, run_id: str, name: str, data: bytes) -> str:
         """Save a run's file (written to a temporary name, then renamed); returns its URI."""
-        base = f"{self._root}/_artifacts/{run_id}"
+        base = f"{self._root}/{ARTIFACTS_FOLDER}/{run_id}"
         self._fs.create_dir(base, recursive=True)
         with self._fs.open_output_stream(f"{base}/.{name}.tmp") as out:
             out.write(data)
@@ -114,7 +116,7 @@ class Lake:
         return f"{self.artifact_dir(run_id)}/{name}"
 
     def read_artifact(self, run_id: str, name: str) -> bytes:
-        with self._fs.open_input_stream(f"{self._root}/_artifacts/{run_id}/{name}") as stream:
+        with self._fs.open_input_stream(f"{self._root}/{ARTIFACTS_FOLDER}/{run_id}/{name}") as stream:
             return stream.read()
 
     def staging_dir(self, table: str, run_id: str) -> str:
@@ -241,19 +243,26 @@ class Lake:
         log.info("committed %d rows in %d files to %s", total, len(actions), table)
         return total
 
-    def discard_staged(self, table: str, run_id: str) -> None:
-        """Remove a run's staged files that the table's current version does not reference."""
+    def uncommitted_staged(self, table: str, run_id: str) -> tuple[list[str], bool]:
+        """The run's staged files that the table's current version does not reference, and whether
+        any of its staged files is referenced (then its staging folder holds committed rows)."""
         staged = self.staged_files(table, run_id)
         if not staged:
-            return
+            return [], False
         committed = {uri[len(self.table_uri(table)) + 1:] for uri in self.file_uris(table)} if self.exists(table) else set()
-        for rel in staged:
-            if rel not in committed:
-                try:
-                    self._fs.delete_file(f"{self._table_path(table)}/{rel}")
-                except FileNotFoundError:  # another process discarded it first
-                    pass
-        if not committed.intersection(staged):
+        return [rel for rel in staged if rel not in committed], bool(committed.intersection(staged))
+
+    def discard_staged(self, table: str, run_id: str) -> None:
+        """Remove a run's staged files that the table's current version does not reference."""
+        uncommitted, any_committed = self.uncommitted_staged(table, run_id)
+        if not uncommitted:
+            return
+        for rel in uncommitted:
+            try:
+                self._fs.delete_file(f"{self._table_path(table)}/{rel}")
+            except FileNotFoundError:  # another process discarded it first
+                pass
+        if not any_committed:
             self.remove_staging(table, run_id)
 
     def read_staged(self, table: str, run_id: str, *, columns: list[str] | None = None) -> pa.Table:
@@ -319,9 +328,32 @@ class Lake:
             pass
 
     def delete_artifacts(self, run_id: str) -> None:
-        path = f"{self._root}/_artifacts/{run_id}"
+        path = f"{self._root}/{ARTIFACTS_FOLDER}/{run_id}"
         try:
             self._fs.delete_dir(path)
+        except FileNotFoundError:
+            pass
+
+    # -- what lies in the lake's own folders (for `brain lake cleanup`) ----------------------------------
+    def _names_in(self, folder: str, kind: pafs.FileType) -> list[str]:
+        selector = pafs.FileSelector(f"{self._root}/{folder}", allow_not_found=True)
+        return sorted(Path(info.path).name for info in self._fs.get_file_info(selector) if info.type == kind)
+
+    def heartbeat_runs(self) -> list[str]:
+        """Run ids that have a heartbeat file."""
+        return [name for name in self._names_in(HEARTBEATS_FOLDER, pafs.FileType.File) if not name.startswith(".")]
+
+    def artifact_runs(self) -> list[str]:
+        """Run ids that have an artifact folder."""
+        return self._names_in(ARTIFACTS_FOLDER, pafs.FileType.Directory)
+
+    def plot_files(self) -> list[str]:
+        """File names in the lake's plots folder."""
+        return self._names_in(PLOTS_FOLDER, pafs.FileType.File)
+
+    def delete_plot(self, name: str) -> None:
+        try:
+            self._fs.delete_file(f"{self._root}/{PLOTS_FOLDER}/{name}")
         except FileNotFoundError:
             pass
 

@@ -7,7 +7,12 @@ the engines' workers (the config's ``code_paths`` ships package folders to Ray a
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from brain.config import Conf
 
 
 def is_import_path(name: str) -> bool:
@@ -36,3 +41,14 @@ def import_object(path: str, *, what: str) -> Any:
 def path_of(cls: type) -> str:
     """The import path of a class (what :func:`import_object` takes back)."""
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def use_code_paths(conf: "Conf") -> list[str]:
+    """Put ``code_paths`` (your package folders) on this process's ``sys.path``; returns them, resolved."""
+    folders = [Path(p).expanduser().resolve() for p in conf.code_paths]
+    for folder in folders:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"code_paths: {folder} is not a folder (give your package's folder)")
+        if str(folder.parent) not in sys.path:
+            sys.path.insert(0, str(folder.parent))
+    return [str(f) for f in folders]

@@ -543,6 +543,31 @@ def delete_run(lake: Lake, key: str) -> str:
     return run["run_id"]
 
 
+def delete_runs(lake: Lake, *, dataset: str | None = None, dry_run: bool = False) -> tuple[list[str], list[str]]:
+    """Delete every run of ``dataset`` (None: of every dataset in the lake) with its outputs, as
+    :func:`delete_run` does one: one ``deleted`` event per run in one commit, then their rows and files.
+
+    Running runs are left alone (their job would commit after the delete); returns the ids of the
+    deleted (``dry_run``: to be deleted) runs and of the running ones left. `samples` stays: it is
+    the dataset, not a run's output.
+    """
+    if not dry_run:
+        abandon_stale(lake, dataset=dataset)
+    table = list_runs(lake)
+    if dataset is not None:
+        table = table.filter(pc.equal(table["dataset"], dataset))
+    running = table.filter(pc.equal(table["status"], "running"))["run_id"].to_pylist()
+    doomed = table.filter(pc.not_equal(table["status"], "running")).to_pylist()
+    if dry_run:
+        return [r["run_id"] for r in doomed], running
+    if doomed:
+        _append_events(lake, [dict(event="deleted", run_id=r["run_id"], brain_key=r["brain_key"]) for r in doomed])
+        _purge(lake, [r["run_id"] for r in doomed])
+    log.info("deleted %d runs%s; %d running runs left", len(doomed),
+             f" of dataset {dataset!r}" if dataset is not None else "", len(running))
+    return [r["run_id"] for r in doomed], running
+
+
 def _purge(lake: Lake, run_ids: list[str]) -> None:
     """Remove the runs' rows from every result table and their artifacts; record ``purged``."""
     for start in range(0, len(run_ids), 500):
@@ -606,6 +631,74 @@ def vacuum(lake: Lake, *, retention_hours: float, dry_run: bool = False,
     lake.table("run_events").create_checkpoint()
     log.info("vacuum: purged %d runs' rows, removed %d runs' staged files and %d unreferenced files",
              len(purge), len(removable), report["removed_files"])
+    return report
+
+
+def cleanup(lake: Lake, *, dry_run: bool = False, policy: RunsConf | None = None) -> dict[str, list[str]]:
+    """Remove what no run owns any more; safe while jobs run. Returns what was (``dry_run``: would be) removed.
+
+    * staged files no table references, of runs that are not running (killed before their commit,
+      or unknown to the catalog); a failed or abandoned run that is its key's newest keeps them, as
+      ``resume`` reuses them. Committed files in staging folders are rows: they stay, and so do the
+      folders of purged runs, whose files older table versions still reference (vacuum removes them
+      once they are older than the retention);
+    * heartbeat files of runs that ended (a killed run's last one), and unknown ones older than
+      ``abandon_after_s``;
+    * artifact folders (indexes, fitted models, classes) of deleted, purged or unknown runs;
+    * plots under ``plots/`` (``brain plot``'s default ``<brain key>.html|.png``) of keys no run has.
+
+    Folders are listed before the catalog is read: a run writes its ``started`` event before it
+    stages or saves anything, so a folder of a run that has just started is never mistaken for an orphan.
+    """
+    policy = policy or RunsConf()
+    abandon_stale(lake, policy=policy)
+    staged = {table: lake.staged_runs(table) for table in RUN_RESULT_TABLES}
+    beats, artifact_runs, plots = lake.heartbeat_runs(), lake.artifact_runs(), lake.plot_files()
+    runs = {r["run_id"]: r for r in catalog(lake).runs.to_pylist()}
+    newest_of_key: dict[str, str] = {}
+    for row in runs.values():  # oldest first: the last one seen is the key's newest
+        newest_of_key[row["brain_key"]] = row["run_id"]
+    resumable = {run_id for run_id in newest_of_key.values() if runs[run_id]["status"] in ("failed", "abandoned")}
+    report: dict[str, list[str]] = {"staged_files": [], "heartbeats": [], "artifacts": [], "plots": []}
+    for table, run_ids in staged.items():
+        for run_id in run_ids:
+            row = runs.get(run_id)
+            if (row and (row["status"] == "running" or row["purged_at"] is not None)) or run_id in resumable:
+                continue
+            uncommitted, any_committed = lake.uncommitted_staged(table, run_id)
+            report["staged_files"] += [f"{table}/{rel}" for rel in uncommitted]
+            if dry_run:
+                continue
+            if any_committed:
+                lake.discard_staged(table, run_id)
+            else:  # nothing of it committed: the whole folder goes, leftover temporary files included
+                lake.remove_staging(table, run_id)
+    now = time.time()
+    for run_id in beats:
+        row = runs.get(run_id)
+        if row is None:
+            beat = lake.last_beat(run_id)
+            if beat is not None and now - beat <= policy.abandon_after_s:
+                continue  # a run that beat just before its `started` event was read
+        elif row["status"] == "running":
+            continue
+        report["heartbeats"].append(run_id)
+        if not dry_run:
+            lake.forget_beat(run_id)
+    for run_id in artifact_runs:
+        row = runs.get(run_id)
+        if row is None or row["status"] == "deleted" or row["purged_at"] is not None:
+            report["artifacts"].append(run_id)
+            if not dry_run:
+                lake.delete_artifacts(run_id)
+    keys = {row["brain_key"] for row in runs.values() if row["status"] != "deleted"}
+    for name in plots:
+        stem, dot, suffix = name.rpartition(".")
+        if dot and suffix in ("html", "png") and stem not in keys:
+            report["plots"].append(name)
+            if not dry_run:
+                lake.delete_plot(name)
+    log.info("cleanup%s: %s", " (dry run)" if dry_run else "", {k: len(v) for k, v in report.items()})
     return report
 
 

@@ -85,9 +85,32 @@ def _cmd_runs(args) -> int:
     elif args.action == "rename":
         renamed = runs.rename_run(lake, args.old, args.new)
         console.print(f"renamed {args.old} to {args.new} ({len(renamed)} run(s))")
+    elif args.action == "view":
+        return _write_result(runs.load_view(lake, args.key), args.format, args.out)
+    elif args.action == "delete" and args.all:
+        return _delete_all_runs(lake, args)
     elif args.action == "delete":
+        if not args.key or args.dataset:
+            raise ConfError("give a brain key or run id to delete, or --all [--dataset D] --yes (--dataset goes "
+                            "with --all only)")
         run_id = runs.delete_run(lake, args.key)
         console.print(f"deleted run {run_id} ({args.key}) and its rows")
+    return 0
+
+
+def _delete_all_runs(lake: Lake, args) -> int:
+    """`brain runs delete --all`: every run of --dataset, or of the whole lake without it; needs --yes."""
+    from brain import runs
+
+    if args.key:
+        raise ConfError(f"give a key ({args.key!r}) or --all, not both")
+    scope = f"dataset {args.dataset!r}" if args.dataset else "every dataset"
+    deleted, running = runs.delete_runs(lake, dataset=args.dataset, dry_run=not args.yes)
+    if not args.yes:
+        raise ConfError(f"`runs delete --all` would delete all {len(deleted)} runs of {scope} in {lake.uri} with "
+                        "their rows and files; nothing was deleted. Add --yes to confirm")
+    print(f"deleted {len(deleted)} runs of {scope} with their rows and files"
+          + (f"; {len(running)} running runs left alone (delete them once they end)" if running else ""))
     return 0
 
 
@@ -96,6 +119,17 @@ def _cmd_lake(args) -> int:
 
     conf = load_conf(args.conf, args.overrides)
     lake = Lake(args.lake) if args.lake else Lake(conf.lake)
+    if args.action == "cleanup":
+        report = runs.cleanup(lake, dry_run=args.dry_run, policy=conf.runs)
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"cleanup of {lake.uri}: {verb} {len(report['staged_files'])} uncommitted staged files, "
+              f"{len(report['heartbeats'])} heartbeat files of ended runs, the artifacts of "
+              f"{len(report['artifacts'])} deleted, purged or unknown runs and {len(report['plots'])} plots of "
+              "keys no run has")
+        for kind, items in report.items():
+            for item in items:
+                print(f"  {kind}: {item}")
+        return 0
     retention = conf.runs.retention_hours if args.retention_hours is None else args.retention_hours
     report = runs.vacuum(lake, retention_hours=retention, dry_run=args.dry_run, policy=conf.runs)
     verb = "would remove" if args.dry_run else "removed"
@@ -319,7 +353,16 @@ def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
     lst.add_argument("--method")
     lst.add_argument("--all", action="store_true", help="also replaced (superseded), deleted and purged runs")
     runs_sub.add_parser("info").add_argument("key", help="brain key or run id")
-    runs_sub.add_parser("delete").add_argument("key", help="brain key or run id")
+    view = runs_sub.add_parser("view", help="the samples a run was computed on (its recorded sample filter)")
+    view.add_argument("key", help="brain key (its current run) or run id")
+    view.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    view.add_argument("--out", help="file to write (csv/json default to stdout)")
+    delete = runs_sub.add_parser("delete", help="a run with its rows and files; --all --yes: every run")
+    delete.add_argument("key", nargs="?", help="brain key or run id")
+    delete.add_argument("--all", action="store_true", help="every run of --dataset, or of the whole lake without it "
+                                                            "(running runs are left alone); needs --yes")
+    delete.add_argument("--dataset", help="with --all: only this dataset's runs")
+    delete.add_argument("--yes", action="store_true", help="confirm --all")
     ren = runs_sub.add_parser("rename")
     ren.add_argument("old", help="brain key to rename")
     ren.add_argument("new", help="new brain key (must not exist)")
@@ -332,6 +375,11 @@ def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
     vac.add_argument("--retention-hours", type=float, help="keep what was replaced less than this long ago "
                                                            "(default: runs.retention_hours)")
     vac.add_argument("--dry-run", action="store_true", help="say what would be removed")
+    clean = lake_sub.add_parser("cleanup", help="remove orphans: uncommitted staged files of runs not running, "
+                                                "heartbeats of ended runs, artifacts and plots of deleted or "
+                                                "unknown runs (safe while jobs run)")
+    clean.add_argument("--lake", help="lake folder or URI (default: the config's)")
+    clean.add_argument("--dry-run", action="store_true", help="say what would be removed")
     lake_p.set_defaults(func=_cmd_lake)
 
     res_p = with_conf(sub.add_parser("results", help="a run's results (FiftyOne's load_brain_results) as rows"))

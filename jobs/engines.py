@@ -24,6 +24,7 @@ from pathlib import Path
 
 from brain import progress, runs
 from brain.config import Conf
+from brain.plugins import use_code_paths
 
 log = logging.getLogger(__name__)
 
@@ -117,19 +118,6 @@ def ray_get_with_progress(refs: list, *, desc: str, unit: str = "tasks") -> list
             ready, pending = ray.wait(pending, num_returns=1)
             bar.update(len(ready))
     return ray.get(refs)
-
-
-def use_code_paths(conf: Conf) -> list[str]:
-    """Put ``code_paths`` (your package folders) on this process's ``sys.path``; returns them, resolved."""
-    from pathlib import Path
-
-    folders = [Path(p).expanduser().resolve() for p in conf.code_paths]
-    for folder in folders:
-        if not folder.is_dir():
-            raise FileNotFoundError(f"code_paths: {folder} is not a folder (give your package's folder)")
-        if str(folder.parent) not in sys.path:
-            sys.path.insert(0, str(folder.parent))
-    return [str(f) for f in folders]
 
 
 def ship_code_to_spark(spark, conf: Conf) -> None:

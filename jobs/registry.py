@@ -3,6 +3,8 @@
 The ``brain`` verbs, ``brain submit`` and the ``python -m jobs.NAME`` entry points are all
 built from these declarations (``JOB_MODULES`` lists the modules), so a new job is one
 module with a ``run(conf) -> run_id`` function, its ``JOB`` and a line in ``JOB_MODULES``.
+The Python API (``brain.open_lake``) finds them through :func:`load_jobs`, declared in
+pyproject.toml as the ``lakebrain.jobs`` entry point, since the library never imports ``jobs``.
 
 Engines decide how ``brain submit`` sends a job: ``ray`` jobs through the Ray Jobs API,
 ``spark`` jobs through spark-submit, ``driver`` jobs (no engine of their own) through the Ray

@@ -153,14 +153,20 @@ def small_pipeline(tmp_path_factory, ray_session, spark) -> SmallPipeline:
     return SmallPipeline(conf, images, bad, run_ids)
 
 
-def write_embeddings_run(lake: Lake, dataset: str, key: str, vectors_: np.ndarray, labels, splits) -> list[str]:
-    """Samples of ``dataset`` and a succeeded embeddings run ``key`` holding ``vectors_``."""
-    ids = [f"{dataset}-{i:04d}" for i in range(len(vectors_))]
+def write_samples(lake: Lake, dataset: str, labels, splits) -> list[str]:
+    """Samples ``<dataset>-0000``, ... of ``dataset`` (uris that name no file: for vector-only tests)."""
+    ids = [f"{dataset}-{i:04d}" for i in range(len(labels))]
     now = dt.datetime.now(dt.timezone.utc)
     lake.append("samples", pa.Table.from_pylist(
         [dict(sample_id=s, dataset=dataset, uri=f"/data/{s}.png", split=sp, label=lb, width=8, height=8,
               content_hash=s, size_bytes=64, attributes="{}", ingested_at=now)
          for s, lb, sp in zip(ids, labels, splits)], schema=SAMPLES))
+    return ids
+
+
+def write_embeddings_run(lake: Lake, dataset: str, key: str, vectors_: np.ndarray, labels, splits) -> list[str]:
+    """Samples of ``dataset`` and a succeeded embeddings run ``key`` holding ``vectors_``."""
+    ids = write_samples(lake, dataset, labels, splits)
     with runs.track(lake, brain_key=key, method="embeddings", dataset=dataset, config={}) as run:
         lake.append("embeddings", pa.table({
             "run_id": [run.run_id] * len(ids), "sample_id": ids,

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -79,3 +80,90 @@ def test_submission_id_comes_from_the_environment(lake, monkeypatch):
     with runs.track(lake, brain_key="e", method="embeddings", dataset="d", config={}):
         pass
     assert runs.get_run(lake, "e")["submission_id"] == "raysubmit_123"
+
+
+def test_runs_view_prints_and_exports_the_samples_a_run_was_computed_on(lake, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    _samples(lake, 5)
+    with runs.track(lake, brain_key="cats", method="embeddings", dataset="d", config={},
+                    sample_filter=runs.dataset_filter("d", "label = 'cat'")):
+        pass
+    assert brain_main(["runs", "--lake", lake.uri, "view", "cats", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith('"sample_id"') and [line.split(",")[0] for line in lines[1:]] == ['"s1"', '"s3"']
+    out = tmp_path / "view.parquet"
+    assert brain_main(["runs", "--lake", lake.uri, "view", "cats", "--format", "parquet", "--out", str(out)]) == 0
+    assert pq.read_table(out)["sample_id"].to_pylist() == ["s1", "s3"]
+    assert brain_main(["runs", "--lake", lake.uri, "view", "nope"]) == 2
+    assert "no run with key or id 'nope'" in capsys.readouterr().err
+
+
+def test_delete_all_needs_yes_and_removes_every_run_of_the_dataset_or_the_lake(lake, capsys):
+    keys = {}
+    for key, dataset in (("u1", "d"), ("u2", "d"), ("o", "other")):
+        with runs.track(lake, brain_key=key, method="uniqueness", dataset=dataset, config={}) as run:
+            run.write("uniqueness", _scores(run.run_id, key))
+            run.write_artifact("model.bin", b"x")
+        keys[key] = run.run_id
+    assert brain_main(["runs", "--lake", lake.uri, "delete", "--all", "--dataset", "d"]) == 2
+    refusal = capsys.readouterr().err
+    assert "would delete all 2 runs of dataset 'd'" in refusal and "nothing was deleted. Add --yes" in refusal
+    assert len(runs.list_runs(lake)) == 3  # refused: nothing deleted
+    assert brain_main(["runs", "--lake", lake.uri, "delete", "u1", "--all", "--yes"]) == 2  # a key or --all
+    assert brain_main(["runs", "--lake", lake.uri, "delete", "--all", "--dataset", "d", "--yes"]) == 0
+    assert "deleted 2 runs of dataset 'd'" in capsys.readouterr().out
+    assert runs.list_runs(lake)["brain_key"].to_pylist() == ["o"]
+    assert sql.query(lake, "SELECT DISTINCT brain_key FROM uniqueness_history")["brain_key"].to_pylist() == ["o"]
+    assert lake.artifact_runs() == [keys["o"]]
+    # a running run is left alone: its job commits after the delete
+    with runs.track(lake, brain_key="busy", method="uniqueness", dataset="d", config={}):
+        deleted, running = runs.delete_runs(lake)
+    assert deleted == [keys["o"]] and len(running) == 1
+    assert runs.list_runs(lake)["brain_key"].to_pylist() == ["busy"]
+
+
+def test_cleanup_removes_orphans_and_keeps_what_runs_own(lake, capsys):
+    with runs.track(lake, brain_key="u", method="uniqueness", dataset="d", config={}) as run:
+        run.write("uniqueness", _scores(run.run_id, "u"))
+        run.write_artifact("index.json", b"{}")
+    kept = run.run_id
+    # a killed job: its staged file was never committed, its heartbeat stays (marked abandoned by the cleanup)
+    with pytest.raises(RuntimeError):
+        with runs.track(lake, brain_key="v", method="uniqueness", dataset="d", config={}, keep_staged=True) as run:
+            run.write("uniqueness", _scores(run.run_id, "v"))
+            raise RuntimeError("killed")
+    resumable = run.run_id
+    with runs.track(lake, brain_key="w", method="uniqueness", dataset="d", config={}) as run:
+        run.write_artifact("classes.json", b"[]")
+    lake.stage("uniqueness", "f" * 32, _scores("f" * 32, "w"))  # a run the catalog has never heard of
+    lake.stage("uniqueness", kept, _scores(kept, "u"))  # a late worker's file, staged after the commit
+    lake.stage("uniqueness", run.run_id, _scores(run.run_id, "w"))  # of a run deleted (purged) next: vacuum's
+    lake.beat(run.run_id)  # a heartbeat its process failed to remove
+    lake.write_artifact("e" * 32, "model.npz", b"x")  # artifacts of an unknown run
+    runs.delete_run(lake, "w")
+    lake.write_artifact(run.run_id, "late.bin", b"x")  # written after the delete's purge
+    plots = Path(lake.uri) / "plots"
+    plots.mkdir()
+    for name in ("u.html", "u.png", "w.html", "notes.txt"):
+        (plots / name).write_text("x")
+
+    dry = runs.cleanup(lake, dry_run=True)
+    committed = {uri.rsplit("/", 1)[1] for uri in lake.file_uris("uniqueness")}
+    assert sorted(dry["staged_files"]) == sorted(f"uniqueness/{f}" for r in ("f" * 32, kept)
+                                                 for f in lake.staged_files("uniqueness", r)
+                                                 if f.rsplit("/", 1)[1] not in committed)
+    assert len(dry["staged_files"]) == 2
+    assert dry["heartbeats"] == [run.run_id] and sorted(dry["artifacts"]) == sorted(["e" * 32, run.run_id])
+    assert dry["plots"] == ["w.html"]
+    assert lake.heartbeat_runs() == [run.run_id] and len(lake.artifact_runs()) == 3  # a dry run removes nothing
+
+    assert brain_main(["lake", "cleanup", "--lake", lake.uri]) == 0
+    assert "removed 2 uncommitted staged files" in capsys.readouterr().out
+    # committed rows; a resumable run's shards; a purged run's files until vacuum
+    assert sorted(lake.staged_runs("uniqueness")) == sorted([kept, resumable, run.run_id])
+    assert len(lake.staged_files("uniqueness", kept)) == 1 and lake.staged_files("uniqueness", resumable)
+    assert lake.heartbeat_runs() == [] and lake.artifact_runs() == [kept]
+    assert sorted(p.name for p in plots.iterdir()) == ["notes.txt", "u.html", "u.png"]
+    assert results.load_results(lake, "u")["sample_id"].to_pylist() == ["s0", "s1"]
+    assert runs.cleanup(lake) == {"staged_files": [], "heartbeats": [], "artifacts": [], "plots": []}
