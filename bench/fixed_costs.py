@@ -127,10 +127,10 @@ def summed(records: list[dict]) -> dict[str, float]:
     return {key: sum(r["metrics"].get(key, 0.0) for r in records) for key in ("work_s", "engine_start_s")}
 
 
-def chain(way: str, conf_file: Path, lake: Path, env: dict[str, str]) -> list[dict]:
+def chain(way: str, conf_file: Path, lake: Path, env: dict[str, str], steps: tuple[str, ...]) -> list[dict]:
     """Per step: wall_s, and work_s / engine_start_s summed over the step's runs (label-quality has two)."""
     if way == "one_run":
-        took, out = brain(["run", *STEPS, "--conf", str(conf_file)], env)
+        took, out = brain(["run", *steps, "--conf", str(conf_file)], env)
         printed = re.findall(r"^(\S+): run (\w+) succeeded in ([\d.]+) s", out, re.M)
         records, rows, at = step_runs(lake), [], 0
         for step, run_id, wall in printed:  # a step's runs: from the previous step's last run to its own
@@ -141,7 +141,7 @@ def chain(way: str, conf_file: Path, lake: Path, env: dict[str, str]) -> list[di
                          engine_start_s=0.0))
         return rows
     rows, seen = [], 0
-    for step in STEPS:
+    for step in steps:
         took, _ = brain([step, "--conf", str(conf_file)], env)
         records = step_runs(lake)
         rows.append(dict(step=step, wall_s=took, **summed(records[seen:])))
@@ -153,8 +153,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--ways", default="separate,engines_up,one_run")
+    parser.add_argument("--skip", default="", help="steps to leave out, comma-separated (e.g. duplicates, whose "
+                                                   "pixel verification is most of the chain's work on 2 cores)")
     parser.add_argument("--keep", action="store_true", help="keep the data and lakes")
     args = parser.parse_args()
+    steps = tuple(step for step in STEPS if step not in args.skip.split(","))
 
     work = Path(tempfile.mkdtemp(prefix="fixed-costs-"))
     state = work / "state"  # this bench's own engines (never another session's)
@@ -171,7 +174,7 @@ def main() -> None:
             if way != "separate" and up_s is None:
                 up_s, _ = brain(["engines", "up", "--conf", str(conf_file)], env)
                 print(f"brain engines up: {up_s:.1f} s", flush=True)
-            results[way] = chain(way, conf_file, lake, env)
+            results[way] = chain(way, conf_file, lake, env, steps)
             total = sum(r["wall_s"] for r in results[way])
             print(f"\n{way}: chain {total:.1f} s", flush=True)
             print(f"  {'step':22s} {'wall s':>8s} {'work s':>8s} {'engine s':>9s} {'fixed s':>8s}")
@@ -188,8 +191,8 @@ def main() -> None:
              for way, rows in results.items()}
     load = os.getloadavg()[0]
     print(json.dumps({"chain_s": summary, "max_step_fixed_s": fixed}))
-    print("RESULT n=%d %s engines_up_start_s=%s %s load1=%.1f" % (
-        args.n, " ".join(f"{way}_chain_s={s}" for way, s in summary.items()),
+    print("RESULT n=%d skipped=%s %s engines_up_start_s=%s %s load1=%.1f" % (
+        args.n, args.skip or "none", " ".join(f"{way}_chain_s={s}" for way, s in summary.items()),
         "na" if up_s is None else f"{up_s:.1f}",
         " ".join(f"{way}_max_fixed_s={f:.1f}" for way, f in fixed.items()), load))
 
