@@ -37,13 +37,13 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel, ValidationError
 
-from brain import results, runs
+from brain import results, runs, sql
 from brain.config import Conf, ConfError, load_conf
 from brain.lake import Lake
 from brain.plugins import use_code_paths
+from brain.vectors import PATCH_ID_SEPARATOR
 
 JOBS_GROUP = "lakebrain.jobs"  # entry points: callables returning {verb: job declaration}
 ENGINES_GROUP = "lakebrain.engines"  # entry points: callables stopping the engines this process started
@@ -260,8 +260,9 @@ class BrainLake:
                            reverse: bool = False, where: str | None = None, save_as: str | None = None) -> pa.Table:
         """The ``k`` samples nearest ``query`` in kNN run ``brain_key``, joined to ``samples``.
 
-        ``query``: a sample id, a list of sample ids (the mean of their vectors), a vector, or a text
-        prompt (a string that is no sample id of the lake; needs a model with a text tower, CLIP).
+        ``query``: a sample id (a patch id ``SAMPLE_ID#INDEX`` for a kNN run over patches), a list of them
+        (the mean of their vectors), a vector, or a text prompt (a string that is no sample id of the lake;
+        needs a model with a text tower, CLIP).
         ``reverse``: the least similar; ``where``: a SQL condition over samples; ``save_as``: also save
         the result as a view run (see :func:`brain.similarity.similar`).
         """
@@ -269,8 +270,11 @@ class BrainLake:
 
         query_kind: dict[str, Any]
         if isinstance(query, str):
-            is_sample = self.lake.read("samples", columns=["sample_id"],
-                                       filter=pc.field("sample_id") == query).num_rows > 0
+            sample_part, sep, index = query.rpartition(PATCH_ID_SEPARATOR)  # a patch id names a box of a sample
+            named = sample_part if sep and index.isdigit() else query
+            # in SQL: an Arrow filter fails on ingested lakes, whose sample ids are stored as string_view
+            is_sample = sql.query(self.lake, f"SELECT 1 FROM samples WHERE sample_id = {runs.sql_literal(named)}"
+                                  ).num_rows > 0
             query_kind = {"sample_id": query} if is_sample else {"text": query}
         elif isinstance(query, np.ndarray) or (query and not isinstance(query[0], str)):
             query_kind = {"vector": np.asarray(query)}

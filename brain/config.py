@@ -169,6 +169,9 @@ class ScanConf(_Section):
     in_process_max: int = Field(2000, ge=0)  # at most this many new/changed samples: steps run in-process, no Ray/Spark
     lock_stale_s: float = Field(120.0, gt=0)  # a scan lock whose heartbeat is older than this is taken over
     heartbeat_s: float = Field(10.0, gt=0)
+    rerun: Literal["follow", "manual"] = Field("manual", description=(
+        "recorded in each run's config: `follow` = `brain scan` makes the run again (with its recorded config) "
+        "when its inputs change; `manual` = left as made (stale). The demo and the scan's own steps record follow"))
 
 
 class RunsConf(_Section):

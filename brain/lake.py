@@ -28,15 +28,16 @@ import random
 import time
 import uuid
 from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, Field, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction
 
-from brain.schemas import schema_of
+from brain.schemas import PATCH_COLUMNS, schema_of
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ class Lake:
     # -- writes --------------------------------------------------------------
     def _conform(self, table: str, rows: pa.Table) -> pa.Table:
         schema = schema_of(table)
+        rows = _with_patch_columns(rows, schema)
         missing = set(schema.names) - set(rows.column_names)
         extra = set(rows.column_names) - set(schema.names)
         if missing or extra:
@@ -238,10 +240,22 @@ class Lake:
                 data_change=True, stats=json.dumps({"numRecords": meta.num_rows})))
             total += meta.num_rows
         if actions:
+            self._add_new_columns(table)
             with_retries(lambda: self.table(table).create_write_transaction(actions, mode="append", schema=schema),
                          f"commit of run {run_id}'s files to {table}")
         log.info("committed %d rows in %d files to %s", total, len(actions), table)
         return total
+
+    def _add_new_columns(self, table: str) -> None:
+        """Columns the lake schema gained since ``table`` was created, added to its Delta schema (null in old
+        files): a file transaction does not change the table's schema by itself."""
+        def add() -> None:
+            delta = self.table(table)
+            have = set(delta.schema().to_arrow().names)
+            new = [Field.from_arrow(field) for field in schema_of(table) if field.name not in have]
+            if new:  # looked up again on a retry: a concurrent writer may have added them
+                delta.alter.add_columns(new)
+        with_retries(add, f"adding new columns to {table}")
 
     def uncommitted_staged(self, table: str, run_id: str) -> tuple[list[str], bool]:
         """The run's staged files that the table's current version does not reference, and whether
@@ -362,6 +376,13 @@ def plain_strings(table: pa.Table) -> pa.Table:
     """Cast delta-rs's string_view columns to plain strings, which every Arrow kernel supports."""
     fields = [pa.field(f.name, pa.string()) if pa.types.is_string_view(f.type) else f for f in table.schema]
     return table.cast(pa.schema(fields))
+
+
+def _with_patch_columns(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Whole-image rows may leave out the patch columns (brain.schemas.PATCH_COLUMNS): added as nulls."""
+    for name in sorted(PATCH_COLUMNS & set(schema.names) - set(rows.column_names)):
+        rows = rows.append_column(schema.field(name), pa.nulls(rows.num_rows, schema.field(name).type))
+    return rows
 
 
 def _check_file_schema(table: str, name: str, found: pa.Schema, expected: pa.Schema) -> None:

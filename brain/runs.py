@@ -272,7 +272,42 @@ def resolve(events: pa.Table) -> pa.Table:
             input_key = renamed_keys[input_key]
         rows.append({**rec, "status": status, "current": current, "superseded_at": superseded_at,
                      "input_key": input_key})
+    stale = stale_runs(rows)
+    for row in rows:
+        row["stale"] = row["run_id"] in stale
     return pa.Table.from_pylist(rows, schema=RUNS).sort_by([("started_at", "ascending"), ("run_id", "ascending")])
+
+
+def dependencies(run: dict[str, Any], key_of: dict[str, str]) -> list[tuple[str, str]]:
+    """The run's inputs by role, ``[(role, run_id)]``, without its own key's earlier runs.
+
+    An input of the run's own key (``carried_from``, ``previous``: an incremental run's
+    starting point) is history it replaces, not something it depends on. ``key_of`` maps
+    run ids to brain keys.
+    """
+    return [(role, run_id) for role, run_id in (run["input_run_ids"] or [])
+            if key_of.get(run_id) != run["brain_key"]]
+
+
+def stale_runs(rows: list[dict[str, Any]]) -> set[str]:
+    """Ids of the stale runs among ``rows`` (resolved runs: run_id, brain_key, current, input_run_ids).
+
+    A run is stale when one of its inputs (:func:`dependencies`) is no longer the current run
+    of that input's key (a newer run replaced it, or it was deleted), or is itself stale:
+    stale(r) = ∃ input i of r: ¬current(i) ∨ stale(i).
+    Inputs the catalog does not hold (written by another lake) count as unchanged.
+    """
+    by_id = {r["run_id"]: r for r in rows}
+    key_of = {r["run_id"]: r["brain_key"] for r in rows}
+    known: dict[str, bool] = {}
+
+    def is_stale(run_id: str, path: frozenset[str]) -> bool:
+        if run_id not in known:
+            inputs = [i for _, i in dependencies(by_id[run_id], key_of) if i in by_id and i not in path]
+            known[run_id] = any(not by_id[i]["current"] or is_stale(i, path | {run_id}) for i in inputs)
+        return known[run_id]
+
+    return {run_id for run_id in by_id if is_stale(run_id, frozenset())}
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,13 @@ A file is
   ``ingested_at`` is unchanged without reading the file),
 * **removed** when a `samples` row's URI is no longer in the source.
 
+Which runs a scan makes again (:func:`plan_refresh`): the dataset's current runs form a graph
+by their recorded inputs (``input_run_ids``; a run whose job reads `samples` and records no
+input reads the dataset's ingest run current when it started). In topological order, a run is
+made again when one of its inputs changed: its input run is no longer its key's current run,
+or this scan makes a new one. Runs recorded with ``scan.rerun: manual`` (the default for
+runs made by hand) are listed and left as made, and their inputs' changes stop there.
+
 Files that ingest refused (an `ingest_errors` row, stage ``ingest``) are skipped
 until they are modified after the error was recorded, so a broken file is not
 retried by every scan.
@@ -32,14 +39,18 @@ import stat
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from brain.ingest import SourceFile
 from brain.lake import Lake, plain_strings
+from brain.runs import dependencies
 
 
 class ScanLockedError(RuntimeError):
@@ -91,6 +102,120 @@ def diff_sources(lake: Lake, dataset: str, files: list[SourceFile]) -> SourceDif
             changed.append(f)  # unreadable now: ingest records why
     removed = [sid for uri, (sid, *_) in rows.items() if uri not in seen]
     return SourceDiff(new, changed, removed, len(rows) - len(changed) - len(removed))
+
+
+@dataclass(frozen=True)
+class RunKind:
+    """How a run is made again: by which job, and whether only for new samples."""
+
+    job: str  # the job (`brain` verb) that makes such runs
+    incremental: bool  # new and changed samples only, the rest carried over (else recomputed in full)
+    reads_samples: bool  # its job declares `samples` among its reads
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """One line of a scan's plan: a key the scan makes a new run of, and why."""
+
+    brain_key: str
+    method: str
+    run_id: str | None  # the key's current run, replaced by the new one (None: the key has no run yet)
+    changed: tuple[str, ...]  # why: "embeddings: 1a2b3c4d → new", "samples: 2 new, 1 removed", "no run yet"
+    kind: RunKind | None  # None: no job makes it again (rows registered from outside): left stale
+    follow: bool  # False: recorded with scan.rerun=manual: left as made
+
+    @property
+    def runs(self) -> bool:
+        return self.follow and self.kind is not None
+
+    def describe(self) -> str:
+        if self.kind is None:
+            how = "left stale: registered from outside, no job makes it again"
+        elif not self.follow:
+            how = "left stale: made by hand (scan.rerun=manual)"
+        else:
+            how = "incremental" if self.kind.incremental else "full"
+        job = self.kind.job if self.kind else "-"
+        return f"{self.brain_key} ({self.method}, {job}): {how}; {'; '.join(self.changed)}"
+
+
+def _short(run_id: str | None) -> str:
+    return run_id[:8] if run_id else "none"
+
+
+def plan_refresh(runs: pa.Table, *, dataset: str, ingest_key: str, samples_change: str | None,
+                 pipeline: Sequence[tuple[str, str, RunKind]], kind_of: Callable[[dict[str, Any]], RunKind | None],
+                 follows: Callable[[dict[str, Any]], bool]) -> list[Refresh]:
+    """What a scan makes again, in order (see the module docstring).
+
+    ``runs`` is the catalog (schema RUNS); ``samples_change`` says what ingest will change
+    (None: nothing); ``pipeline`` the scan's own steps after ingest, ``(brain_key, method, kind)``
+    in order: made when missing, always followed. ``kind_of`` tells how another run is made
+    again (None: it is not), ``follows`` whether its record asks the scan to keep it fresh.
+    """
+    rows = runs.to_pylist()
+    key_of = {r["run_id"]: r["brain_key"] for r in rows}
+    current_of = {r["brain_key"]: r["run_id"] for r in rows if r["current"]}
+    mine = {r["brain_key"]: r for r in rows if r["current"] and r["dataset"] == dataset}
+    ingests = sorted((r["finished_at"], r["run_id"]) for r in rows
+                     if r["brain_key"] == ingest_key and r["status"] in ("succeeded", "superseded"))
+    pipeline_kinds = {key: (method, kind) for key, method, kind in pipeline}
+
+    def kind_of_run(run: dict[str, Any]) -> RunKind | None:
+        return pipeline_kinds[run["brain_key"]][1] if run["brain_key"] in pipeline_kinds else kind_of(run)
+
+    def inputs(run: dict[str, Any]) -> list[tuple[str, str | None, str]]:
+        found = [(role, run_id, key_of[run_id]) for role, run_id in dependencies(run, key_of) if run_id in key_of]
+        kind = kind_of_run(run)
+        if not found and kind is not None and kind.reads_samples and run["brain_key"] != ingest_key:
+            read = [run_id for finished, run_id in ingests if finished <= run["started_at"]]
+            found = [("samples", read[-1] if read else None, ingest_key)]
+        return found
+
+    graph: dict[str, set[str]] = {ingest_key: set()}
+    for key, run in mine.items():
+        graph.setdefault(key, set()).update(k for _, _, k in inputs(run))
+    before = ingest_key
+    for key, _, _ in pipeline:
+        if key not in mine:
+            graph.setdefault(key, set()).add(before)
+        before = key
+
+    changing: set[str] = set()
+    plan = []
+    try:
+        order = list(TopologicalSorter(graph).static_order())
+    except CycleError as err:
+        raise ValueError(f"the current runs of dataset {dataset!r} read each other in a cycle: {err.args[1]}; "
+                         "delete or re-run one of them by hand") from None
+    for key in order:
+        run = mine.get(key)
+        if key == ingest_key:
+            if samples_change:
+                plan.append(Refresh(key, "ingest", run and run["run_id"], (samples_change,),
+                                    RunKind("ingest", incremental=True, reads_samples=False), follow=True))
+                changing.add(key)
+            continue
+        if run is None:
+            if key in pipeline_kinds:
+                method, kind = pipeline_kinds[key]
+                plan.append(Refresh(key, method, None, ("no run yet",), kind, follow=True))
+                changing.add(key)
+            continue
+        changed = []
+        for role, read, input_key in inputs(run):
+            if input_key in changing:
+                changed.append(f"{role}: {_short(read)} → new")
+            elif read is not None and read != current_of.get(input_key):
+                changed.append(f"{role}: {_short(read)} → {_short(current_of.get(input_key))}")
+        if not changed:
+            continue
+        step = Refresh(key, run["method"], run["run_id"], tuple(changed), kind_of_run(run),
+                       follow=key in pipeline_kinds or follows(run))
+        plan.append(step)
+        if step.runs:
+            changing.add(key)
+    return plan
 
 
 def _mtime(uri: str) -> dt.datetime:

@@ -16,6 +16,15 @@ import pyarrow as pa
 
 _TS = pa.timestamp("us", tz="UTC")
 
+# Patch runs (kNN and what builds on it, over a `patch_embeddings` run) key their rows by (sample_id,
+# patch_index) and carry the box's label and bbox; whole-image runs leave these columns null. Where a
+# column names other rows (neighbor_ids, group_id), a patch is named by its patch id "SAMPLE_ID#INDEX"
+# (brain.vectors.patch_ids). Writers of whole-image rows may leave the columns out (filled with nulls).
+PATCH_INDEX = ("patch_index", pa.int32())  # position of the box in its sample's detections list
+PATCH_LABEL = ("patch_label", pa.string())  # the box's label
+PATCH_BBOX = ("patch_bbox", pa.list_(pa.float32()))  # the box, [x, y, w, h] relative, as in DETECTION
+PATCH_COLUMNS = frozenset({"patch_index", "kept_patch_index", "patch_label", "patch_bbox"})
+
 SAMPLES = pa.schema(
     [
         ("sample_id", pa.string()),  # stable: hash of dataset + uri
@@ -44,8 +53,9 @@ NEIGHBORS = pa.schema(
     [
         ("run_id", pa.string()),
         ("sample_id", pa.string()),
-        ("neighbor_ids", pa.list_(pa.string())),  # nearest first, self excluded
+        ("neighbor_ids", pa.list_(pa.string())),  # nearest first, self excluded; patch ids for patch runs
         ("distances", pa.list_(pa.float32())),
+        PATCH_INDEX,
     ]
 )
 
@@ -55,6 +65,9 @@ UNIQUENESS = pa.schema(
         ("brain_key", pa.string()),
         ("sample_id", pa.string()),
         ("uniqueness", pa.float64()),
+        PATCH_INDEX,
+        PATCH_LABEL,
+        PATCH_BBOX,
     ]
 )
 
@@ -181,6 +194,7 @@ RUNS = pa.schema(
         ("dataset", pa.string()),
         ("status", pa.string()),  # running | succeeded | superseded | failed | abandoned | deleted
         ("current", pa.bool_()),  # the key's current run: its rows are what the table views show
+        ("stale", pa.bool_()),  # an input run is no longer its key's current run, or is stale itself (runs.stale_runs)
         ("input_key", pa.string()),
         ("input_run_ids", pa.map_(pa.string(), pa.string())),
         ("samples_version", pa.int64()),
@@ -248,10 +262,14 @@ DUPLICATES = pa.schema(
         ("run_id", pa.string()),
         ("brain_key", pa.string()),
         ("method", pa.string()),  # near (embedding graph, verified on pixels) | exact (content hash)
-        ("group_id", pa.string()),  # = kept_sample_id: the group's lowest sample id
+        ("group_id", pa.string()),  # = kept_sample_id: the group's lowest sample id (patch id for patches)
         ("kept_sample_id", pa.string()),
         ("sample_id", pa.string()),  # a duplicate of the kept sample
         ("distance", pa.float64()),  # to its nearest group member (0 for exact)
+        ("kept_patch_index", pa.int32()),
+        PATCH_INDEX,
+        PATCH_LABEL,
+        PATCH_BBOX,
     ]
 )
 
@@ -274,6 +292,8 @@ LEAKS = pa.schema(
         ("sample_id", pa.string()),  # a duplicate in another split than its kept sample
         ("split", pa.string()),
         ("distance", pa.float64()),
+        ("kept_patch_index", pa.int32()),
+        PATCH_INDEX,
     ]
 )
 
@@ -317,6 +337,9 @@ VISUALIZATION = pa.schema(
         ("x", pa.float64()),
         ("y", pa.float64()),
         ("z", pa.float64()),  # null for 2-D maps
+        PATCH_INDEX,
+        PATCH_LABEL,
+        PATCH_BBOX,
     ]
 )
 
@@ -327,6 +350,7 @@ SIMILARITY_VIEWS = pa.schema(
         ("sample_id", pa.string()),
         ("rank", pa.int32()),  # 0 = the nearest (the farthest for a reverse query)
         ("distance", pa.float64()),  # to the query, in the kNN run's metric
+        PATCH_INDEX,
     ]
 )
 

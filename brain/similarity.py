@@ -18,6 +18,11 @@
 
 Returns an Arrow table (sample_id, uri, label, split, distance), nearest first
 (farthest first when ``reverse``). Distances are in the kNN run's metric (cosine: 1 − cos).
+**Patches** (FiftyOne's ``patches_field``): a kNN run over a patch embeddings run indexes boxes.
+Queries and results name a box by its patch id ``SAMPLE_ID#PATCH_INDEX``; ``where`` keeps the boxes
+of the matching samples; results gain ``patch_id``, ``patch_index``, ``patch_label`` and ``patch_bbox``
+(``label`` stays the sample's).
+
 ``save_as=KEY`` also stores the result as a view run (method ``similarity_view``,
 rows in ``similarity_views``) whose sample filter is the result's ids, so SQL and
 ``runs.load_view(lake, KEY)`` read it (FiftyOne: saving a sorted view).
@@ -37,18 +42,32 @@ from brain import index as knn_index
 from brain import runs, sql
 from brain.lake import Lake, plain_strings
 from brain.sql_expr import UnsafeSQLError, check_condition, rows_where
-from brain.vectors import to_matrix
+from brain.vectors import (
+    PATCH_TABLE,
+    id_columns,
+    item_ids,
+    patch_boxes,
+    split_patch_ids,
+    to_matrix,
+)
 
 
-def _embeddings(lake: Lake, run_id: str, sample_ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+def _embeddings(lake: Lake, run_id: str, table: str, *, sample_ids: list[str] | None = None,
+                items: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """Item ids (sample ids, or patch ids) and vectors of a run: of ``sample_ids``' samples, or only ``items``."""
     flt = pc.field("run_id") == run_id
+    if items is not None:
+        sample_ids = split_patch_ids(items)[0].to_pylist() if table == PATCH_TABLE else items
     if sample_ids is not None:
         flt &= pc.field("sample_id").isin(sample_ids)
-    table = plain_strings(lake.read("embeddings", columns=["sample_id", "vector"], filter=flt))
-    if table.num_rows == 0:
+    rows = plain_strings(lake.read(table, columns=id_columns(table) + ["vector"], filter=flt))
+    ids = item_ids(rows, table)
+    if items is not None:
+        asked = pc.is_in(ids, pa.array(items, pa.string()))
+        rows, ids = rows.filter(asked), ids.filter(asked)
+    if rows.num_rows == 0:
         return [], np.zeros((0, 0), np.float32)
-    return table["sample_id"].to_pylist(), to_matrix(table["vector"], table["sample_id"],
-                                                     context=f"embeddings run {run_id}", dtype=np.float32)
+    return ids.to_pylist(), to_matrix(rows["vector"], ids, context=f"embeddings run {run_id}", dtype=np.float32)
 
 
 def _where(lake: Lake, where: str) -> list[str]:
@@ -99,13 +118,19 @@ def similar(lake: Lake, key: str, *, sample_id: str | list[str] | None = None, v
     if run["method"] != "neighbors":
         raise ValueError(f"run {key!r} is a {run['method']} run; similarity needs a kNN (neighbors) run")
     meta = json.loads(lake.read_artifact(run["run_id"], "index.json"))
-    metric = meta["metric"]
+    metric, table = meta["metric"], meta.get("embeddings_table", "embeddings")
     query_ids = [sample_id] if isinstance(sample_id, str) else list(sample_id or [])
     if query_ids:
-        found, vecs = _embeddings(lake, meta["embeddings_run_id"], query_ids)
+        if table == PATCH_TABLE:
+            try:
+                split_patch_ids(query_ids)
+            except ValueError as err:
+                raise ValueError(f"{key!r} indexes patches: query by patch id SAMPLE_ID#PATCH_INDEX ({err})") from None
+        found, vecs = _embeddings(lake, meta["embeddings_run_id"], table, items=query_ids)
         missing = sorted(set(query_ids) - set(found))
         if missing:
-            raise ValueError(f"sample {missing[0]!r} has no embedding in the run indexed by {key!r}")
+            what = "patch" if table == PATCH_TABLE else "sample"
+            raise ValueError(f"{what} {missing[0]!r} has no embedding in the run indexed by {key!r}")
         query = vecs.mean(axis=0)
     elif text is not None:
         with text_model(lake, meta["embeddings_run_id"]) as model:
@@ -123,7 +148,7 @@ def similar(lake: Lake, key: str, *, sample_id: str | list[str] | None = None, v
         subset = None
         if where is not None:
             subset = _where(lake, where)
-        names, vecs = _embeddings(lake, meta["embeddings_run_id"], subset)
+        names, vecs = _embeddings(lake, meta["embeddings_run_id"], table, sample_ids=subset)
         dist = knn_index.exact_distances(query, vecs, metric=metric) if names else np.zeros(0, np.float32)
         order = np.lexsort((np.asarray(names), -dist if reverse else dist))
         names, dist = [names[i] for i in order], dist[order]
@@ -131,38 +156,51 @@ def similar(lake: Lake, key: str, *, sample_id: str | list[str] | None = None, v
     keep = [i for i, name in enumerate(names) if name not in excluded][:k]
     found = pa.table({"sample_id": pa.array([names[i] for i in keep], pa.string()),
                       "distance": pa.array(np.asarray(dist)[keep], pa.float32())})
-    table = with_samples(lake, found)
+    result = with_samples(lake, found, patch_run=meta["embeddings_run_id"] if table == PATCH_TABLE else None)
     if save_as:
-        save_view(lake, save_as, table, knn_run=run, query=dict(sample_ids=query_ids or None, text=text,
+        save_view(lake, save_as, result, knn_run=run, query=dict(sample_ids=query_ids or None, text=text,
                   vector=None if vector is None else np.asarray(vector, np.float32).reshape(-1).tolist(),
                   k=k, reverse=reverse, where=where))
-    return table
+    return result
 
 
-def with_samples(lake: Lake, found: pa.Table) -> pa.Table:
+def with_samples(lake: Lake, found: pa.Table, *, patch_run: str | None = None) -> pa.Table:
     """(sample_id, distance) in result order → (sample_id, uri, label, split, distance), same order
-    (nulls for vectors whose sample is not in ``samples``, e.g. registered from elsewhere)."""
-    wanted = ", ".join(runs.sql_literal(s) for s in found["sample_id"].to_pylist()) or "NULL"
+    (nulls for vectors whose sample is not in ``samples``, e.g. registered from elsewhere).
+
+    With ``patch_run`` (the patch embeddings run indexed), ``found``'s ids are patch ids: the result
+    starts with ``patch_id`` and gains the box's ``patch_index``, ``patch_label``, ``patch_bbox``."""
+    ids = found["sample_id"]
+    if patch_run is not None:
+        ids, patch_index = split_patch_ids(ids)
+    wanted = ", ".join(runs.sql_literal(s) for s in set(ids.to_pylist())) or "NULL"
     samples = plain_strings(sql.query(lake, f"SELECT sample_id, uri, label, split FROM samples "
                                             f"WHERE sample_id IN ({wanted})"))
     row_of = {sid: i for i, sid in enumerate(samples["sample_id"].to_pylist())}
-    rows = pa.array([row_of.get(s) for s in found["sample_id"].to_pylist()], pa.int64())
-    return pa.table({"sample_id": found["sample_id"], "uri": samples["uri"].take(rows),
-                     "label": samples["label"].take(rows), "split": samples["split"].take(rows),
-                     "distance": found["distance"]})
+    rows = pa.array([row_of.get(s) for s in ids.to_pylist()], pa.int64())
+    columns = {"sample_id": ids}
+    if patch_run is not None:
+        boxes = patch_boxes(lake, patch_run)
+        at = pc.index_in(found["sample_id"], item_ids(boxes, PATCH_TABLE))
+        columns = {"patch_id": found["sample_id"], "sample_id": ids, "patch_index": patch_index,
+                   "patch_label": boxes["patch_label"].take(at), "patch_bbox": boxes["patch_bbox"].take(at)}
+    return pa.table({**columns, "uri": samples["uri"].take(rows), "label": samples["label"].take(rows),
+                     "split": samples["split"].take(rows), "distance": found["distance"]})
 
 
 def save_view(lake: Lake, key: str, table: pa.Table, *, knn_run: dict, query: dict) -> str:
     """Store a similarity result as a view run ``key``: its rows in ``similarity_views``, its samples as the
     run's sample filter (what ``runs.load_view`` re-applies)."""
     ids = table["sample_id"].to_pylist()
-    view = "sample_id IN (" + ", ".join(runs.sql_literal(i) for i in ids) + ")" if ids else "FALSE"
+    view = "sample_id IN (" + ", ".join(runs.sql_literal(i) for i in sorted(set(ids))) + ")" if ids else "FALSE"
     with runs.track(lake, brain_key=key, method="similarity_view", dataset=knn_run["dataset"],
                     config={"similarity": {**query, "neighbors_key": knn_run["brain_key"]}},
                     inputs={"neighbors": knn_run["run_id"]}, sample_filter=view) as run:
         rows = pa.table({"run_id": pa.array([run.run_id] * len(ids), pa.string()),
                          "brain_key": pa.array([key] * len(ids), pa.string()), "sample_id": table["sample_id"],
                          "rank": pa.array(range(len(ids)), pa.int32()),
-                         "distance": table["distance"].cast(pa.float64())})
+                         "distance": table["distance"].cast(pa.float64()),
+                         "patch_index": (table["patch_index"] if "patch_index" in table.column_names
+                                         else pa.nulls(len(ids), pa.int32()))})
         run.write("similarity_views", rows)
     return run.run_id

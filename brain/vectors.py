@@ -9,6 +9,10 @@ name (the newest succeeded embeddings run of that dataset). ``@SPLIT`` keeps the
 samples whose ``samples.split`` is ``SPLIT``. Examples: ``embeddings``,
 ``embeddings@train``, ``digits@test``.
 
+A *patch* vector set (``resolve(..., patches=True)``) may name a ``patch_embeddings`` run instead:
+its items are the boxes, each named by its patch id ``SAMPLE_ID#PATCH_INDEX`` (:func:`patch_ids`),
+as the kNN index, similarity search and the maps name them.
+
 Fits (density models, UMAP) run on the driver over at most ``max_rows`` rows
 drawn at random (:func:`sample`): only those rows' vectors are read
 (:func:`read_vectors`), so the driver's memory is bounded whatever the lake's size.
@@ -25,6 +29,9 @@ import pyarrow.compute as pc
 from brain import runs
 from brain.lake import Lake, plain_strings
 
+PATCH_TABLE = "patch_embeddings"
+PATCH_ID_SEPARATOR = "#"
+
 
 @dataclass(frozen=True)
 class VectorSet:
@@ -33,18 +40,27 @@ class VectorSet:
     brain_key: str
     dataset: str
     split: str | None
+    table: str = "embeddings"  # or PATCH_TABLE for a patch embeddings run
+
+    @property
+    def patches(self) -> bool:
+        return self.table == PATCH_TABLE
 
 
-def resolve(lake: Lake, spec: str) -> VectorSet:
-    """The embeddings run and split that ``spec`` (``NAME[@SPLIT]``) names; a clear error if none."""
+def resolve(lake: Lake, spec: str, *, patches: bool = False) -> VectorSet:
+    """The embeddings run and split that ``spec`` (``NAME[@SPLIT]``) names; a clear error if none.
+
+    With ``patches``, ``NAME`` may also be the brain key of a patch embeddings run."""
     name, _, split = spec.partition("@")
     if not name:
         raise ValueError(f"vector set {spec!r} must look like EMBEDDINGS_KEY_OR_DATASET[@SPLIT]")
     catalog = runs.list_runs(lake)
     done = [r for r in reversed(catalog.to_pylist()) if r["current"]]
     by_key = [r for r in done if r["brain_key"] == name]
-    if by_key and by_key[0]["method"] != "embeddings":
-        raise ValueError(f"{name!r} is the brain key of a {by_key[0]['method']} run, not of an embeddings run")
+    allowed = ("embeddings", "patch_embeddings") if patches else ("embeddings",)
+    if by_key and by_key[0]["method"] not in allowed:
+        raise ValueError(f"{name!r} is the brain key of a {by_key[0]['method']} run, not of an "
+                         + " or ".join(f"{m.replace('_', ' ')} run" for m in allowed))
     found = by_key or [r for r in done if r["method"] == "embeddings" and r["dataset"] == name]
     if not found:
         keys = sorted({r["brain_key"] for r in done if r["method"] == "embeddings"})
@@ -52,16 +68,71 @@ def resolve(lake: Lake, spec: str) -> VectorSet:
         raise ValueError(f"{name!r} is neither an embeddings brain key {keys} nor an embedded dataset "
                          f"{datasets} in {lake.uri}")
     run = found[0]
-    return VectorSet(spec, run["run_id"], run["brain_key"], run["dataset"], split or None)
+    return VectorSet(spec, run["run_id"], run["brain_key"], run["dataset"], split or None,
+                     table=embeddings_table(run["method"]))
+
+
+def embeddings_table(method: str) -> str:
+    """The table holding the vectors of a run of ``method`` (embeddings or patch_embeddings)."""
+    return PATCH_TABLE if method == "patch_embeddings" else "embeddings"
+
+
+def patch_ids(sample_ids: pa.Array | pa.ChunkedArray, patch_index: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``SAMPLE_ID#PATCH_INDEX``: one string naming a box, where a single id column must name it."""
+    return pc.binary_join_element_wise(pc.cast(sample_ids, pa.string()), pc.cast(patch_index, pa.string()),
+                                       PATCH_ID_SEPARATOR)
+
+
+def split_patch_ids(ids: pa.Array | pa.ChunkedArray | list[str]) -> tuple[pa.Array, pa.Array]:
+    """Patch ids → (sample ids, patch indexes as int32); an error names an id that is not a patch id."""
+    ids = pa.array(ids, pa.string()) if isinstance(ids, list) else pc.cast(ids, pa.string())
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    parts = pc.extract_regex(ids, rf"^(?P<sample_id>.*){PATCH_ID_SEPARATOR}(?P<patch_index>[0-9]+)$")
+    if parts.null_count:
+        bad = ids.filter(pc.is_null(parts))[0].as_py()
+        raise ValueError(f"{bad!r} is not a patch id SAMPLE_ID{PATCH_ID_SEPARATOR}PATCH_INDEX")
+    return parts.field("sample_id"), pc.cast(parts.field("patch_index"), pa.int32())
+
+
+def item_ids(rows: pa.Table | pa.RecordBatch, table: str) -> pa.Array:
+    """The ids of a vectors table's rows: sample ids, or patch ids for ``patch_embeddings``."""
+    ids = (patch_ids(rows.column("sample_id"), rows.column("patch_index")) if table == PATCH_TABLE
+           else rows.column("sample_id"))
+    return ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+
+
+def id_columns(table: str) -> list[str]:
+    """The columns :func:`item_ids` needs."""
+    return ["sample_id", "patch_index"] if table == PATCH_TABLE else ["sample_id"]
+
+
+def patch_boxes(lake: Lake, run_id: str) -> pa.Table:
+    """``sample_id``, ``patch_index``, ``patch_label``, ``patch_bbox`` of a patch embeddings run's boxes."""
+    rows = plain_strings(lake.read(PATCH_TABLE, columns=["sample_id", "patch_index", "label", "bbox"],
+                                   filter=pc.field("run_id") == run_id))
+    return rows.rename_columns(["sample_id", "patch_index", "patch_label", "patch_bbox"])
+
+
+def indexed_patches(lake: Lake, knn_run: dict) -> str | None:
+    """The patch embeddings run a kNN run indexed, or None when it indexed whole images."""
+    run_id = dict(knn_run.get("input_run_ids") or []).get("embeddings")  # a map: (role, run id) pairs
+    if run_id is None:
+        return None
+    return run_id if runs.get_run(lake, run_id)["method"] == "patch_embeddings" else None
 
 
 def members(lake: Lake, vset: VectorSet) -> pa.Table:
-    """``sample_id``, ``label``, ``split`` of the set's samples, ordered by ``sample_id``."""
-    ids = plain_strings(lake.read("embeddings", columns=["sample_id"], filter=pc.field("run_id") == vset.run_id))
+    """``item_id``, ``sample_id``, ``label``, ``split`` of the set's items, ordered by ``item_id``: the samples
+    (item id = sample id, their label), or for a patch set the boxes (patch ids, the box's label)."""
+    ids = plain_strings(lake.read(vset.table, columns=id_columns(vset.table) + (["label"] if vset.patches else []),
+                                  filter=pc.field("run_id") == vset.run_id))
     if ids.num_rows == 0:
         raise ValueError(f"embeddings run {vset.run_id} ({vset.brain_key!r}) has no rows")
     samples = plain_strings(lake.read("samples", columns=["sample_id", "label", "split"]))
-    rows = ids.join(samples, "sample_id", join_type="left outer")
+    if vset.patches:
+        samples = samples.drop_columns(["label"])
+    rows = ids.append_column("item_id", item_ids(ids, vset.table)).join(samples, "sample_id", join_type="left outer")
+    rows = rows.select(["item_id", "sample_id", "label", "split"])
     if vset.split is not None:
         kept = rows.filter(pc.equal(rows["split"], vset.split))
         if kept.num_rows == 0:
@@ -69,7 +140,7 @@ def members(lake: Lake, vset: VectorSet) -> pa.Table:
             raise ValueError(f"{vset.spec!r}: no samples of split {vset.split!r} in embeddings run "
                              f"{vset.run_id}; its splits: {splits}")
         rows = kept
-    return rows.sort_by("sample_id")
+    return rows.sort_by("item_id")
 
 
 def sample(rows: pa.Table, max_rows: int, *, seed: int = 0) -> pa.Table:
@@ -80,16 +151,19 @@ def sample(rows: pa.Table, max_rows: int, *, seed: int = 0) -> pa.Table:
     return rows.take(pa.array(chosen))
 
 
-def read_vectors(lake: Lake, run_id: str, sample_ids: pa.Array | list[str]) -> np.ndarray:
-    """The vectors (N, D) of ``sample_ids`` in embeddings run ``run_id``, in that order."""
+def read_vectors(lake: Lake, run_id: str, sample_ids: pa.Array | list[str], *,
+                 table: str = "embeddings") -> np.ndarray:
+    """The vectors (N, D) of ``sample_ids`` (patch ids for ``patch_embeddings``) in run ``run_id``, in that order."""
     wanted = pa.array(sample_ids, pa.string()) if isinstance(sample_ids, list) else sample_ids.cast(pa.string())
-    table = plain_strings(lake.read("embeddings", columns=["sample_id", "vector"],
-                                    filter=(pc.field("run_id") == run_id) & pc.field("sample_id").isin(wanted)))
-    position = pc.index_in(wanted, table["sample_id"])
+    samples = split_patch_ids(wanted)[0] if table == PATCH_TABLE else wanted
+    rows = plain_strings(lake.read(table, columns=id_columns(table) + ["vector"],
+                                   filter=(pc.field("run_id") == run_id) & pc.field("sample_id").isin(samples)))
+    position = pc.index_in(wanted, item_ids(rows, table))
     if position.null_count:
         missing = wanted.filter(pc.is_null(position))[0]
-        raise ValueError(f"embeddings run {run_id} has no vector for sample {missing}")
-    return matrix(table.take(position), run_id)
+        raise ValueError(f"embeddings run {run_id} has no vector for {'patch' if table == PATCH_TABLE else 'sample'} "
+                         f"{missing}")
+    return matrix(rows.take(position), run_id)
 
 
 def matrix(table: pa.Table | pa.RecordBatch, run_id: str) -> np.ndarray:

@@ -64,6 +64,15 @@ def _cmd_submit(args) -> int:
     return submit(args.job, args.job.conf(args))
 
 
+def _cmd_scan(args) -> int:
+    if not args.plan:
+        return args.job.execute(args)
+    from jobs.scan import print_plan
+
+    print_plan(args.job.conf(args))
+    return 0
+
+
 def _cmd_runs(args) -> int:
     from brain import runs
 
@@ -75,9 +84,12 @@ def _cmd_runs(args) -> int:
         if not args.all:  # replaced runs wait for `brain lake vacuum`; --all shows them
             table = table.filter(pc.is_in(table["status"], pa.array(["running", "succeeded", "failed",
                                                                                "abandoned"])))
+        # inputs: stale when an input run was replaced since this run read it (runs.stale_runs)
+        freshness = pc.if_else(table["stale"], "stale", "fresh")
+        table = table.append_column("inputs", freshness)
         print_table(console, table.select(
-            ["brain_key", "method", "dataset", "status", "current", "started_at", "finished_at", "rows_written",
-             "run_id", "executed_on", "submission_id"]))
+            ["brain_key", "method", "dataset", "status", "current", "inputs", "started_at", "finished_at",
+             "rows_written", "run_id", "executed_on", "submission_id"]))
     elif args.action == "info":
         info = runs.get_run(lake, args.key)
         info["config"] = json.loads(info["config"])
@@ -304,6 +316,13 @@ def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
         job.add_arguments(job_p)
         job_p.set_defaults(func=job.execute)
 
+    if "scan" in jobs:
+        scan_p = sub.choices["scan"]
+        scan_p.add_argument("--plan", action="store_true",
+                            help="print what the scan would make again and why (input changed: old → new run id; "
+                                 "incremental or full), run nothing")
+        scan_p.set_defaults(func=_cmd_scan, job=jobs["scan"])
+
     submit_p = sub.add_parser("submit", help="send a job to a cluster: ray jobs through the Ray Jobs API, spark "
                                              "jobs through spark-submit, driver jobs through either",
                               description=_submit_description(jobs),
@@ -405,7 +424,8 @@ def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
     sim = with_conf(sub.add_parser("similar", help="the samples nearest some samples, a vector or a text prompt"))
     sim.add_argument("--key", default="knn", help="brain key of the kNN run whose index to query")
     query = sim.add_mutually_exclusive_group(required=True)
-    query.add_argument("--id", action="append", help="sample id of the query; repeat for the mean of several")
+    query.add_argument("--id", action="append", help="sample id of the query (a patch id SAMPLE_ID#INDEX when the "
+                                                     "index holds patches); repeat for the mean of several")
     query.add_argument("--vector", help="a .npy file or a comma-separated text file holding the query vector")
     query.add_argument("--text", help="a prompt, embedded by the text tower of the index's model (CLIP)")
     sim.add_argument("-k", type=int, default=15)

@@ -66,7 +66,8 @@ def run(conf: Conf) -> str:
 
     n = stage("write digits as PNG", lambda: write_digits(source))
     console.print(f"  {n} images under {source}")
-    conf = conf.model_copy(update={"ingest": conf.ingest.model_copy(update={"source": str(source), "manifest": None})})
+    conf = conf.model_copy(update={"ingest": conf.ingest.model_copy(update={"source": str(source), "manifest": None}),
+                                   "scan": conf.scan.model_copy(update={"rerun": "follow"})})  # `brain scan` keeps it fresh
     stage("ingest", lambda: ingest.run(conf))
     stage("embeddings (Ray Data)", lambda: embed.run(conf))
     stage("kNN graph (FAISS on Ray)", lambda: neighbors.run(conf))

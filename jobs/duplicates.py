@@ -11,6 +11,10 @@ near, default (math in brain.methods.duplicates and brain.methods.near_duplicate
       → grouping (greedy kept set, or components) in sample-id order at 1 − min_corr
       → one row per duplicate: kept_sample_id, distance to the kept sample (greedy)
 near with thresh or fraction (no verification): the neighbors' edges ≤ thresh, grouped the same way.
+near over patches (a kNN run of a patch embeddings run, FiftyOne's duplicate objects): the same
+    edges between boxes, named by patch id; ``thresh`` or ``fraction`` is required (pixel
+    verification compares whole images); rows keyed by (sample_id, patch_index), the kept box by
+    (kept_sample_id, kept_patch_index), group_id = the kept box's patch id, with the box's label and bbox.
 exact:
     samples (this dataset) grouped by content_hash → groups of two or more, kept = lowest sample id
 
@@ -37,9 +41,20 @@ from brain.lake import Lake
 from brain.methods import duplicates as dup
 from brain.methods import near_duplicates
 from brain.schemas import fields_of
+from brain.vectors import (
+    PATCH_ID_SEPARATOR,
+    PATCH_TABLE,
+    indexed_patches,
+    item_ids,
+    patch_boxes,
+    split_patch_ids,
+)
 from jobs.registry import Job
 
 log = logging.getLogger("jobs.duplicates")
+
+# Null in whole-image (exact) rows: Spark's Parquet files hold every column of the table.
+DUPLICATE_PATCH_COLUMNS = ("kept_patch_index", "patch_index", "patch_label", "patch_bbox")
 
 # Candidate pairs (sample ids a < b), their embedding distance and whether they passed verification.
 PAIRS = pa.schema([fields_of("duplicates", "sample_id")[0].with_name(end) for end in ("a", "b")]
@@ -131,7 +146,10 @@ def group_rows(edges: pa.Table, thresh: float, grouping: str) -> pa.Table:
                      "sample_id": pa.array(ids[duplicate], pa.string()), "distance": pa.array(distance, pa.float64())})
 
 
-def near_rows(spark, lake: Lake, conf: Conf, neighbors_run_id: str, metrics: dict[str, float]) -> pa.Table:
+def near_rows(spark, lake: Lake, conf: Conf, neighbors_run_id: str, metrics: dict[str, float], *,
+              patches: bool = False) -> pa.Table:
+    """(group_id, kept_sample_id, sample_id, distance) of the near duplicates; with ``patches`` the ids are
+    patch ids (the kNN run indexed boxes)."""
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -141,11 +159,18 @@ def near_rows(spark, lake: Lake, conf: Conf, neighbors_run_id: str, metrics: dic
     samples = read_table(spark, lake, "samples").where(F.col("dataset") == conf.dataset).select("sample_id", "uri")
     nbr = read_table(spark, lake, "neighbors").where(F.col("run_id") == neighbors_run_id).join(
         samples.select("sample_id"), "sample_id")
-    pairs = nbr.select(F.col("sample_id").alias("src"),
+    src = F.concat_ws(PATCH_ID_SEPARATOR, "sample_id", F.col("patch_index").cast("string")) if patches else F.col(
+        "sample_id")
+    pairs = nbr.select(src.alias("src"),
                        F.explode(F.arrays_zip("neighbor_ids", "distances")).alias("e")).select(
         "src", F.col("e.neighbor_ids").alias("dst"), F.col("e.distances").cast("double").alias("distance"))
-    pairs = pairs.join(samples.select(F.col("sample_id").alias("dst")), "dst")
+    dst_sample = F.regexp_extract("dst", f"^(.*){PATCH_ID_SEPARATOR}[0-9]+$", 1) if patches else F.col("dst")
+    pairs = pairs.join(samples.select(F.col("sample_id").alias("dst_sample")), dst_sample == F.col("dst_sample"),
+                       "left_semi")
     thresh, verify = dup.resolve_threshold(thresh=cfg.thresh, fraction=cfg.fraction, verify=cfg.verify)
+    if patches and verify:
+        raise ValueError("duplicates over patches compare their embeddings only (pixel verification compares "
+                         "whole images): give duplicates.thresh (an embedding distance) or duplicates.fraction")
     if cfg.fraction is not None:
         thresh = fraction_threshold(nbr, pairs, cfg.fraction)
     edge_thresh = cfg.candidate_thresh if verify else thresh
@@ -170,6 +195,17 @@ def near_rows(spark, lake: Lake, conf: Conf, neighbors_run_id: str, metrics: dic
     metrics["passed" if verify else "pairs"] = float(collected.num_rows)
     metrics["thresh"] = float(thresh)
     return group_rows(collected, thresh, cfg.grouping)
+
+
+def patch_rows(lake: Lake, rows: pa.Table, patch_run: str) -> pa.Table:
+    """Grouped patch-id rows → keyed by (sample_id, patch_index), the kept box's index, the box's label and bbox."""
+    kept_ids, kept_index = split_patch_ids(rows["kept_sample_id"])
+    sample_ids, patch_index = split_patch_ids(rows["sample_id"])
+    boxes = patch_boxes(lake, patch_run)
+    at = pc.index_in(rows["sample_id"], item_ids(boxes, PATCH_TABLE))
+    return pa.table({"group_id": rows["group_id"], "kept_sample_id": kept_ids, "sample_id": sample_ids,
+                     "distance": rows["distance"], "kept_patch_index": kept_index, "patch_index": patch_index,
+                     "patch_label": boxes["patch_label"].take(at), "patch_bbox": boxes["patch_bbox"].take(at)})
 
 
 def fraction_threshold(nbr, pairs, fraction: float) -> float:
@@ -204,6 +240,7 @@ def exact_rows(spark, lake: Lake, conf: Conf):
 
 def run(conf: Conf) -> str:
     from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
 
     from jobs.engines import spark_session, spark_where, versions
 
@@ -217,7 +254,10 @@ def run(conf: Conf) -> str:
                     engine_versions=versions("pyspark", "numpy", "scipy", "opencv-python-headless"),
                     executed_on=spark_where(spark)) as run:
         if cfg.method == "near":
-            rows = near_rows(spark, lake, conf, inputs["neighbors"], run.metrics)
+            patch_run = indexed_patches(lake, runs.get_run(lake, inputs["neighbors"]))
+            rows = near_rows(spark, lake, conf, inputs["neighbors"], run.metrics, patches=patch_run is not None)
+            if patch_run is not None:
+                rows = patch_rows(lake, rows, patch_run)
             fixed = {"run_id": run.run_id, "brain_key": cfg.brain_key, "method": "near"}
             constant = {k: pa.array([v] * rows.num_rows, pa.string()) for k, v in fixed.items()}
             run.write("duplicates", pa.table({**constant, **dict(zip(rows.column_names, rows.columns))}))
@@ -225,7 +265,9 @@ def run(conf: Conf) -> str:
         else:
             rows = exact_rows(spark, lake, conf)
             out = rows.select(F.lit(run.run_id).alias("run_id"), F.lit(cfg.brain_key).alias("brain_key"), "method",
-                              "group_id", "kept_sample_id", "sample_id", "distance")
+                              "group_id", "kept_sample_id", "sample_id", "distance",
+                              *(F.lit(None).cast(f.dataType).alias(f.name) for f in from_arrow_schema(
+                                  pa.schema(fields_of("duplicates", *DUPLICATE_PATCH_COLUMNS)))))
             out.write.mode("overwrite").parquet(run.stage_dir("duplicates"))
             groups = run.read_staged("duplicates", columns=["group_id"])
             run.metrics["groups"] = float(len(pc.unique(groups["group_id"])))

@@ -8,6 +8,7 @@
 
 ``splits: [train, test]`` compares only those values of ``split_field``; null compares every value
 (a sample without a split counts as the split '').
+Duplicates over patches give leaks between boxes: their rows keep patch_index and kept_patch_index.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def run(conf: Conf) -> str:
         leaks = (dups.join(splits, "sample_id").join(kept, "kept_sample_id")
                  .where(F.col("split") != F.col("kept_split"))
                  .select(F.lit(run.run_id).alias("run_id"), F.lit(cfg.brain_key).alias("brain_key"), "group_id",
-                         "kept_sample_id", "kept_split", "sample_id", "split", "distance")).cache()
+                         "kept_sample_id", "kept_split", "sample_id", "split", "distance",
+                         "kept_patch_index", "patch_index")).cache()
         leaks.write.mode("overwrite").parquet(run.stage_dir("leaks"))
         pairs = leaks.groupBy(F.concat_ws("|", F.least("split", "kept_split"), F.greatest("split", "kept_split"))
                               .alias("pair")).count().collect()

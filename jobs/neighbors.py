@@ -71,19 +71,31 @@ from brain import index as knn_index
 from brain import runs
 from brain.config import Conf, NeighborsConf
 from brain.lake import STAGING_FOLDER, Lake
-from brain.vectors import to_list_array, to_matrix
+from brain.vectors import (
+    PATCH_TABLE,
+    embeddings_table,
+    id_columns,
+    item_ids,
+    split_patch_ids,
+    to_list_array,
+    to_matrix,
+)
 from jobs.registry import Job
 
 log = logging.getLogger("jobs.neighbors")
 
 
-def graph_rows(run_id: str, id_map: pa.Array, query_ids: pa.Array, dist: np.ndarray, nbr: np.ndarray) -> pa.Table:
-    """`neighbors` rows: ``nbr`` holds row numbers of ``id_map``."""
+def graph_rows(run_id: str, id_map: pa.Array, query_ids: pa.Array, dist: np.ndarray, nbr: np.ndarray, *,
+               patches: bool = False) -> pa.Table:
+    """`neighbors` rows: ``nbr`` holds row numbers of ``id_map``; with ``patches`` the ids are patch ids, and
+    each row is keyed by (sample_id, patch_index)."""
     k = dist.shape[1]
     offsets = pa.array(np.arange(0, (len(query_ids) + 1) * k, k, dtype=np.int32))
+    sample_ids, patch_index = split_patch_ids(query_ids) if patches else (query_ids, None)
     return pa.table({
         "run_id": pa.array([run_id] * len(query_ids), pa.string()),
-        "sample_id": query_ids,
+        "sample_id": sample_ids,
+        "patch_index": pa.nulls(len(query_ids), pa.int32()) if patch_index is None else patch_index,
         "neighbor_ids": pa.ListArray.from_arrays(offsets, id_map.take(pa.array(nbr.reshape(-1)))),
         "distances": to_list_array(dist, query_ids, what="list of neighbour distances", max_norm=None),
     })
@@ -109,12 +121,14 @@ class ShardWorker:
     searches from every block of queries, and merges and writes the lists of its own rows.
     """
 
-    def __init__(self, shard: int, files: list[str], embeddings_run_id: str, *, metric: str, threads: int):
+    def __init__(self, shard: int, files: list[str], embeddings_run_id: str, *, metric: str, threads: int,
+                 table: str = "embeddings"):
         import faiss
 
         faiss.omp_set_num_threads(threads)
         self.threads = threads
         self.shard, self.files, self.embeddings_run_id, self.metric = shard, files, embeddings_run_id, metric
+        self.table = table  # embeddings, or patch_embeddings: rows named by patch ids
         self.index = self.fresh_index = None
         self.old_dist = self.old_rows = None
         self.affected = self.fresh = None
@@ -127,14 +141,15 @@ class ShardWorker:
         ids, parts, dim = [], [], None
         if self.files:
             data = pads.dataset(self.files, format="parquet")
-            for batch in data.to_batches(columns=["sample_id", "vector"], batch_size=block_rows,
+            for batch in data.to_batches(columns=id_columns(self.table) + ["vector"], batch_size=block_rows,
                                          filter=pc.field("run_id") == self.embeddings_run_id):
                 if batch.num_rows:
-                    part = to_matrix(batch.column("vector"), batch.column("sample_id"), width=dim,
+                    names = item_ids(batch, self.table).cast(pa.string())
+                    part = to_matrix(batch.column("vector"), names, width=dim,
                                      context=f"embeddings run {self.embeddings_run_id}", dtype=np.float32)
                     dim = part.shape[1]
                     parts.append(knn_index.prepare(part, metric=self.metric))
-                    ids.append(batch.column("sample_id").cast(pa.string()))
+                    ids.append(names)
         self.ids = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
         self.vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
         node = ray.get_runtime_context().get_node_id()
@@ -268,7 +283,8 @@ class ShardWorker:
                 old_d, old_r = knn_index.merge_with_fresh(old_d, old_r, knn_index.to_distance(sq, ids, metric=self.metric),
                                                           ids, k)
             dist[kept], nbr[kept] = old_d, old_r
-        Lake(lake_uri).stage("neighbors", run_id, graph_rows(run_id, self.id_map, self.ids.slice(a, b - a), dist, nbr),
+        Lake(lake_uri).stage("neighbors", run_id, graph_rows(run_id, self.id_map, self.ids.slice(a, b - a), dist, nbr,
+                                                        patches=self.table == PATCH_TABLE),
                              name=f"shard{self.shard:05d}-{a:010d}")
         mine = check[(check >= a) & (check < b)]
         return b - a, mine, nbr[mine - a]
@@ -308,15 +324,15 @@ def assign_files(files: list[str], sizes: list[int], shards: int) -> list[list[s
     return [sorted(part) for part in out]
 
 
-def embedding_files(lake: Lake, run_id: str) -> tuple[list[str], list[int]]:
-    """The committed files of the embeddings table that can hold ``run_id``'s rows (URIs) and their sizes.
+def embedding_files(lake: Lake, run_id: str, table: str = "embeddings") -> tuple[list[str], list[int]]:
+    """The committed files of the vectors ``table`` that can hold ``run_id``'s rows (URIs) and their sizes.
 
     A run's files are committed from its staging folder ``_staging/<run_id>/``; files elsewhere
     (appended by older code) may hold any run's rows, so they are read too. Matching by full
     relative path matters: resumable runs name their files by shard, the same in every run.
     """
-    actions = pa.table(lake.table("embeddings").get_add_actions(flatten=True)).to_pydict()
-    base = lake.table_uri("embeddings")
+    actions = pa.table(lake.table(table).get_add_actions(flatten=True)).to_pydict()
+    base = lake.table_uri(table)
     own, elsewhere = f"{STAGING_FOLDER}/{run_id}/", f"{STAGING_FOLDER}/"
     files, sizes = [], []
     for path, size in zip(actions["path"], actions["size_bytes"]):
@@ -346,14 +362,15 @@ class ShardPool:
         return np.concatenate([[0], np.cumsum(self.counts)])
 
     @classmethod
-    def start(cls, ray, lake: Lake, embeddings_run_id: str, cfg: NeighborsConf, shards: int) -> ShardPool:
-        files, sizes = embedding_files(lake, embeddings_run_id)
+    def start(cls, ray, lake: Lake, embeddings_run_id: str, cfg: NeighborsConf, shards: int,
+              table: str = "embeddings") -> ShardPool:
+        files, sizes = embedding_files(lake, embeddings_run_id, table)
         parts = assign_files(files, sizes, shards)
         resources = ray.cluster_resources()
         cpus = max(0.25, float(resources.get("CPU", 1)) / shards)
         gpus = float(resources.get("GPU", 0)) / shards if resources.get("GPU", 0) else 0
         worker = ray.remote(ShardWorker).options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy="SPREAD")
-        actors = [worker.remote(i, part, embeddings_run_id, metric=cfg.metric, threads=max(1, int(cpus)))
+        actors = [worker.remote(i, part, embeddings_run_id, metric=cfg.metric, threads=max(1, int(cpus)), table=table)
                   for i, part in enumerate(parts)]
         loaded = ray.get([a.load.remote() for a in actors])
         dims = {d for c, d, _, _ in loaded if c}
@@ -468,7 +485,8 @@ def _split_queries(n: int, count: int, rng: np.random.Generator) -> tuple[np.nda
 
 
 def _finish(ray, pool: ShardPool, lake: Lake, run: runs.Run, cfg: NeighborsConf, spec: knn_index.IndexSpec,
-            rows: np.ndarray, id_map: pa.Array, embeddings_run_id: str, *, update: bool) -> None:
+            rows: np.ndarray, id_map: pa.Array, embeddings_run_id: str, *, update: bool,
+            table: str = "embeddings") -> None:
     """Tune, write the graph, check its recall, save the shards and the id map; metrics into ``run``."""
     tuning, held_out = _split_queries(pool.n, cfg.recall_queries, np.random.default_rng(0))
     if cfg.target_recall:
@@ -491,7 +509,7 @@ def _finish(ray, pool: ShardPool, lake: Lake, run: runs.Run, cfg: NeighborsConf,
     ray.get([a.save.remote(lake.uri, run.run_id) for a in pool.actors])
     run.write_artifact("index.json", json.dumps(
         {**spec.as_dict(), "nprobe": nprobe or spec.nprobe, "k_factor": k_factor, "shards": len(pool.actors),
-         "embeddings_run_id": embeddings_run_id}).encode())
+         "embeddings_run_id": embeddings_run_id, "embeddings_table": table}).encode())
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table({"sample_id": id_map}), sink, use_dictionary=False)  # unique ids: no dictionary
     run.write_artifact("sample_ids.parquet", sink.getvalue().to_pybytes())
@@ -517,10 +535,11 @@ def run(conf: Conf) -> str:
     lake = Lake(conf.lake)
     cfg = conf.neighbors
     source = runs.latest_succeeded(lake, cfg.embeddings_key)
+    table = embeddings_table(source["method"])  # a patch embeddings run: a kNN graph of its boxes
     ray = ray_init(conf)
     started = time.perf_counter()
     with _track(lake, conf, {"embeddings": source["run_id"]}) as run:
-        pool = ShardPool.start(ray, lake, source["run_id"], cfg, cfg.index_shards)
+        pool = ShardPool.start(ray, lake, source["run_id"], cfg, cfg.index_shards, table)
         try:
             n = pool.n
             if cfg.k >= n:
@@ -541,7 +560,7 @@ def run(conf: Conf) -> str:
             del empty
             log.info("neighbors: %d vectors in %d shards on %d nodes (driver peak RSS %.3f GB)", n, len(pool.actors),
                      len(set(pool.nodes)), peak_rss_gb())
-            _finish(ray, pool, lake, run, cfg, spec, rows, pool.ids, source["run_id"], update=False)
+            _finish(ray, pool, lake, run, cfg, spec, rows, pool.ids, source["run_id"], update=False, table=table)
         finally:
             for actor in pool.actors:
                 ray.kill(actor)
@@ -566,6 +585,9 @@ def update(conf: Conf, *, previous: str, fresh_ids: pa.Array) -> str:
     meta = json.loads(lake.read_artifact(previous, "index.json"))
     if meta["kind"] == "ivf_pq" and meta.get("refine_m"):
         log.info("neighbors: the previous index is IVF-PQ with re-ranking, which cannot remove vectors: full run")
+        return run(conf)
+    if meta.get("embeddings_table", "embeddings") != "embeddings":
+        log.info("neighbors: the previous index holds patches, which the scan does not track: full run")
         return run(conf)
     source = runs.latest_succeeded(lake, cfg.embeddings_key)
     ray = ray_init(conf)
@@ -615,6 +637,8 @@ JOB = Job(name="neighbors", engine="ray", help="FAISS kNN graph on Ray, shards o
 
 
 if __name__ == "__main__":
-    from jobs.neighbors import JOB as IMPORTED_JOB  # workers load ShardWorker by module name, not from __main__
+    from jobs.neighbors import (
+        JOB as IMPORTED_JOB,  # workers load ShardWorker by module name, not from __main__
+    )
 
     IMPORTED_JOB.main()

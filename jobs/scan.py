@@ -1,19 +1,32 @@
-"""Scheduled lake scan: bring a dataset's results up to date with its sources, doing only the new work.
+"""Scheduled lake scan: bring every result of a dataset up to date with its sources, doing only the new work.
 
-    lock (one scan per dataset) → runs left `running` by a dead scan: marked failed, outputs removed
-      → diff the sources with `samples` (new / changed / removed files)        brain.scan
-      → ingest the new and changed files, drop the removed ones               run `ingest_<dataset>`
-      → embed the samples the latest embeddings run lacks (or that changed);  run `embeddings`
-        the other vectors are carried over, so each run is complete
-      → update the kNN graph: search the new vectors, merge them into the     run `knn`
-        unaffected rows' lists, re-search rows that lost a neighbour
-      → uniqueness again if its kNN input changed                             run `uniqueness`
+    lock (one scan per dataset) → runs left `running` by a dead job of the dataset: marked failed, outputs removed
+      → diff the sources with `samples` (new / changed / removed files)        brain.scan.diff_sources
+      → plan: the dataset's current runs as a graph of their inputs            brain.scan.plan_refresh
+        (`brain scan --plan` prints it and stops here)
+      → in topological order, every run whose input changed, made again under the same brain key:
+        ingest the new and changed files, drop the removed ones  run `ingest_<dataset>`   incremental
+        embed the samples the embeddings run lacks or that changed run `embeddings`       incremental
+          (the other vectors are carried over, so each run is complete)
+        update the kNN graph: search the new vectors, merge them    run `knn`              incremental
+          into the unaffected rows' lists, re-search rows that lost a neighbour
+        uniqueness (normalised by the dataset's maximum)            run `uniqueness`       full
+        and every other run recorded with `scan.rerun: follow`, with its own recorded config:
+          duplicates (near: from the updated graph; exact), leaks, unique subset, predictions
+          (apply-model, linear probe), hardness, mistakenness, familiarity (fit and scores),
+          comparison, visualization (the map is fitted again), patch embeddings,
+          detection mistakenness                                                           full
+
+The scan's own steps (ingest, embeddings, kNN, uniqueness of the scan's config) always follow
+and are made when missing. Runs recorded with ``scan.rerun: manual`` (runs made by hand, by
+default) and runs registered from outside are listed in the plan as stale and left as made.
 
 Every step decides from the lake's state, not from the diff, what it still has to do: a
 scan killed part-way left only whole runs committed (each a single Delta commit, its
 catalog row `running` until then), and the next scan continues after the last committed
 step. Steps with at most ``scan.in_process_max`` new samples run in this process (no Ray,
-no Spark start); bigger ones on the configured Ray and Spark.
+no Spark start) where the method allows (ingest, embeddings, kNN, uniqueness); the others on
+the configured Ray and Spark.
 """
 
 from __future__ import annotations
@@ -24,13 +37,14 @@ import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import ValidationError
 
 from brain import ingest, runs
 from brain.config import Conf, ConfError
 from brain.lake import Lake, plain_strings
-from brain.scan import ScanLock, diff_sources
+from brain.scan import Refresh, RunKind, ScanLock, SourceDiff, diff_sources, plan_refresh
 from brain.schemas import INGEST_ERRORS
-from jobs.registry import Job
+from jobs.registry import Job, load_jobs
 
 log = logging.getLogger("jobs.scan")
 
@@ -145,34 +159,156 @@ def uniqueness_step(lake: Lake, conf: Conf, fresh: int) -> bool:
     return True
 
 
+# The job that makes a run of each method again. Embeddings and predictions runs come from
+# several jobs: told apart by their recorded config (below).
+JOB_OF_METHOD = {"neighbors": "neighbors", "uniqueness": "uniqueness", "duplicates_near": "duplicates",
+                 "duplicates_exact": "duplicates", "leaks": "leaks", "unique": "unique", "hardness": "hardness",
+                 "mistakenness": "label-quality", "familiarity": "familiarity", "comparison": "compare",
+                 "visualization": "visualize", "detection_mistakenness": "detection-mistakenness",
+                 "patch_embeddings": "patch-embeddings"}
+# The config field holding the brain key each job writes: a re-run writes the run's key (renames included).
+KEY_FIELD = {"embed": "embed.brain_key", "apply-model": "apply_model.brain_key", "linear-probe": "linear_probe.brain_key",
+             "patch-embeddings": "patches.brain_key", "neighbors": "neighbors.brain_key",
+             "uniqueness": "uniqueness.brain_key", "duplicates": "duplicates.brain_key", "leaks": "leaks.brain_key",
+             "unique": "unique.brain_key", "hardness": "label_quality.hardness_key",
+             "label-quality": "label_quality.brain_key", "detection-mistakenness": "label_quality.detection_key",
+             "familiarity": "familiarity.brain_key", "compare": "comparison.brain_key",
+             "visualize": "visualization.brain_key"}
+INCREMENTAL_JOBS = ("embed", "neighbors")  # carry unchanged samples' rows over; the others recompute in full
+# Where and how a run executes: a re-run takes these from the scan's config, the rest from the run's record.
+SETTINGS_SECTIONS = ("lake", "code_paths", "ray", "spark", "runs", "submit", "scan", "models")
+
+
+def job_of(run: dict) -> str | None:
+    """The job that makes ``run`` again; None for rows registered from outside (nothing to re-run)."""
+    config = json.loads(run["config"] or "{}")
+    if run["method"] in ("embeddings", "predictions"):
+        if config.get("model") == "linear_probe":
+            return "linear-probe"
+        if "_resume_settings" in config:  # made by the model pipeline (embed, apply-model)
+            return "embed" if run["method"] == "embeddings" else "apply-model"
+        return None  # register-embeddings, register-predictions
+    if run["method"] == "visualization" and (config.get("visualization") or {}).get("points"):
+        return None  # registered points
+    return JOB_OF_METHOD.get(run["method"])
+
+
+def kind_of(run: dict) -> RunKind | None:
+    job = job_of(run)
+    if job is None:
+        return None
+    return RunKind(job, incremental=job in INCREMENTAL_JOBS, reads_samples="samples" in load_jobs()[job].reads)
+
+
+def follows(run: dict) -> bool:
+    """Whether the run was recorded with ``scan.rerun: follow``."""
+    return (json.loads(run["config"] or "{}").get("scan") or {}).get("rerun") == "follow"
+
+
+def pipeline(conf: Conf) -> list[tuple[str, str, RunKind]]:
+    """The scan's own steps after ingest: made when missing, always kept fresh."""
+    return [(conf.embed.brain_key, "embeddings", RunKind("embed", incremental=True, reads_samples=True)),
+            (conf.neighbors.brain_key, "neighbors", RunKind("neighbors", incremental=True, reads_samples=False)),
+            (conf.uniqueness.brain_key, "uniqueness", RunKind("uniqueness", incremental=False, reads_samples=False))]
+
+
+def plan(lake: Lake, conf: Conf, diff: SourceDiff) -> list[Refresh]:
+    change = None if diff.empty else (f"samples: {len(diff.new)} new, {len(diff.changed)} changed, "
+                                      f"{len(diff.removed)} removed files")
+    return plan_refresh(runs.catalog(lake).runs, dataset=conf.dataset, ingest_key=f"ingest_{conf.dataset}",
+                        samples_change=change, pipeline=pipeline(conf), kind_of=kind_of, follows=follows)
+
+
+def _unredacted(recorded, current):
+    """``recorded`` with the credentials the record hides (``***``) taken from ``current``."""
+    if recorded == runs.REDACTED:
+        return current
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        return {k: _unredacted(v, current.get(k)) for k, v in recorded.items()}
+    return recorded
+
+
+def rerun_conf(run: dict, conf: Conf, job: str) -> Conf:
+    """The config that makes ``run`` again with ``job``: its recorded computation and key, the scan's engines and lake."""
+    data = conf.model_dump()
+    for section, value in json.loads(run["config"]).items():
+        if section in Conf.model_fields and section not in SETTINGS_SECTIONS:
+            data[section] = _unredacted(value, data[section])
+    section, field = KEY_FIELD[job].split(".")
+    data[section][field] = run["brain_key"]
+    try:
+        return Conf.model_validate(data)
+    except ValidationError as err:
+        raise ConfError(f"run {run['run_id']} ({run['method']}, key {run['brain_key']!r}): its recorded config "
+                        f"does not validate any more ({err.errors()[0]['loc']}: {err.errors()[0]['msg']}); "
+                        f"make it again by hand, or delete it") from None
+
+
+def _refresh(lake: Lake, conf: Conf, step: Refresh, diff: SourceDiff, fresh: int) -> int | None:
+    """Make ``step``'s key again; None when the lake shows it is already up to date. Returns rows refreshed."""
+    from jobs import label_quality
+
+    if step.kind.job == "ingest":
+        ingest_step(lake, conf, diff)
+        return len(diff.new) + len(diff.changed)
+    if step.brain_key in {key for key, _, _ in pipeline(conf)}:  # the scan's own steps: the scan's config
+        job_conf = conf
+    else:
+        job_conf = rerun_conf(runs.latest_succeeded(lake, step.brain_key), conf, step.kind.job)
+    job = step.kind.job
+    if job == "embed":
+        return embed_step(lake, job_conf)
+    if job == "neighbors":
+        return neighbors_step(lake, job_conf)
+    if job == "uniqueness":
+        return fresh if uniqueness_step(lake, job_conf, fresh) else None
+    if job == "label-quality":  # its hardness run is a run of its own (the hardness job)
+        label_quality.run_mistakenness(job_conf)
+    else:
+        load_jobs()[job].run(job_conf)
+    return fresh
+
+
+def print_plan(conf: Conf) -> list[Refresh]:
+    """`brain scan --plan`: what a scan would make again and why; runs nothing."""
+    lake = Lake(conf.lake)
+    conf = with_sources(lake, conf)
+    diff = diff_sources(lake, conf.dataset, ingest.source_files(conf.ingest))
+    steps = plan(lake, conf, diff)
+    print(f"scan plan of {conf.dataset!r}: {len(diff.new)} new, {len(diff.changed)} changed, {len(diff.removed)} "
+          f"removed, {diff.unchanged} unchanged files; nothing was run")
+    for step in steps:
+        print(f"  {'run ' if step.runs else 'skip'} {step.describe()}")
+    if not steps:
+        print("  no new work: every run of the dataset is fresh")
+    return steps
+
+
 def run(conf: Conf) -> str:
     lake = Lake(conf.lake)
     conf = with_sources(lake, conf)
-    src = conf.ingest
+    conf = conf.model_copy(update={"scan": conf.scan.model_copy(update={"rerun": "follow"})})  # its runs follow
     started = time.perf_counter()
     with ScanLock(lake, conf.dataset, stale_after_s=conf.scan.lock_stale_s, heartbeat_s=conf.scan.heartbeat_s):
-        keys = [f"scan_{conf.dataset}", f"ingest_{conf.dataset}", conf.embed.brain_key, conf.neighbors.brain_key,
-                conf.uniqueness.brain_key]
-        left = [run_id for key in keys for run_id in runs.abandon_stale(lake, brain_key=key, policy=conf.runs)]
+        left = runs.abandon_stale(lake, dataset=conf.dataset, policy=conf.runs)
         with runs.track(lake, brain_key=f"scan_{conf.dataset}", method="scan", dataset=conf.dataset,
                         config=conf.model_dump(), policy=conf.runs) as scan:
-            files = ingest.source_files(src)
-            diff = diff_sources(lake, conf.dataset, files)
+            diff = diff_sources(lake, conf.dataset, ingest.source_files(conf.ingest))
+            todo = plan(lake, conf, diff)
             scan.metrics.update(new=len(diff.new), changed=len(diff.changed), removed=len(diff.removed),
                                 unchanged=diff.unchanged, abandoned_runs=len(left))
-            steps = []
-            if not diff.empty:
-                ingest_step(lake, conf, diff)
-                steps.append("ingest")
-            embedded = embed_step(lake, conf)
-            if embedded is not None:
-                steps.append("embeddings")
-                scan.metrics["embedded"] = embedded
-            fresh = neighbors_step(lake, conf)
-            if fresh is not None:
-                steps.append("knn")
-            if uniqueness_step(lake, conf, fresh or 0):
-                steps.append("uniqueness")
+            steps, fresh = [], len(diff.new) + len(diff.changed)
+            for step in todo:
+                if not step.runs:
+                    scan.warn(step.describe())
+                    continue
+                done = _refresh(lake, conf, step, diff, fresh)
+                if done is not None:
+                    steps.append(step.brain_key)
+                    if step.kind.job == "embed":
+                        scan.metrics["embedded"] = done
+                    if step.kind.job == "neighbors":
+                        fresh = done
             scan.metrics["steps"] = len(steps)
     took = time.perf_counter() - started
     if steps:
@@ -183,9 +319,13 @@ def run(conf: Conf) -> str:
     return scan.run_id
 
 
-JOB = Job(name="scan", engine="ray", help="incremental scan of the dataset's sources (what a scheduler runs)",
-          reads=("samples", "embeddings", "neighbors", "ingest_errors"),
-          writes=("samples", "ingest_errors", "embeddings", "neighbors", "uniqueness"),
+JOB = Job(name="scan", engine="ray", help="incremental scan of the dataset's sources: every following run made "
+                                         "fresh (what a scheduler runs; --plan: say what, run nothing)",
+          reads=("samples", "embeddings", "neighbors", "ingest_errors", "predictions", "duplicates"),
+          writes=("samples", "ingest_errors", "embeddings", "neighbors", "uniqueness", "duplicates", "leaks", "unique",
+                  "predictions", "hardness", "mistakenness", "label_quality_classes", "label_confusion",
+                  "familiarity", "familiarity_extremes", "familiarity_comparison", "visualization",
+                  "patch_embeddings", "detection_mistakenness", "detection_objects", "detection_labels"),
           run=run)
 
 

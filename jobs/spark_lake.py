@@ -18,11 +18,14 @@ from brain.sql import HISTORY_SUFFIX
 
 
 def read_table(spark: SparkSession, lake: Lake, table: str) -> DataFrame:
-    """Every committed row of a lake table, all runs (an empty frame with the schema when it has none)."""
+    """Every committed row of a lake table, all runs (an empty frame with the schema when it has none).
+
+    Read with the lake schema, not one inferred from a file: files written before a column was added
+    (e.g. the patch columns) read it as null."""
     files = lake.file_uris(table)
     if not files:
         return spark.createDataFrame([], from_arrow_schema(schema_of(table)))
-    return spark.read.parquet(*files)
+    return spark.read.schema(from_arrow_schema(schema_of(table))).parquet(*files)
 
 
 def register_tables(spark: SparkSession, lake: Lake, *, history: bool = False) -> list[str]:

@@ -14,6 +14,10 @@ The fitted map travels to the tasks through Ray's object store as a pickle made 
 run's sample filter records it). ``visualization.points`` registers coordinates computed elsewhere
 (FiftyOne's ``points=``) as the run instead, on the driver: checked like register-embeddings'
 vectors (known sample ids, none twice, finite, 2 or 3 values each).
+
+``visualization.embeddings_key`` may name a patch embeddings run (FiftyOne's ``patches_field``): one
+point per box, keyed by (sample_id, patch_index) with its patch_label and patch_bbox; ``where`` keeps
+the boxes of the matching samples.
 """
 
 from __future__ import annotations
@@ -37,27 +41,29 @@ from jobs.registry import Job, Option
 log = logging.getLogger("jobs.visualization")
 
 
-def read_files(files: list[str], run_id: str) -> pa.Table:
-    """``sample_id``, ``vector`` of one run's rows in some of a table's Parquet files."""
+def read_files(files: list[str], run_id: str, table: str = "embeddings") -> pa.Table:
+    """``sample_id``, ``vector`` (and a patch's ``patch_index``, ``label``, ``bbox``) of one run's rows in some of
+    a vectors table's Parquet files."""
     fs, first = pafs.FileSystem.from_uri(files[0] if "://" in files[0] else f"file://{files[0]}")
     paths = [first, *(pafs.FileSystem.from_uri(f if "://" in f else f"file://{f}")[1] for f in files[1:])]
+    columns = ["sample_id", "vector"] + (["patch_index", "label", "bbox"] if table == vectors.PATCH_TABLE else [])
     return pads.dataset(paths, filesystem=fs, format="parquet").to_table(
-        columns=["sample_id", "vector"], filter=pc.field("run_id") == run_id)
+        columns=columns, filter=pc.field("run_id") == run_id)
 
 
 def place_shard(model_blob: bytes | None, fit_ids: np.ndarray, fit_coords: np.ndarray, subset: np.ndarray | None,
                 files: list[str], *, method: str, lake_uri: str, embeddings_run_id: str, run_id: str,
-                brain_key: str) -> tuple[int, int]:
-    """Coordinates of the run's rows in ``files`` (only ``subset``'s ids when given), staged to `visualization`;
-    returns (rows, projected)."""
+                brain_key: str, table_name: str = "embeddings") -> tuple[int, int]:
+    """Coordinates of the run's rows in ``files`` (only ``subset``'s samples when given), staged to
+    `visualization`; returns (rows, projected). ``fit_ids`` are item ids (patch ids for patches)."""
     if method == "umap":
         viz.import_umap()  # numba's on-disk cache on before the pickled UMAP imports umap
-    table = read_files(files, embeddings_run_id)
+    table = read_files(files, embeddings_run_id, table_name)
     if subset is not None:
         table = table.filter(pc.is_in(table["sample_id"], pa.array(subset, pa.string())))
     if table.num_rows == 0:
         return 0, 0
-    ids = table.column("sample_id").to_numpy(zero_copy_only=False).astype(str)
+    ids = vectors.item_ids(table, table_name).to_numpy(zero_copy_only=False).astype(str)
     position = np.searchsorted(fit_ids, ids).clip(max=fit_ids.shape[0] - 1)
     in_fit = fit_ids[position] == ids
     coords = np.empty((ids.shape[0], fit_coords.shape[1]))
@@ -67,18 +73,23 @@ def place_shard(model_blob: bytes | None, fit_ids: np.ndarray, fit_coords: np.nd
             raise ValueError(f"method={method!r} cannot place rows outside its fit sample")
         outside = table.filter(pa.array(~in_fit))
         coords[~in_fit] = pickle.loads(model_blob).transform(vectors.matrix(outside, embeddings_run_id))
-    Lake(lake_uri).stage("visualization", run_id, points_rows(run_id, brain_key, table.column("sample_id"), coords))
+    boxes = table.select(["patch_index", "label", "bbox"]) if table_name == vectors.PATCH_TABLE else None
+    Lake(lake_uri).stage("visualization", run_id,
+                         points_rows(run_id, brain_key, table.column("sample_id"), coords, boxes=boxes))
     return ids.shape[0], int((~in_fit).sum())
 
 
-def points_rows(run_id: str, brain_key: str, sample_ids, coords: np.ndarray) -> pa.Table:
-    """Rows of `visualization` for [N, 2|3] coordinates."""
+def points_rows(run_id: str, brain_key: str, sample_ids, coords: np.ndarray, *, boxes: pa.Table | None = None
+                ) -> pa.Table:
+    """Rows of `visualization` for [N, 2|3] coordinates; ``boxes`` (patch_index, label, bbox) for patch points."""
     n = coords.shape[0]
     z = coords[:, 2] if coords.shape[1] == 3 else pa.nulls(n, pa.float64())
+    patch = {} if boxes is None else {"patch_index": boxes["patch_index"], "patch_label": boxes["label"],
+                                      "patch_bbox": boxes["bbox"]}
     return pa.table({
         "run_id": pa.array([run_id] * n, pa.string()), "brain_key": pa.array([brain_key] * n, pa.string()),
         "sample_id": pa.array(sample_ids, pa.string()), "x": coords[:, 0].astype(np.float64),
-        "y": coords[:, 1].astype(np.float64), "z": z})
+        "y": coords[:, 1].astype(np.float64), "z": z, **patch})
 
 
 def register_points(conf: Conf) -> str:
@@ -117,7 +128,7 @@ def run(conf: Conf) -> str:
     cfg = conf.visualization
     if cfg.points:
         return register_points(conf)
-    source = vectors.resolve(lake, cfg.embeddings_key)
+    source = vectors.resolve(lake, cfg.embeddings_key, patches=True)
     rows = vectors.members(lake, source)
     subset = None
     if cfg.where:
@@ -136,8 +147,8 @@ def run(conf: Conf) -> str:
                     sample_filter=runs.dataset_filter(source.dataset, cfg.where) if cfg.where else None,
                     engine_versions=versions("ray", "umap-learn", "scikit-learn"), executed_on=ray_where()) as run:
         chosen = vectors.sample(rows, cfg.max_fit_samples, seed=cfg.seed)
-        fit_ids = chosen["sample_id"].combine_chunks()
-        x = vectors.read_vectors(lake, source.run_id, fit_ids)
+        fit_ids = chosen["item_id"].combine_chunks()
+        x = vectors.read_vectors(lake, source.run_id, fit_ids, table=source.table)
         if cfg.method == "tsne":
             model_blob, fit_coords = None, viz.compute_visualization(x, method="tsne", num_dims=cfg.num_dims,
                                                                      seed=cfg.seed)
@@ -145,14 +156,15 @@ def run(conf: Conf) -> str:
             model, fit_coords = viz.fit_map(x, cfg.method, cfg.num_dims, cfg.seed, {})
             model_blob = pickle.dumps(model) if chosen.num_rows < rows.num_rows else None
         fit_seconds = time.perf_counter() - started
-        files = lake.file_uris("embeddings")
+        files = lake.file_uris(source.table)
         shards = [list(part) for part in np.array_split(np.asarray(files, dtype=object), cfg.shards) if len(part)]
         refs = [ray.put(model_blob), ray.put(fit_ids.to_numpy(zero_copy_only=False).astype(str)),
                 ray.put(fit_coords), ray.put(subset)]
         task = ray.remote(place_shard).options(num_cpus=1)
         done = ray_get_with_progress([task.remote(*refs, shard, method=cfg.method, lake_uri=lake.uri,
                                                   embeddings_run_id=source.run_id, run_id=run.run_id,
-                                                  brain_key=cfg.brain_key) for shard in shards],
+                                                  brain_key=cfg.brain_key, table_name=source.table)
+                                      for shard in shards],
                                      desc="visualization: placing shards", unit="shards")
         placed, projected = sum(n for n, _ in done), sum(p for _, p in done)
         staged = run.staged_rows("visualization")

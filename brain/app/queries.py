@@ -11,7 +11,9 @@ A *score* is a numeric per-sample column of a current run's table (see
 ``TABLE_COLUMN`` when the column is not named like its table
 (``familiarity_percentile``), with ``_KEY`` appended when several current runs
 wrote the table (except for the run whose key is the table's name, the jobs'
-default). Scores are columns in grid WHERE expressions and sort keys.
+default). Scores are columns in grid WHERE expressions and sort keys. A run over patches (a
+patch embeddings run's boxes) scores a sample by its highest-scoring box; the sample page and
+similar-sample views use whole-image kNN runs unless a patch run's key is asked for.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import pyarrow as pa
 
 from brain import runs, sql
 from brain.lake import Lake
-from brain.schemas import TABLES
+from brain.schemas import PATCH_COLUMNS, TABLES
 from brain.sql_expr import check_condition
 
 # Tables with one row per sample and run whose numeric columns are scores.
@@ -134,13 +136,19 @@ def catalog(lake: Lake) -> list[dict[str, Any]]:
 
 def _current(lake: Lake, method: str | tuple[str, ...], key: str | None, *,
              dataset: str | None = None) -> dict[str, Any]:
-    """The current run named ``key``; without a key, the newest current run of ``method`` (over ``dataset``)."""
+    """The current run named ``key``; without a key, the newest current run of ``method`` (over ``dataset``;
+    for kNN runs, one over whole images, not patches)."""
     methods = (method,) if isinstance(method, str) else method
     candidates = [r for r in current_runs(lake) if r["method"] in methods]
     if key is not None:
         candidates = [r for r in candidates if r["brain_key"] == key]
-    elif dataset is not None:
-        candidates = [r for r in candidates if r["dataset"] == dataset]
+    else:
+        if dataset is not None:
+            candidates = [r for r in candidates if r["dataset"] == dataset]
+        if methods == ("neighbors",):  # per-sample views: a kNN run over patches lists boxes, not samples
+            patch_runs = {r["run_id"] for r in catalog(lake) if r["method"] == "patch_embeddings"}
+            candidates = [r for r in candidates
+                          if dict(r["input_run_ids"] or []).get("embeddings") not in patch_runs]
     if not candidates:
         raise NotFound(f"no succeeded {'/'.join(methods)} run" + (f" with key {key!r}" if key else "")
                        + (f" over dataset {dataset!r}" if dataset and not key else "") + f" in {lake.uri}")
@@ -161,7 +169,7 @@ def scores(lake: Lake) -> list[Score]:
     for table, key, run in found:
         for field in TABLES[table]:
             numeric = pa.types.is_floating(field.type) or pa.types.is_integer(field.type)
-            if not numeric or field.name in ("run_id", "sample_id"):
+            if not numeric or field.name in ("run_id", "sample_id") or field.name in PATCH_COLUMNS:
                 continue
             name = field.name if field.name == table else f"{table}_{field.name}"
             if per_table[table] > 1 and key != table:  # the key named like its table keeps the plain name
@@ -223,10 +231,17 @@ def run_info(lake: Lake, run_id: str) -> dict[str, Any]:
 
 
 def _scored_samples_sql(lake: Lake, wanted: list[Score]) -> str:
-    """``samples`` with one column per score (NULL where the run has no row for the sample)."""
+    """``samples`` with one column per score (NULL where the run has no row for the sample; for a run over
+    patches, the sample's highest-scoring box)."""
+    def rows_of(score: Score) -> str:
+        where = f"WHERE run_id = {_quote(score.run_id)}"
+        if "patch_index" not in TABLES[score.table].names:
+            return f"SELECT * FROM {_ident(score.table)} {where}"
+        column = _ident(score.column)
+        return f"SELECT sample_id, max({column}) AS {column} FROM {_ident(score.table)} {where} GROUP BY sample_id"
+
     selects = "".join(f", t{i}.{_ident(s.column)} AS {_ident(s.name)}" for i, s in enumerate(wanted))
-    joins = "".join(f" LEFT JOIN (SELECT * FROM {_ident(s.table)} WHERE run_id = {_quote(s.run_id)}) t{i} "
-                    f"ON t{i}.sample_id = s.sample_id" for i, s in enumerate(wanted))
+    joins = "".join(f" LEFT JOIN ({rows_of(s)}) t{i} ON t{i}.sample_id = s.sample_id" for i, s in enumerate(wanted))
     fields = ", ".join(f"s.{f}" for f in SAMPLE_FIELDS)
     return f"SELECT {fields}{selects} FROM samples s{joins}"
 
@@ -359,7 +374,7 @@ def _groups(lake: Lake, table: str, run: dict[str, Any], page: int, per_page: in
         WITH g AS (SELECT group_id, count(*) AS size FROM {table} WHERE run_id = {rid} GROUP BY group_id
                    ORDER BY size DESC, group_id LIMIT {int(per_page)} OFFSET {int(page) * int(per_page)})
         SELECT g.group_id, d.kept_sample_id, d.sample_id, d.distance, s.label, s.split,
-               k.label AS kept_label, k.split AS kept_split
+               k.label AS kept_label, k.split AS kept_split, d.kept_patch_index, d.patch_index
         FROM g JOIN {table} d ON d.group_id = g.group_id AND d.run_id = {rid}
         LEFT JOIN samples s ON s.sample_id = d.sample_id LEFT JOIN samples k ON k.sample_id = d.kept_sample_id
         ORDER BY g.size DESC, g.group_id, d.distance, d.sample_id""")
@@ -367,9 +382,10 @@ def _groups(lake: Lake, table: str, run: dict[str, Any], page: int, per_page: in
     for r in _rows(rows):
         group = groups.setdefault(r["group_id"], dict(
             group_id=r["group_id"], kept=dict(sample_id=r["kept_sample_id"], label=r["kept_label"],
-                                              split=r["kept_split"]), members=[]))
+                                              split=r["kept_split"], patch_index=r["kept_patch_index"]),
+            members=[]))
         group["members"].append(dict(sample_id=r["sample_id"], distance=r["distance"], label=r["label"],
-                                     split=r["split"]))
+                                     split=r["split"], patch_index=r["patch_index"]))
     return dict(brain_key=run["brain_key"], run_id=run["run_id"], method=run["method"], total=total, page=page,
                 per_page=per_page, groups=list(groups.values()))
 

@@ -73,3 +73,23 @@ def test_run_result_tables_are_keyed_by_run():
     assert "runs" not in RUN_RESULT_TABLES and "samples" not in RUN_RESULT_TABLES
     assert {"embeddings", "neighbors", "uniqueness", "ingest_errors"} <= set(RUN_RESULT_TABLES)
     assert EMBEDDINGS.field("vector").type == pa.list_(pa.float32())
+
+
+def test_a_table_made_before_the_patch_columns_gains_them_at_its_next_commit(lake):
+    from deltalake import write_deltalake
+
+    old_schema = pa.schema([f for f in TABLES["uniqueness"] if not f.name.startswith("patch_")])
+    write_deltalake(lake.table_uri("uniqueness"), pa.table(  # as an older lakebrain wrote it
+        {"run_id": ["old"], "brain_key": ["u"], "sample_id": ["a"], "uniqueness": [0.5]}, old_schema))
+    lake.stage("uniqueness", "new", pa.table({  # whole-image rows may leave the patch columns out
+        "run_id": ["new"], "brain_key": ["u"], "sample_id": ["b"], "uniqueness": [1.0]}))
+    lake.stage("uniqueness", "patches", pa.table({
+        "run_id": ["patches"], "brain_key": ["p"], "sample_id": ["c"], "uniqueness": [0.2],
+        "patch_index": pa.array([3], pa.int32()), "patch_label": ["car"],
+        "patch_bbox": pa.array([[0.1, 0.2, 0.3, 0.4]], pa.list_(pa.float32()))}))
+    lake.commit_files("uniqueness", "new")
+    lake.commit_files("uniqueness", "patches")
+    rows = {r["sample_id"]: r for r in lake.read("uniqueness").to_pylist()}
+    assert rows["a"]["patch_index"] is None and rows["b"]["patch_label"] is None
+    assert (rows["c"]["patch_index"], rows["c"]["patch_label"]) == (3, "car")
+    assert rows["c"]["patch_bbox"] == pytest.approx([0.1, 0.2, 0.3, 0.4])

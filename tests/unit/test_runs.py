@@ -218,3 +218,43 @@ def test_list_by_method(lake):
         with runs.track(lake, brain_key=key, method=method, dataset="d", config={}):
             pass
     assert runs.list_runs(lake, method="neighbors")["brain_key"].to_pylist() == ["n"]
+
+
+# -- staleness --------------------------------------------------------------------------------------
+def _run(run_id: str, key: str, current: bool = True, **inputs: str) -> dict:
+    return {"run_id": run_id, "brain_key": key, "current": current, "input_run_ids": sorted(inputs.items())}
+
+
+def test_a_run_is_stale_when_an_input_was_replaced_and_so_are_its_consumers():
+    rows = [_run("e1", "emb", current=False), _run("e2", "emb", carried_from="e1"),
+            _run("k1", "knn", embeddings="e1"), _run("u1", "uniq", neighbors="k1"),
+            _run("d1", "dups", neighbors="k1"), _run("l1", "leaks", duplicates="d1"),
+            _run("v1", "map", embeddings="e2")]
+    assert runs.stale_runs(rows) == {"k1", "u1", "d1", "l1"}  # transitive; e2's carried_from is its own history
+
+
+def test_an_incremental_runs_own_previous_run_and_unknown_inputs_do_not_make_it_stale():
+    rows = [_run("k1", "knn", current=False, embeddings="e1"), _run("k2", "knn", embeddings="e1", previous="k1"),
+            _run("e1", "emb"), _run("x1", "ext", embeddings="elsewhere")]
+    assert runs.stale_runs(rows) == set()
+
+
+def test_a_deleted_input_makes_its_consumer_stale_and_a_cycle_does_not_loop():
+    rows = [_run("p1", "preds", current=False), _run("h1", "hard", predictions="p1"),
+            _run("a", "ka", b="b"), _run("b", "kb", a="a")]
+    assert runs.stale_runs(rows) == {"h1"}
+
+
+def test_the_runs_view_and_sql_carry_staleness(lake):
+    def job(key: str, **inputs: str) -> str:
+        with runs.track(lake, brain_key=key, method=key, dataset="d", config={}, inputs=inputs) as run:
+            run.write("embeddings", _emb(run.run_id))
+        return run.run_id
+
+    first = job("emb")
+    job("uniq", embeddings=first)
+    assert not runs.get_run(lake, "uniq")["stale"]
+    job("emb")
+    assert runs.get_run(lake, "uniq")["stale"] and not runs.get_run(lake, "emb")["stale"]
+    rows = sql.query(lake, "SELECT brain_key, stale FROM runs WHERE current ORDER BY brain_key").to_pylist()
+    assert rows == [{"brain_key": "emb", "stale": False}, {"brain_key": "uniq", "stale": True}]

@@ -58,3 +58,14 @@ def test_plot_column_specs(two_runs):
         lake_plots._column(lake, "familiarity", 0)  # column defaults to `score`, the key to the table's name
     with pytest.raises(ValueError, match="is a neighbors run, not a visualization run"):
         lake_plots.map_table(lake, "knn")
+
+
+def test_patch_ids_round_trip_and_a_plain_sample_id_is_refused_by_name():
+    import pyarrow as pa
+
+    ids = vectors.patch_ids(pa.array(["a1", "b#2"]), pa.array([0, 11], pa.int32()))
+    assert ids.to_pylist() == ["a1#0", "b#2#11"]
+    sample_ids, index = vectors.split_patch_ids(ids)
+    assert sample_ids.to_pylist() == ["a1", "b#2"] and index.to_pylist() == [0, 11]
+    with pytest.raises(ValueError, match="'a1' is not a patch id SAMPLE_ID#PATCH_INDEX"):
+        vectors.split_patch_ids(["b#1", "a1"])
