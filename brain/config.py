@@ -36,6 +36,7 @@ class RayConf(_Section):
 
 class SparkConf(_Section):
     master: str = "local[*]"  # a local session on every core; spark://, k8s://, yarn for a cluster
+    remote: str | None = None  # a Spark Connect server (sc://host:15002): jobs join it instead of starting Spark
     app_name: str = "lakebrain"
     conf: dict[str, str] = Field(default_factory=dict)
 
@@ -47,6 +48,8 @@ class IngestConf(_Section):
     # the split names a sample may have, each with its aliases (matched case-insensitively; see brain.ingest)
     splits: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in SPLITS.items()})
     duplicate_uris: Literal["error", "first"] = "error"  # a manifest listing a uri twice: refuse, or keep the first
+    workers: int | None = Field(None, ge=1)  # decode processes reading and hashing the files; None: one per core
+    parallel_min: int = Field(1000, ge=1)  # from this many files on, `workers` processes share them
 
 
 class ImagesConf(_Section):

@@ -216,7 +216,7 @@ def load_file(uri: str, *, limits: DecodeLimits = DecodeLimits(), pixels: bool =
 
 
 def load_isolated(uris: Sequence[str], *, limits: DecodeLimits = DecodeLimits(),
-                  pixels: bool = True) -> list[Decoded | ImageError]:
+                  pixels: bool = True, workers: int = 1) -> list[Decoded | ImageError]:
     """:func:`load_file` of each URI in a worker process, in order: a :class:`Decoded` or the file's error.
 
     A file whose read and decode take longer than ``limits.timeout_s``, or that kills the
@@ -227,7 +227,7 @@ def load_isolated(uris: Sequence[str], *, limits: DecodeLimits = DecodeLimits(),
         return ImageError(f"{uri}: {why}")
 
     return run_isolated(partial(load_file, limits=limits, pixels=pixels), list(uris),
-                        timeout_s=limits.timeout_s, expected=ImageError, failure=failure)
+                        timeout_s=limits.timeout_s, expected=ImageError, failure=failure, workers=workers)
 
 
 # -- the worker process ------------------------------------------------------------------------------------
@@ -287,20 +287,47 @@ _worker: _Worker | None = None
 
 
 def run_isolated(fn: Callable[[Any], Any], items: list, *, timeout_s: float, expected: type[Exception],
-                 failure: Callable[[Any, str], Exception]) -> list:
+                 failure: Callable[[Any, str], Exception], workers: int = 1) -> list:
     """``fn(item)`` for each item in a worker process, in order; ``expected`` errors come back as values.
 
     An item that takes longer than ``timeout_s`` or kills the worker becomes ``failure(item, why)``,
     and a fresh worker carries on with the items after it. ``fn`` must be picklable (a module-level
     function or a ``functools.partial`` of one). The worker is kept for the next call in this process.
+    ``workers`` > 1: the items are cut into that many contiguous parts, each run by a worker process of
+    its own (a thread per part waits on it), and those workers end with the call.
     """
     global _worker
+    if workers <= 1 or len(items) < 2:
+        slot = [_worker]
+        try:
+            return _run_in(slot, fn, items, timeout_s=timeout_s, expected=expected, failure=failure)
+        finally:
+            _worker = slot[0]
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = [len(items) * i // workers for i in range(workers + 1)]
+    parts = [items[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    slots: list[list[_Worker | None]] = [[None] for _ in parts]
+    try:
+        with ThreadPoolExecutor(len(parts)) as pool:
+            done = pool.map(lambda slot, part: _run_in(slot, fn, part, timeout_s=timeout_s, expected=expected,
+                                                       failure=failure), slots, parts)
+            return [result for part in done for result in part]
+    finally:
+        for slot in slots:
+            if slot[0] is not None:
+                slot[0].kill()
+
+
+def _run_in(slot: list, fn: Callable[[Any], Any], items: list, *, timeout_s: float, expected: type[Exception],
+            failure: Callable[[Any, str], Exception]) -> list:
+    """:func:`run_isolated` on the worker in ``slot`` (a one-item list: replaced when it dies)."""
     results: list = [None] * len(items)
     start = 0
     while start < len(items):
-        if _worker is None or not _worker.alive():
-            _worker = _Worker()
-        worker = _worker
+        if slot[0] is None or not slot[0].alive():
+            slot[0] = _Worker()
+        worker = slot[0]
         worker.send.send_bytes(pickle.dumps((fn, items[start:], expected)))
         if not _started(worker):
             raise RuntimeError(f"the decode worker process did not start within {STARTUP_TIMEOUT_S:g} s "

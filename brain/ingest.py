@@ -168,10 +168,13 @@ def read_manifest(path: str | Path, *, split: str | None = None, splits: dict[st
 
 
 def probe(files: Iterable[SourceFile], *, dataset: str, run_id: str,
-          limits: images.DecodeLimits = images.DecodeLimits()) -> tuple[pa.Table, pa.Table]:
+          limits: images.DecodeLimits = images.DecodeLimits(), workers: int = 1,
+          parallel_min: int = 1000) -> tuple[pa.Table, pa.Table]:
     """Read and decode each file once (:func:`brain.images.load_isolated`): (`samples` rows, `ingest_errors` rows).
 
-    The width and height are the file's own (before any reduction at decode).
+    The width and height are the file's own (before any reduction at decode). From ``parallel_min``
+    files on, ``workers`` decode processes share them (reading, hashing and decoding grow with N;
+    below that, starting the processes costs more than it saves).
     """
     now = dt.datetime.now(dt.timezone.utc)
     files = list(files)
@@ -179,7 +182,8 @@ def probe(files: Iterable[SourceFile], *, dataset: str, run_id: str,
     ids = [sample_id(dataset, f.uri) for f in to_read]
     if len(set(ids)) != len(ids):
         raise ValueError(f"dataset {dataset!r}: a file is listed twice ({len(ids) - len(set(ids))} repeated uris)")
-    results = images.load_isolated([f.uri for f in to_read], limits=limits, pixels=False)
+    results = images.load_isolated([f.uri for f in to_read], limits=limits, pixels=False,
+                                   workers=workers if len(to_read) >= parallel_min else 1)
     samples, errors = [], [dict(run_id=run_id, dataset=dataset, uri=f.uri, stage="ingest", reason=plain_text(f.refused),
                                 recorded_at=now) for f in files if f.refused is not None]
     for f, sid, found in zip(to_read, ids, results):

@@ -52,7 +52,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -380,6 +380,11 @@ def _terminate_as_exception() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+# Callables whose metrics every run this process commits adds to its own (jobs.engines: the seconds spent
+# starting or joining engines for the run, kept apart from ``work_s``, the run's block itself).
+PROCESS_METRICS: list[Callable[[], dict[str, float]]] = []
+
+
 @contextlib.contextmanager
 def track(lake: Lake, *, brain_key: str, method: str, dataset: str, config: dict[str, Any],
           inputs: dict[str, str] | None = None, input_key: str | None = None, executed_on: str | None = None,
@@ -418,10 +423,15 @@ def track(lake: Lake, *, brain_key: str, method: str, dataset: str, config: dict
     heartbeat = _Heartbeat(lake, run.run_id, policy.heartbeat_s)
     heartbeat.start()
     log.info("run %s (%s, key %r) started", run.run_id, method, brain_key)
+    block_started = time.perf_counter()
     try:
         with _terminate_as_exception():
             yield run
             run._commit_staged()
+        run.metrics.setdefault("work_s", round(time.perf_counter() - block_started, 3))
+        for source in PROCESS_METRICS:
+            for name, value in source().items():
+                run.metrics.setdefault(name, value)
     except BaseException as err:
         heartbeat.stop()
         if not keep_staged:

@@ -237,6 +237,48 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_engines(args) -> int:
+    from jobs import engines
+    from jobs.registry import setup_logging
+
+    setup_logging()
+    if args.action == "up":
+        engines.engines_up(load_conf(args.conf, args.overrides))
+    elif args.action == "down":
+        stopped = engines.engines_down()
+        print("stopped " + ", ".join(stopped) if stopped else f"no engines recorded in {engines.state_file()}")
+        return 0
+    status = engines.engines_status()
+    for name, engine in status.items():
+        state = "answers" if engine["answers"] else "running, not answering" if engine["running"] else "gone"
+        print(f"{name}: {engine['address']} (pid {engine['pid']}): {state}")
+    if not status:
+        print(f"no engines up (state file {engines.state_file()})")
+    return 0 if all(engine["answers"] for engine in status.values()) else 1
+
+
+def _cmd_run(args) -> int:
+    """Several jobs in order in this process: the first Ray / Spark step starts or joins the engines, the
+    later ones reuse them."""
+    import time
+
+    from jobs.registry import setup_logging
+
+    jobs = load_jobs()
+    unknown = [step for step in args.steps if step not in jobs]
+    if unknown:
+        raise ConfError(f"brain run: no job named {', '.join(map(repr, unknown))}; jobs: {', '.join(jobs)}")
+    setup_logging()
+    conf = load_conf(args.conf, args.overrides)
+    for step in args.steps:
+        started = time.perf_counter()
+        run_id = jobs[step].run(conf)
+        print(f"{step}: run {run_id} succeeded in {time.perf_counter() - started:.1f} s", flush=True)
+        if jobs[step].report is not None:
+            jobs[step].report(conf, run_id)
+    return 0
+
+
 def _write_result(table: pa.Table, fmt: str, out: str | None) -> int:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -290,6 +332,18 @@ def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
         job_p = submit_sub.add_parser(job.name, help=f"[{job.engine}] {job.help}", description=job.help)
         job.add_arguments(job_p)
         job_p.set_defaults(func=_cmd_submit, job=job)
+
+    run_p = with_conf(sub.add_parser("run", help="several jobs in order in one process, sharing one Ray and one "
+                                                 "Spark session (e.g. brain run neighbors uniqueness duplicates)"))
+    run_p.add_argument("steps", nargs="+", metavar="STEP", help="job names (their options: --set SECTION.FIELD=V)")
+    run_p.set_defaults(func=_cmd_run)
+
+    eng_p = with_conf(sub.add_parser("engines", help="a local Ray head and Spark Connect server that stay up: "
+                                                     "jobs join them instead of starting their own"))
+    eng_p.add_argument("action", choices=["up", "down", "status"],
+                       help="up: start them (with the config's ray and spark settings); down: stop what up "
+                            "started; status: what is up and whether it answers (exit 1 if one does not)")
+    eng_p.set_defaults(func=_cmd_engines)
 
     plot_p = with_conf(sub.add_parser("plot", help="HTML + PNG scatter of a visualization run"))
     plot_p.add_argument("key", help="brain key of a visualization run")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import pyarrow.compute as pc
@@ -27,7 +28,9 @@ def run(conf: Conf) -> str:
     with runs.track(lake, brain_key=f"ingest_{conf.dataset}", method="ingest", dataset=conf.dataset,
                     config=conf.model_dump(), policy=conf.runs) as run:
         samples, errors = ingest.probe(progress.iterate(files, desc="ingest", unit="files"),
-                                       dataset=conf.dataset, run_id=run.run_id, limits=conf.images.limits())
+                                       dataset=conf.dataset, run_id=run.run_id, limits=conf.images.limits(),
+                                       workers=source.workers or os.cpu_count() or 1,
+                                       parallel_min=source.parallel_min)
         ingest.check_new_ids(plain_strings(lake.read("samples", columns=["sample_id", "uri"],
                                                      filter=pc.field("dataset") == conf.dataset)), samples)
         if samples.num_rows:

@@ -8,7 +8,9 @@ deselected unless asked for with ``-m stress``); every other test is ``unit`` (n
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,10 @@ from brain.lake import Lake
 from brain.schemas import EMBEDDINGS, SAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Jobs join the engines `brain engines up` recorded (jobs.engines.state_file): the tests' jobs start their
+# own, or join what a test brings up itself, never a developer's engines.
+os.environ["LAKEBRAIN_STATE_DIR"] = tempfile.mkdtemp(prefix="lakebrain-test-state-")
 
 
 def write_image_folder(root: Path, *, per_class: int = 12, classes=("cat", "dog", "fish"), size: int = 24,

@@ -219,21 +219,29 @@ def exact_duplicates(hashes: np.ndarray) -> dict[int, list[tuple[int, float]]]:
 
 
 def find_unique(vectors: np.ndarray, n: int, *, metric: str = "cosine") -> np.ndarray:
-    """Indices of ``n`` samples spread over ``vectors`` [N, D] (k-center greedy, in pick order)."""
-    x = knn_index.prepare(vectors, metric=metric).astype(np.float64)
+    """Indices of ``n`` samples spread over ``vectors`` [N, D] (k-center greedy, in pick order).
+
+    Each pick is one pass over the vectors: ‖x_i − c‖² = ‖x_i‖² − 2·x_i·c + ‖c‖² for every i (a float32
+    matrix-vector product, updated in place), so n picks cost n·N·D multiply-adds and N·D·4 bytes.
+    """
+    x = knn_index.prepare(vectors, metric=metric).astype(np.float32, copy=False)
     if not 1 <= n <= len(x):
         raise ValueError(f"n={n} must be between 1 and the {len(x)} samples")
     sq_norms = np.einsum("ij,ij->i", x, x)
 
     def sq_dist_to(row: np.ndarray) -> np.ndarray:
-        return np.maximum(sq_norms - 2.0 * (x @ row) + row @ row, 0.0)
+        dist = x @ row
+        dist *= -2.0
+        dist += sq_norms
+        dist += row @ row
+        return np.maximum(dist, 0.0, out=dist)
 
     picked = [int(np.argmin(sq_dist_to(x.mean(axis=0))))]
     nearest = sq_dist_to(x[picked[0]])
     for _ in range(n - 1):
-        nearest[picked] = -1.0  # never picked twice, even among exact duplicates
+        nearest[picked[-1]] = -1.0  # never picked twice, even among exact duplicates (the minimum keeps it)
         picked.append(int(np.argmax(nearest)))
-        nearest = np.minimum(nearest, sq_dist_to(x[picked[-1]]))
+        np.minimum(nearest, sq_dist_to(x[picked[-1]]), out=nearest)
     return np.asarray(picked, dtype=np.int64)
 
 

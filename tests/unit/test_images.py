@@ -27,6 +27,15 @@ def test_each_hostile_file_is_one_error_with_its_reason(tmp_path):
     assert any("ü" in uri for uri in samples["uri"].to_pylist())
 
 
+def test_decode_workers_in_parallel_give_the_rows_and_errors_of_one_worker(tmp_path):
+    write_hostile_folder(tmp_path, big=False)
+    files = ingest.discover_folder(tmp_path)
+    one = ingest.probe(files, dataset="d", run_id="r")
+    shared = ingest.probe(files, dataset="d", run_id="r", workers=3, parallel_min=2)
+    for alone, parallel, clock in zip(one, shared, ("ingested_at", "recorded_at")):
+        assert parallel.num_rows and parallel.drop([clock]).equals(alone.drop([clock]))
+
+
 def test_a_big_png_is_reduced_while_decoding_and_keeps_its_declared_size(tmp_path):
     big_png(tmp_path / "big.png", side=5000)
     found = images.load_file(str(tmp_path / "big.png"), limits=images.DecodeLimits(max_side=512))
@@ -75,3 +84,6 @@ def test_a_hanging_or_crashing_decode_costs_one_item_and_the_rest_goes_on():
         ["A", "ImageError", "B", "ImageError", "ImageError", "C"]
     assert "longer than 2 s" in str(out[1]) and "crashed on this file (signal SIGSEGV)" in str(out[3])
     assert str(out[4]) == "bad: refused"
+    shared = images.run_isolated(sleepy_or_crashing, items, timeout_s=2.0, expected=images.ImageError,
+                                 failure=lambda item, why: images.ImageError(f"{item}: {why}"), workers=3)
+    assert [str(o) for o in shared] == [str(o) for o in out]
