@@ -19,7 +19,7 @@ import pyarrow as pa
 from brain.config import ConfError, load_conf
 from brain.lake import PLOTS_FOLDER, Lake
 from jobs.console import make_console, print_table
-from jobs.registry import Job, add_conf_args, exit_process, load_jobs
+from jobs.registry import Job, add_conf_args, exit_process, load_jobs, module_for
 
 
 def _lake(args):
@@ -264,10 +264,10 @@ def _cmd_run(args) -> int:
 
     from jobs.registry import setup_logging
 
-    jobs = load_jobs()
+    jobs = load_jobs(args.steps)
     unknown = [step for step in args.steps if step not in jobs]
     if unknown:
-        raise ConfError(f"brain run: no job named {', '.join(map(repr, unknown))}; jobs: {', '.join(jobs)}")
+        raise ConfError(f"brain run: no job named {', '.join(map(repr, unknown))}; jobs: {', '.join(load_jobs())}")
     setup_logging()
     conf = load_conf(args.conf, args.overrides)
     for step in args.steps:
@@ -474,7 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # A command that is no job (sql, runs, ...) does not need the job modules: their imports cost seconds.
     parser = build_parser({})
-    if not argv or argv[0] == "submit" or argv[0] not in _commands(parser):
+    if argv and module_for(argv[0]):  # one job: only its module is imported
+        parser = build_parser(load_jobs(argv[:1]))
+    elif not argv or argv[0] == "submit" or argv[0] not in _commands(parser):
         parser = build_parser()
     args = parser.parse_args(argv)
     return reporting_failures(lambda: args.func(args), debug=args.debug)

@@ -88,3 +88,9 @@ def test_the_same_declaration_parses_python_dash_m_arguments(jobs):
 def test_a_wrong_engine_is_refused():
     with pytest.raises(ValueError, match="engine must be ray, spark or driver"):
         registry.Job(name="x", engine="dask", help="", reads=(), writes=("samples",), run=lambda conf: "")
+
+
+def test_a_verb_finds_its_module_without_importing_the_others(jobs):
+    assert {name: registry.module_for(name) for name in jobs} == {name: job.module for name, job in jobs.items()}
+    assert registry.module_for("sql") is None and registry.module_for("no-such-job") is None
+    assert list(registry.load_jobs(["visualize", "no-such-job", "visualize"])) == ["visualize"]
