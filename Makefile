@@ -10,7 +10,8 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/brain demo
 
 # Tiers (markers, see tests/conftest.py): `make test` runs unit, integration and cluster (what
-# .ci/run runs); `make test-unit` only the engine-free tests; `make test-stress` the 30x exit loops.
+# .ci/run runs); `make test-unit` only the engine-free tests; `make test-stress` the stress tier (30x exit
+# loops, the scan refreshing every table, the whole demo on S3).
 test: $(VENV)/.installed-dev
 	$(VENV)/bin/python -m pytest -q -m "not stress"
 
@@ -18,7 +19,7 @@ test-unit: $(VENV)/.installed-dev
 	$(VENV)/bin/python -m pytest -q -m unit
 
 test-stress: $(VENV)/.installed-dev
-	$(VENV)/bin/python -m pytest -q -m stress tests/integration/test_exit.py
+	$(VENV)/bin/python -m pytest -q -m stress tests/integration
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
