@@ -13,20 +13,31 @@ It returns the expression as sqlglot writes it back, so what runs is what was ch
 
 from __future__ import annotations
 
-import pyarrow as pa
-import sqlglot
-from sqlglot import exp
+import functools
+from typing import TYPE_CHECKING
 
-from brain.lake import Lake
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from sqlglot import exp
+
+    from brain.lake import Lake
 
 MAX_LENGTH = 10_000
 
-# Node types that read or change something other than the row being filtered.
-FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = (
-    exp.Query, exp.Subquery, exp.Table, exp.From, exp.Join, exp.Lateral, exp.Command, exp.Copy, exp.Insert,
-    exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop, exp.Alter, exp.Set, exp.Pragma, exp.Use,
-    exp.Transaction, exp.Commit, exp.Rollback, exp.Describe, exp.Attach, exp.Detach, exp.Install,
-)
+
+# sqlglot is imported when a condition is checked, not with this module: brain.config imports it, and
+# every `brain` process (most never check a condition) would pay sqlglot's import (0.2–0.4 s).
+@functools.cache
+def forbidden_nodes() -> tuple[type[exp.Expression], ...]:
+    """Node types that read or change something other than the row being filtered."""
+    from sqlglot import exp
+
+    return (
+        exp.Query, exp.Subquery, exp.Table, exp.From, exp.Join, exp.Lateral, exp.Command, exp.Copy, exp.Insert,
+        exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop, exp.Alter, exp.Set, exp.Pragma, exp.Use,
+        exp.Transaction, exp.Commit, exp.Rollback, exp.Describe, exp.Attach, exp.Detach, exp.Install,
+    )
 
 # Functions that read files, run SQL text or read the environment (lower case; prefixes end in "_").
 FORBIDDEN_FUNCTIONS = ("read_", "glob", "query", "query_table", "getenv", "parquet_", "sniff_csv", "delta_scan",
@@ -39,6 +50,9 @@ class UnsafeSQLError(ValueError):
 
 def check_condition(text: str, *, what: str = "filter") -> str:
     """``text`` as one checked SQL condition (see the module doc); :class:`UnsafeSQLError` otherwise."""
+    import sqlglot
+    from sqlglot import exp
+
     if not isinstance(text, str) or not text.strip():
         raise UnsafeSQLError(f"{what} is empty: give a condition such as \"split = 'test'\"")
     if len(text) > MAX_LENGTH:
@@ -53,7 +67,7 @@ def check_condition(text: str, *, what: str = "filter") -> str:
                              "(no ';')")
     (tree,) = parsed
     for node in tree.walk():
-        if isinstance(node, FORBIDDEN_NODES):
+        if isinstance(node, forbidden_nodes()):
             kind = type(node).__name__.upper()
             raise UnsafeSQLError(f"{what} {text!r} holds a {kind} ({_snippet(node)}): a filter is a condition "
                                  "over the table's columns, it may not read tables, files or run commands")
