@@ -9,9 +9,10 @@ wrong) and logits. Each way has its own lake:
 * ``engines_up``: the same commands after `brain engines up` (Ray head + Spark Connect server on loopback);
 * ``one_run``: one `brain run STEP...` process with the engines up.
 
-Per step: wall time, the run's ``work_s`` (its block) and ``engine_start_s`` (starting / joining engines);
-fixed cost = wall − work (process start, imports, engine start or attach, stopping). The engines' own
-start (`brain engines up`) is reported apart.
+Per step: wall time, the run's ``prepare_s`` (reading and checking its input files and tables before the
+run starts: work that grows with N), ``work_s`` (its block) and ``engine_start_s`` (starting / joining
+engines); fixed cost = wall − prepare − work (process start, imports, engine start or attach, stopping).
+The engines' own start (`brain engines up`) is reported apart.
 
     .venv/bin/python bench/fixed_costs.py [--n 20000] [--ways separate,engines_up,one_run] [--keep]
 """
@@ -126,11 +127,18 @@ def step_runs(lake: Path) -> list[dict]:
 
 
 def summed(records: list[dict]) -> dict[str, float]:
-    return {key: sum(r["metrics"].get(key, 0.0) for r in records) for key in ("work_s", "engine_start_s")}
+    return {key: sum(r["metrics"].get(key, 0.0) for r in records) for key in ("prepare_s", "work_s",
+                                                                                 "engine_start_s")}
+
+
+def fixed_s(row: dict) -> float:
+    """A step's fixed cost: its wall time less the work its runs recorded (reading inputs, then the run)."""
+    return row["wall_s"] - row["prepare_s"] - row["work_s"]
 
 
 def chain(way: str, conf_file: Path, lake: Path, env: dict[str, str], steps: tuple[str, ...]) -> list[dict]:
-    """Per step: wall_s, and work_s / engine_start_s summed over the step's runs (label-quality has two)."""
+    """Per step: wall_s, and prepare_s / work_s / engine_start_s summed over the step's runs (label-quality has
+    two)."""
     if way == "one_run":
         took, out = brain(["run", *steps, "--conf", str(conf_file)], env)
         printed = re.findall(r"^(\S+): run (\w+) succeeded in ([\d.]+) s", out, re.M)
@@ -139,8 +147,8 @@ def chain(way: str, conf_file: Path, lake: Path, env: dict[str, str], steps: tup
             last = next(i for i, r in enumerate(records) if r["run_id"] == run_id)
             rows.append(dict(step=step, wall_s=float(wall), **summed(records[at:last + 1])))
             at = last + 1
-        rows.append(dict(step="(process start, exit)", wall_s=took - sum(r["wall_s"] for r in rows), work_s=0.0,
-                         engine_start_s=0.0))
+        rows.append(dict(step="(process start, exit)", wall_s=took - sum(r["wall_s"] for r in rows), prepare_s=0.0,
+                         work_s=0.0, engine_start_s=0.0))
         return rows
     rows, seen = [], 0
     for step in steps:
@@ -179,17 +187,17 @@ def main() -> None:
             results[way] = chain(way, conf_file, lake, env, steps)
             total = sum(r["wall_s"] for r in results[way])
             print(f"\n{way}: chain {total:.1f} s", flush=True)
-            print(f"  {'step':22s} {'wall s':>8s} {'work s':>8s} {'engine s':>9s} {'fixed s':>8s}")
+            print(f"  {'step':22s} {'wall s':>8s} {'prepare s':>10s} {'work s':>8s} {'engine s':>9s} {'fixed s':>8s}")
             for r in results[way]:
-                print(f"  {r['step']:22s} {r['wall_s']:8.1f} {r['work_s']:8.1f} {r['engine_start_s']:9.2f} "
-                      f"{r['wall_s'] - r['work_s']:8.1f}", flush=True)
+                print(f"  {r['step']:22s} {r['wall_s']:8.1f} {r['prepare_s']:10.2f} {r['work_s']:8.1f} "
+                      f"{r['engine_start_s']:9.2f} {fixed_s(r):8.2f}", flush=True)
     finally:
         if up_s is not None:
             brain(["engines", "down"], env)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     summary = {way: round(sum(r["wall_s"] for r in rows), 1) for way, rows in results.items()}
-    fixed = {way: round(max(r["wall_s"] - r["work_s"] for r in rows if not r["step"].startswith("(")), 1)
+    fixed = {way: round(max(fixed_s(r) for r in rows if not r["step"].startswith("(")), 1)
              for way, rows in results.items()}
     load = os.getloadavg()[0]
     print(json.dumps({"chain_s": summary, "max_step_fixed_s": fixed}))

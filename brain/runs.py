@@ -389,13 +389,16 @@ PROCESS_METRICS: list[Callable[[], dict[str, float]]] = []
 def track(lake: Lake, *, brain_key: str, method: str, dataset: str, config: dict[str, Any],
           inputs: dict[str, str] | None = None, input_key: str | None = None, executed_on: str | None = None,
           engine_versions: dict[str, str] | None = None, sample_filter: str | None = None,
-          run_id: str | None = None, keep_staged: bool = False, policy: RunsConf | None = None) -> Iterator[Run]:
+          run_id: str | None = None, keep_staged: bool = False, policy: RunsConf | None = None,
+          prepare_s: float | None = None) -> Iterator[Run]:
     """Run a job's block as one run of the catalog.
 
     ``inputs`` names the runs the job reads by role (``{"embeddings": run_id}``); the
     run inherits the first input's ``sample_filter`` (the samples it was computed on)
     and key (``input_key``) unless given. ``run_id`` resumes an unfinished run; with
-    ``keep_staged`` a failed run's staged files stay for that.
+    ``keep_staged`` a failed run's staged files stay for that. ``prepare_s``: the seconds the job spent
+    reading and checking its inputs before the run started (work that grows with N, done first so bad
+    input fails before any run is recorded), stored as a metric beside ``work_s``.
 
     On success every staged table is committed (blind appends) and one ``succeeded``
     event makes the run its key's current run. On any exception, SIGTERM included,
@@ -423,6 +426,8 @@ def track(lake: Lake, *, brain_key: str, method: str, dataset: str, config: dict
     heartbeat = _Heartbeat(lake, run.run_id, policy.heartbeat_s)
     heartbeat.start()
     log.info("run %s (%s, key %r) started", run.run_id, method, brain_key)
+    if prepare_s is not None:
+        run.metrics["prepare_s"] = round(prepare_s, 3)
     block_started = time.perf_counter()
     try:
         with _terminate_as_exception():

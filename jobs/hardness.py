@@ -10,21 +10,31 @@ dataset's labels (a model trained on other classes still says how unsure it is),
 
 from __future__ import annotations
 
+import time
+
 import pyarrow as pa
 
 from brain import runs
 from brain.config import Conf
 from brain.lake import Lake
 from brain.methods import hardness as hardness_method
-from jobs.predictions import read_predictions
+from jobs.predictions import ScoredSet, read_predictions
 from jobs.registry import Job
 
 
 def run(conf: Conf) -> str:
-    lake, cfg = Lake.from_conf(conf), conf.label_quality
-    scored = read_predictions(lake, cfg.predictions_key, conf.dataset)
+    lake = Lake.from_conf(conf)
+    started = time.perf_counter()
+    scored = read_predictions(lake, conf.label_quality.predictions_key, conf.dataset)
+    return score(lake, conf, scored, prepare_s=time.perf_counter() - started)
+
+
+def score(lake: Lake, conf: Conf, scored: ScoredSet, *, prepare_s: float | None = None) -> str:
+    """The hardness run of predictions already read (``prepare_s``: the seconds reading them took)."""
+    cfg = conf.label_quality
     with runs.track(lake, brain_key=cfg.hardness_key, method="hardness", dataset=conf.dataset,
-                    inputs={"predictions": scored.run_id}, config=conf.model_dump(), policy=conf.runs) as run:
+                    inputs={"predictions": scored.run_id}, config=conf.model_dump(), policy=conf.runs,
+                    prepare_s=prepare_s) as run:
         scores = hardness_method.hardness(scored.logits)
         rows = pa.table({"run_id": [run.run_id] * len(scores), "brain_key": [cfg.hardness_key] * len(scores),
                          "sample_id": scored.sample_ids, "hardness": scores})

@@ -67,20 +67,32 @@ def knn_rows(lake: Lake, run: dict, sample_ids: list[str]) -> np.ndarray:
 
 
 def run_mistakenness(conf: Conf) -> str:
+    """The mistakenness run alone (its predictions read here)."""
+    lake = Lake.from_conf(conf)
+    started = time.perf_counter()
+    scored, labels = labelled(read_predictions(lake, conf.label_quality.predictions_key, conf.dataset), conf.dataset)
+    return score_mistakenness(lake, conf, scored, labels, read_s=time.perf_counter() - started)
+
+
+def score_mistakenness(lake: Lake, conf: Conf, scored: ScoredSet, labels: np.ndarray, *, read_s: float = 0.0) -> str:
+    """The mistakenness run of labelled predictions already read (class indices ``labels``; ``read_s``: the
+    seconds reading them took)."""
     from pyspark.sql import functions as F
 
     from jobs.engines import spark_session, spark_where
     from jobs.spark_lake import read_staged, write_staged
 
-    lake, cfg = Lake.from_conf(conf), conf.label_quality
-    scored, labels = labelled(read_predictions(lake, cfg.predictions_key, conf.dataset), conf.dataset)
+    cfg = conf.label_quality
+    started = time.perf_counter()
     knn_run = runs.latest_succeeded(lake, cfg.neighbors_key) if cfg.neighbors_key else None
     knn = knn_rows(lake, knn_run, scored.sample_ids) if knn_run else None
     inputs = {"predictions": scored.run_id, **({"neighbors": knn_run["run_id"]} if knn_run else {})}
-    spark = spark_session(conf)
+    prepare_s = read_s + time.perf_counter() - started  # reading the inputs is work that grows with N
+    spark = spark_session(conf)  # its attach time is counted apart (engine_start_s)
     started = time.perf_counter()
     with runs.track(lake, brain_key=cfg.brain_key, method="mistakenness", dataset=conf.dataset,
-                    inputs=inputs, config=conf.model_dump(), policy=conf.runs, executed_on=spark_where(spark)) as run:
+                    inputs=inputs, config=conf.model_dump(), policy=conf.runs, executed_on=spark_where(spark),
+                    prepare_s=prepare_s) as run:
         score = mistakenness_method.classification(scored.logits, labels, knn, method=cfg.method)
         issues = mistakenness_method.label_issues(scored.logits, labels, knn)
         classes = np.asarray(scored.classes, dtype=object)
@@ -109,14 +121,17 @@ def run_mistakenness(conf: Conf) -> str:
 def run(conf: Conf) -> str:
     """Hardness, then mistakenness (with its Spark aggregates); returns the mistakenness run id.
 
-    The inputs are checked first (logits present and as wide as the classes, every given label
-    one of the classes), so bad predictions fail before either table is written.
+    The predictions are read once and checked first (logits present and as wide as the classes,
+    every given label one of the classes), so bad predictions fail before either table is written.
     """
     from jobs import hardness
 
-    labelled(read_predictions(Lake.from_conf(conf), conf.label_quality.predictions_key, conf.dataset), conf.dataset)
-    hardness.run(conf)
-    return run_mistakenness(conf)
+    lake = Lake.from_conf(conf)
+    started = time.perf_counter()
+    scored = read_predictions(lake, conf.label_quality.predictions_key, conf.dataset)
+    with_labels, labels = labelled(scored, conf.dataset)
+    hardness.score(lake, conf, scored, prepare_s=time.perf_counter() - started)  # unlabelled samples too
+    return score_mistakenness(lake, conf, with_labels, labels)
 
 
 JOB = Job(name="label-quality", engine="spark", help="hardness and mistakenness of a predictions run (+ Spark per-class tables)",

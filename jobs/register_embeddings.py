@@ -10,6 +10,8 @@ so `brain neighbors --set neighbors.embeddings_key=...` and everything downstrea
 
 from __future__ import annotations
 
+import time
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -23,6 +25,7 @@ from jobs.registry import Job, Option
 def run(conf: Conf) -> str:
     cfg = conf.register_embeddings
     lake = Lake.from_conf(conf)
+    started = time.perf_counter()
     samples = plain_strings(lake.read("samples", filter=pc.field("dataset") == conf.dataset))
     if samples.num_rows == 0:
         raise ValueError(f"dataset {conf.dataset!r} has no samples in {lake.uri}: run `brain ingest` first")
@@ -40,7 +43,7 @@ def run(conf: Conf) -> str:
         vectors = register.vectors_from_attributes(samples["attributes"].to_pylist(), cfg.samples_column, ids)
     register.check_ids(ids, set(samples["sample_id"].to_pylist()), dataset=conf.dataset)
     with runs.track(lake, brain_key=cfg.brain_key, method="embeddings", dataset=conf.dataset,
-                    config=conf.model_dump(), policy=conf.runs) as run:
+                    config=conf.model_dump(), policy=conf.runs, prepare_s=time.perf_counter() - started) as run:
         rows = pa.table({"run_id": pa.array([run.run_id] * len(ids), pa.string()),
                          "sample_id": pa.array(ids, pa.string()), "vector": to_list_array(vectors, ids)})
         run.write("embeddings", rows)

@@ -14,6 +14,7 @@ mistakenness and detection mistakenness read them (FiftyOne: "add your model's p
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -41,6 +42,7 @@ def run(conf: Conf) -> str:
     lake = Lake.from_conf(conf)
     if not cfg.file:
         raise ValueError("register_predictions.file (--file) is required")
+    started = time.perf_counter()
     samples = plain_strings(lake.read("samples", columns=["sample_id", "uri"],
                                       filter=pc.field("dataset") == conf.dataset))
     if samples.num_rows == 0:
@@ -56,7 +58,8 @@ def run(conf: Conf) -> str:
     classes = class_names(cfg)
     preds = register.check_predictions(table, ids, classes)
     with runs.track(lake, brain_key=cfg.brain_key, method="predictions", dataset=conf.dataset,
-                    config={**conf.model_dump(), "model": f"registered:{cfg.file}"}, policy=conf.runs) as run:
+                    config={**conf.model_dump(), "model": f"registered:{cfg.file}"}, policy=conf.runs,
+                    prepare_s=time.perf_counter() - started) as run:
         run.write("predictions", predictions_table(preds, ids, run.run_id, store_logits=True))
         if classes:
             run.write_artifact(CLASSES_ARTIFACT, json.dumps(classes).encode())

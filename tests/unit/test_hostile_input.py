@@ -74,6 +74,8 @@ def test_registered_vectors_that_overflow_or_have_the_wrong_shape_fail_and_the_c
     np.save(tmp_path / "good.npy", good)
     conf.register_embeddings = RegisterEmbeddingsConf(file=str(tmp_path / "good.npy"), ids_file=str(tmp_path / "ids.txt"))
     current = register_embeddings.run(conf)
+    metrics = dict(runs.get_run(lake, current)["metrics"])
+    assert metrics["prepare_s"] > 0 and metrics["work_s"] > 0  # reading the user's file: work, counted apart
     before = lake.read("embeddings", filter=pc.field("run_id") == current).sort_by("sample_id")
 
     huge = good.copy()

@@ -38,6 +38,13 @@ def test_a_succeeded_run_row_is_complete(lake):
     assert row["executed_on"] == "test" and row["pid"] > 0 and row["host"]
 
 
+def test_the_seconds_a_job_read_its_inputs_before_the_run_are_recorded_beside_its_work(lake):
+    with runs.track(lake, brain_key="emb", method="embeddings", dataset="d", config={}, prepare_s=1.23456) as run:
+        run.write("embeddings", _emb(run.run_id))
+    metrics = dict(runs.get_run(lake, "emb")["metrics"])
+    assert metrics["prepare_s"] == 1.235 and metrics["work_s"] >= 0
+
+
 def test_rows_are_invisible_until_the_run_succeeds(lake):
     with runs.track(lake, brain_key="emb", method="embeddings", dataset="d", config={}) as run:
         run.write("embeddings", _emb(run.run_id))
