@@ -335,6 +335,9 @@ def run_pipeline(conf: Conf, spec: PipelineSpec) -> str:
 def _on_ray(ray, todo: list[tuple[str, pa.Table]], common: dict, conf: Conf, spec: PipelineSpec,
             gpus: float) -> pa.Table:
     """The shards through decode tasks and the model actors: one outcome row per shard (see :class:`ModelActor`)."""
+    from jobs.engines import use_ray_data
+
+    use_ray_data(ray)
     outcomes = (ray.data.from_items([{"shard": sid, "items": _ipc(part)} for sid, part in todo],
                                     override_num_blocks=len(todo))
                 .map_batches(decode_shard, batch_format="pyarrow", batch_size=1,
