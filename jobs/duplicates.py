@@ -4,10 +4,14 @@ near, default (math in brain.methods.duplicates and brain.methods.near_duplicate
     candidates = neighbors (this run) with embedding distance ≤ candidate_thresh
                ∪ kNN of the blurred-thumbnail descriptor (computed on the workers from the images,
                  FAISS on the driver) with distance ≤ descriptor_thresh; each pair once (a < b)
-      → verification on the workers (mapInArrow, batches of verify_batch pairs sorted by their first
-        image, each image decoded once per batch): similarity transform + correlation ≥ min_corr
-        (verifier=geometric) or the aligned correlation ≥ min_ncc (verifier=aligned)
-      → the passed pairs, distance 1 − correlation, collected to the driver
+      → pairs whose two files (content hashes) the key's current run already verified with the same
+        settings take its verdict (its artifact verdicts.parquet): a scan that adds 1% of the
+        images verifies only the pairs with a new or changed file
+      → verification of the others on the workers (mapInArrow, batches of verify_batch pairs sorted by
+        their first image, each image decoded once per batch): similarity transform + correlation ≥
+        min_corr (verifier=geometric) or the aligned correlation ≥ min_ncc (verifier=aligned)
+      → every verdict collected to the driver and saved as this run's verdicts.parquet;
+        the passed pairs, distance 1 − correlation
       → grouping (greedy kept set, or components) in sample-id order at 1 − min_corr
       → one row per duplicate: kept_sample_id, distance to the kept sample (greedy)
 near with thresh or fraction (no verification): the neighbors' edges ≤ thresh, grouped the same way.
@@ -18,7 +22,8 @@ near over patches (a kNN run of a patch embeddings run, FiftyOne's duplicate obj
 exact:
     samples (this dataset) grouped by content_hash → groups of two or more, kept = lowest sample id
 
-The run's metrics: candidates (pairs verified), passed, groups, thresh. With ``fraction`` the
+The run's metrics: candidates (pairs), verified (pairs verified by this run), reused (verdicts
+taken from the previous run), passed, groups, thresh. With ``fraction`` the
 threshold comes from the minimum spanning forest of the graph's short edges, on the
 driver: edges longer than the (2·fraction)-quantile of nearest-neighbour distances
 cannot matter (each sample's nearest edge is in the forest, so ⌈f·N⌉ forest edges
@@ -27,6 +32,7 @@ lie below that quantile) and are not collected.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -34,6 +40,7 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from brain import images, runs
 from brain.config import Conf, DuplicatesConf, ImagesConf
@@ -56,9 +63,40 @@ log = logging.getLogger("jobs.duplicates")
 # Null in whole-image (exact) rows: Spark's Parquet files hold every column of the table.
 DUPLICATE_PATCH_COLUMNS = ("kept_patch_index", "patch_index", "patch_label", "patch_bbox")
 
-# Candidate pairs (sample ids a < b), their embedding distance and whether they passed verification.
+# A verified pair: sample ids a < b, the leading HASH_CHARS of their files' content hashes (which
+# key the verdict: it depends on the pixels only), distance 1 − correlation, and the verdict.
+HASH_CHARS = 16
 PAIRS = pa.schema([fields_of("duplicates", "sample_id")[0].with_name(end) for end in ("a", "b")]
+                  + [pa.field(f"hash_{end}", pa.string()) for end in ("a", "b")]
                   + fields_of("duplicates", "distance") + [pa.field("passed", pa.bool_())])
+VERDICTS = pa.schema([PAIRS.field(name) for name in ("hash_a", "hash_b", "distance", "passed")])
+VERDICTS_ARTIFACT = "verdicts.parquet"
+
+
+def verdict_settings(cfg: DuplicatesConf) -> bytes:
+    """What a verdict depends on besides the two files: the verifier and its thresholds."""
+    return json.dumps({"verifier": cfg.verifier, "min_corr": cfg.min_corr, "min_ncc": cfg.min_ncc,
+                       "flips": cfg.flips, "ecc_from_ncc": near_duplicates.ECC_FROM_NCC}, sort_keys=True).encode()
+
+
+def earlier_verdicts(lake: Lake, cfg: DuplicatesConf) -> pa.Table | None:
+    """The verdicts (VERDICTS) saved by the key's current run, if it verified with these settings."""
+    try:
+        previous = runs.latest_succeeded(lake, cfg.brain_key)
+        data = lake.read_artifact(previous["run_id"], VERDICTS_ARTIFACT)
+    except (runs.RunNotFoundError, FileNotFoundError):
+        return None
+    table = pq.read_table(pa.BufferReader(data))
+    return table if (table.schema.metadata or {}).get(b"settings") == verdict_settings(cfg) else None
+
+
+def save_verdicts(run: runs.Run, verdicts: pa.Table, cfg: DuplicatesConf) -> None:
+    """This run's verdicts (both hashes known) as its artifact, for the next run of the key."""
+    known = verdicts.filter(pc.and_(pc.is_valid(verdicts["hash_a"]), pc.is_valid(verdicts["hash_b"])))
+    table = known.select(VERDICTS.names).cast(VERDICTS).replace_schema_metadata({"settings": verdict_settings(cfg)})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    run.write_artifact(VERDICTS_ARTIFACT, sink.getvalue().to_pybytes())
 
 
 def _load_or_none(uri: str, limits: images.DecodeLimits):
@@ -89,7 +127,7 @@ def descriptor_batches(batches: Iterator[pa.RecordBatch], flips: bool,
 
 def verified_batches(batches: Iterator[pa.RecordBatch], cfg: DuplicatesConf,
                      limits: images.DecodeLimits) -> Iterator[pa.RecordBatch]:
-    """(a, b, uri_a, uri_b) → (a, b, distance = 1 − correlation, passed), every candidate pair."""
+    """(a, b, hash_a, hash_b, uri_a, uri_b) → PAIRS (distance = 1 − correlation), every candidate pair."""
     verifier = near_duplicates.Verifier(min_corr=cfg.min_corr, flips=cfg.flips) if cfg.verifier == "geometric" else None
     for batch in batches:
         cols = batch.to_pydict()
@@ -115,6 +153,7 @@ def verified_batches(batches: Iterator[pa.RecordBatch], cfg: DuplicatesConf,
                 passed.append(corr[-1] >= cfg.min_ncc)
         yield pa.RecordBatch.from_pydict({
             "a": pa.array(cols["a"], pa.string()), "b": pa.array(cols["b"], pa.string()),
+            "hash_a": pa.array(cols["hash_a"], pa.string()), "hash_b": pa.array(cols["hash_b"], pa.string()),
             "distance": pa.array(np.maximum(1.0 - np.asarray(corr, np.float64), 0.0)),
             "passed": pa.array(passed, pa.bool_())})
 
@@ -146,17 +185,18 @@ def group_rows(edges: pa.Table, thresh: float, grouping: str) -> pa.Table:
                      "sample_id": pa.array(ids[duplicate], pa.string()), "distance": pa.array(distance, pa.float64())})
 
 
-def near_rows(spark, lake: Lake, conf: Conf, neighbors_run_id: str, metrics: dict[str, float], *,
+def near_rows(spark, lake: Lake, conf: Conf, neighbors_run_id: str, run: runs.Run, *,
               patches: bool = False) -> pa.Table:
     """(group_id, kept_sample_id, sample_id, distance) of the near duplicates; with ``patches`` the ids are
-    patch ids (the kNN run indexed boxes)."""
+    patch ids (the kNN run indexed boxes). Verified runs save their verdicts as ``run``'s artifact."""
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
     from jobs.spark_lake import read_table
 
-    cfg = conf.duplicates
-    samples = read_table(spark, lake, "samples").where(F.col("dataset") == conf.dataset).select("sample_id", "uri")
+    cfg, metrics = conf.duplicates, run.metrics
+    samples = read_table(spark, lake, "samples").where(F.col("dataset") == conf.dataset).select(
+        "sample_id", "uri", F.substring("content_hash", 1, HASH_CHARS).alias("hash"))
     nbr = read_table(spark, lake, "neighbors").where(F.col("run_id") == neighbors_run_id).join(
         samples.select("sample_id"), "sample_id")
     src = F.concat_ws(PATCH_ID_SEPARATOR, "sample_id", F.col("patch_index").cast("string")) if patches else F.col(
@@ -181,18 +221,31 @@ def near_rows(spark, lake: Lake, conf: Conf, neighbors_run_id: str, metrics: dic
         candidates = edges.select("a", "b")
         if cfg.verifier == "geometric":
             candidates = candidates.union(descriptor_candidates(spark, samples, cfg, conf.images)).distinct()
-        uris = samples.select(F.col("sample_id").alias("a"), F.col("uri").alias("uri_a"))
-        with_uris = candidates.join(uris, "a").join(uris.select(F.col("a").alias("b"), F.col("uri_a").alias("uri_b")),
-                                                    "b").localCheckpoint()
-        count = with_uris.count()
+        ends = {end: samples.select(F.col("sample_id").alias(end), F.col("uri").alias(f"uri_{end}"),
+                                    F.col("hash").alias(f"hash_{end}")) for end in ("a", "b")}
+        to_verify = candidates.join(ends["a"], "a").join(ends["b"], "b").localCheckpoint()
+        metrics["candidates"] = float(to_verify.count())
+        known = earlier_verdicts(lake, cfg)
+        reused = None
+        if known is not None and known.num_rows:
+            known = spark.createDataFrame(known)
+            reused = to_verify.join(known, ["hash_a", "hash_b"]).select(*PAIRS.names)
+            to_verify = to_verify.join(known.select("hash_a", "hash_b"), ["hash_a", "hash_b"],
+                                       "left_anti").localCheckpoint()
+        count = to_verify.count()
         parts, limits = max(1, -(-count // cfg.verify_batch)), conf.images.limits()
-        edges = (with_uris.repartition(parts, "a").sortWithinPartitions("a")
-                 .mapInArrow(lambda it: verified_batches(it, cfg, limits), from_arrow_schema(PAIRS)).localCheckpoint())
-        metrics["candidates"] = float(count)
-        edges = edges.where("passed")
-        thresh = 1.0 - (cfg.min_corr if cfg.verifier == "geometric" else cfg.min_ncc)
+        verdicts = (to_verify.repartition(parts, "a").sortWithinPartitions("a")
+                    .mapInArrow(lambda it: verified_batches(it, cfg, limits), from_arrow_schema(PAIRS)))
+        verdicts = verdicts.unionByName(reused) if reused is not None else verdicts
+        verdicts = verdicts.toArrow()
+        metrics["verified"], metrics["reused"] = float(count), metrics["candidates"] - count
+        save_verdicts(run, verdicts, cfg)
+        passed = verdicts.filter(verdicts["passed"])
+        metrics["passed"] = float(passed.num_rows)
+        metrics["thresh"] = 1.0 - (cfg.min_corr if cfg.verifier == "geometric" else cfg.min_ncc)
+        return group_rows(passed.select(["a", "b", "distance"]), metrics["thresh"], cfg.grouping)
     collected = edges.select("a", "b", "distance").toArrow()
-    metrics["passed" if verify else "pairs"] = float(collected.num_rows)
+    metrics["pairs"] = float(collected.num_rows)
     metrics["thresh"] = float(thresh)
     return group_rows(collected, thresh, cfg.grouping)
 
@@ -256,7 +309,7 @@ def run(conf: Conf) -> str:
                     executed_on=spark_where(spark)) as run:
         if cfg.method == "near":
             patch_run = indexed_patches(lake, runs.get_run(lake, inputs["neighbors"]))
-            rows = near_rows(spark, lake, conf, inputs["neighbors"], run.metrics, patches=patch_run is not None)
+            rows = near_rows(spark, lake, conf, inputs["neighbors"], run, patches=patch_run is not None)
             if patch_run is not None:
                 rows = patch_rows(lake, rows, patch_run)
             fixed = {"run_id": run.run_id, "brain_key": cfg.brain_key, "method": "near"}

@@ -12,7 +12,9 @@
           into the unaffected rows' lists, re-search rows that lost a neighbour
         uniqueness (normalised by the dataset's maximum)            run `uniqueness`       full
         and every other run recorded with `scan.rerun: follow`, with its own recorded config:
-          duplicates (near: from the updated graph; exact), leaks, unique subset, predictions
+          near duplicates (candidates from the updated graph; pixel verdicts   incremental
+          of unchanged pairs reused from the replaced run),
+          exact duplicates, leaks, unique subset, predictions
           (apply-model, linear probe), hardness, mistakenness, familiarity (fit and scores),
           comparison, visualization (the map is fitted again), patch embeddings,
           detection mistakenness                                                           full
@@ -175,6 +177,8 @@ KEY_FIELD = {"embed": "embed.brain_key", "apply-model": "apply_model.brain_key",
              "familiarity": "familiarity.brain_key", "compare": "comparison.brain_key",
              "visualize": "visualization.brain_key"}
 INCREMENTAL_JOBS = ("embed", "neighbors")  # carry unchanged samples' rows over; the others recompute in full
+# near duplicates recompute their candidates but verify on pixels only pairs with a new or changed file
+INCREMENTAL_METHODS = ("duplicates_near",)
 # Where and how a run executes: a re-run takes these from the scan's config, the rest from the run's record.
 SETTINGS_SECTIONS = ("lake", "code_paths", "ray", "spark", "runs", "submit", "scan", "models")
 
@@ -197,7 +201,8 @@ def kind_of(run: dict) -> RunKind | None:
     job = job_of(run)
     if job is None:
         return None
-    return RunKind(job, incremental=job in INCREMENTAL_JOBS, reads_samples="samples" in load_jobs()[job].reads)
+    return RunKind(job, incremental=job in INCREMENTAL_JOBS or run["method"] in INCREMENTAL_METHODS,
+                   reads_samples="samples" in load_jobs()[job].reads)
 
 
 def follows(run: dict) -> bool:

@@ -16,15 +16,18 @@ and still be its original's nearest neighbour.
 
 Verification of a candidate pair (a, b), both made grey 128×128:
 
-1. Transform. ORB keypoints (``cv2.ORB_create``), Hamming matches with cross-check, and
-   a 4-degree-of-freedom similarity transform (rotation, uniform scale, shift) fitted by
-   RANSAC (``cv2.estimateAffinePartial2D``, 3-px reprojection error): the first start
-   when it has ≥ ``MIN_INLIERS`` inliers and is plausible (2.); the second start is the
-   shift found by phase correlation (``cv2.phaseCorrelate``, Hanning window), for images too smooth,
-   blurred or noisy for keypoints. From each start in turn, ECC refines the map
-   (``cv2.findTransformECC``, affine motion, on 64×64 smoothed images) and 2–4 are
-   checked, then the start itself (ECC can drift on weak texture); the first map
-   that passes wins.
+1. Transform, a cascade from the cheapest start. (i) The shift found by phase correlation
+   (``cv2.phaseCorrelate``, Hanning window) is checked (2–4). (ii) ORB keypoints
+   (``cv2.ORB_create``, detected only now), Hamming matches with cross-check, and a
+   4-degree-of-freedom similarity transform (rotation, uniform scale, shift) fitted by
+   RANSAC (``cv2.estimateAffinePartial2D``, 3-px reprojection error) is checked when it has
+   ≥ ``MIN_INLIERS`` inliers and is plausible; it finds crops and rescales the shift misses.
+   (iii) ECC refines each start whose correlation reached ``ECC_FROM_NCC`` (keypoint start
+   first; ``cv2.findTransformECC``, affine motion, on 64×64 smoothed images) and the refined
+   map is checked. The first map that passes wins. About 95% of true pairs pass at a start
+   (i or ii); ECC, the costliest step, from a start below ECC_FROM_NCC = 0.3 almost never
+   reaches min_corr (measured: 2 of 1,016 passes on bench/pipeline_scale.py's crops, 0 of
+   1,156 on the tiles of bench/near_duplicates.py), so it is not tried.
 2. Plausibility. With A the linear part of the refined map a → b, its singular values
    σ₁ ≥ σ₂ and its rotation θ: SCALE_RANGE[0] ≤ σ₂ ≤ σ₁ ≤ SCALE_RANGE[1],
    σ₁/σ₂ ≤ MAX_ANISOTROPY, |θ| ≤ MAX_ROTATION_DEG. This admits rotations up to ±10°,
@@ -36,9 +39,10 @@ Verification of a candidate pair (a, b), both made grey 128×128:
    px) over the overlap, ncc ≥ ``min_corr``: brightness, contrast and gamma changes
    barely move it, the smoothing absorbs noise and JPEG, look-alikes fall below.
 
-A pair passes when 2–4 hold; with ``flips`` the mirrored b is tried as well. Cost: about
-5 ms per pair on one core; a pair that fails tries every start (bench/near_duplicates.py
-times the whole path per 10k images).
+A pair passes when 2–4 hold; with ``flips`` the mirrored b is tried as well. Cost on one
+core: about 0.4 ms for a pair that passes at the shift, 2–3 ms for a pair that fails
+(keypoints and the ECC refinements); bench/near_duplicates.py times the whole path per 10k
+images.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ import numpy as np
 
 DESCRIPTOR_THRESH = 0.6  # blurred-thumbnail cosine distance of a candidate pair (its rank matters more)
 DESCRIPTOR_K = 5
+ECC_FROM_NCC = 0.3  # ECC refines only starts at least this well aligned (bench/near_duplicates.py)
 MIN_CORR = 0.95  # 1% of true pairs lie below 0.975 on the evaluation set, look-alikes reach 0.96
 MIN_INLIERS = 8
 SCALE_RANGE = (0.65, 1.55)
@@ -98,6 +103,28 @@ class Match:
     inliers: int
 
 
+class Prepared:
+    """One image ready for verification: grey 128×128 and smoothed (σ = 1.5 px); its ORB keypoints
+    and descriptors are detected on first use (most pairs pass or fail before they are needed)."""
+
+    __slots__ = ("_features", "_orb", "grey", "smooth")
+
+    def __init__(self, grey: np.ndarray, orb):
+        self.grey = grey
+        self.smooth = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 1.5)
+        self._orb = orb
+        self._features = None
+
+    @property
+    def features(self) -> tuple:
+        if self._features is None:
+            self._features = self._orb.detectAndCompute(self.grey, None)
+        return self._features
+
+    def mirrored(self) -> Prepared:
+        return Prepared(cv2.flip(self.grey, 1), self._orb)
+
+
 class Verifier:
     """Pairwise verification (module docstring). Create one per worker: holds the ORB detector."""
 
@@ -111,80 +138,93 @@ class Verifier:
         self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
         self._window = cv2.createHanningWindow((SIZE, SIZE), cv2.CV_32F)  # no edge effects in the spectrum
 
-    def prepare(self, image: np.ndarray, name: str = "image"):
-        """(grey 128×128, smoothed, keypoints, descriptors) of one image; reuse it for every pair it is in."""
+    def prepare(self, image: np.ndarray, name: str = "image") -> Prepared:
+        """One image made ready for every pair it is in (reuse it)."""
         grey = cv2.resize(cv2.cvtColor(_as_rgb(image, name), cv2.COLOR_RGB2GRAY), (SIZE, SIZE),
                           interpolation=cv2.INTER_AREA)
-        keypoints, descriptors = self._orb.detectAndCompute(grey, None)
-        return grey, cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 1.5), keypoints, descriptors
+        return Prepared(grey, self._orb)
 
-    def match(self, a, b) -> Match:
+    def match(self, a: Prepared, b: Prepared) -> Match:
         """Verify prepared images a and b (from :meth:`prepare`)."""
         found = self._match(a, b)
         if self.flips and not found.passed:
-            grey = cv2.flip(b[0], 1)
-            keypoints, descriptors = self._orb.detectAndCompute(grey, None)
-            mirrored = self._match(a, (grey, cv2.flip(b[1], 1), keypoints, descriptors))
+            mirrored = self._match(a, b.mirrored())
             found = mirrored if mirrored.passed or mirrored.ncc > found.ncc else found
         return found
 
-    def _starts(self, a, b) -> tuple[list[np.ndarray], int]:
-        """Start maps a → b (2×3): ORB + RANSAC when it has enough inliers, then the phase-correlation shift."""
-        starts, count = [], 0
-        _, _, kp_a, des_a = a
-        _, _, kp_b, des_b = b
-        if des_a is not None and des_b is not None and len(kp_a) >= 4 and len(kp_b) >= 4:
-            pairs = self._matcher.match(des_a, des_b)
-            if len(pairs) >= MIN_INLIERS:
-                pa = np.float32([kp_a[m.queryIdx].pt for m in pairs])
-                pb = np.float32([kp_b[m.trainIdx].pt for m in pairs])
-                warp, inliers = cv2.estimateAffinePartial2D(pa, pb, method=cv2.RANSAC, ransacReprojThreshold=3.0,
-                                                            maxIters=1000)
-                count = int(inliers.sum()) if inliers is not None else 0
-                if warp is not None and count >= MIN_INLIERS and _plausible(warp):
-                    starts.append(warp.astype(np.float32))
-        (dx, dy), _ = cv2.phaseCorrelate(a[1], b[1], self._window)  # b(p) ≈ a(p − shift): a → b adds it
-        starts.append(np.float32([[1, 0, dx], [0, 1, dy]]))
-        return starts, count
+    def _shift_start(self, a: Prepared, b: Prepared) -> np.ndarray:
+        """The phase-correlation shift a → b (2×3)."""
+        (dx, dy), _ = cv2.phaseCorrelate(a.smooth, b.smooth, self._window)  # b(p) ≈ a(p − shift): a → b adds it
+        return np.float32([[1, 0, dx], [0, 1, dy]])
 
-    def _match(self, a, b) -> Match:
-        starts, inliers = self._starts(a, b)
-        best = None
-        for start in starts:
-            for warp in (self._ecc(a, b, start), start):  # the start itself when ECC drifts off
-                found = self._check(a, b, warp, inliers)
-                if found.passed:
-                    return found
-                best = found if best is None or found.ncc > best.ncc else best
+    def _keypoint_start(self, a: Prepared, b: Prepared) -> tuple[np.ndarray | None, int]:
+        """ORB + RANSAC similarity a → b (2×3) and its inliers; None without enough plausible inliers."""
+        kp_a, des_a = a.features
+        kp_b, des_b = b.features
+        if des_a is None or des_b is None or len(kp_a) < 4 or len(kp_b) < 4:
+            return None, 0
+        pairs = self._matcher.match(des_a, des_b)
+        if len(pairs) < MIN_INLIERS:
+            return None, 0
+        pa = np.float32([kp_a[m.queryIdx].pt for m in pairs])
+        pb = np.float32([kp_b[m.trainIdx].pt for m in pairs])
+        warp, inliers = cv2.estimateAffinePartial2D(pa, pb, method=cv2.RANSAC, ransacReprojThreshold=3.0,
+                                                    maxIters=1000)
+        count = int(inliers.sum()) if inliers is not None else 0
+        if warp is None or count < MIN_INLIERS or not _plausible(warp):
+            return None, count
+        return warp.astype(np.float32), count
+
+    def _match(self, a: Prepared, b: Prepared) -> Match:
+        """The cascade, cheapest first; the first map that passes wins, else the best correlation."""
+        shift = self._shift_start(a, b)
+        found = self._check(a, b, shift, 0)
+        if found.passed:
+            return found
+        tried = [(shift, found)]
+        warp, inliers = self._keypoint_start(a, b)
+        if warp is not None:
+            at_keypoints = self._check(a, b, warp, inliers)
+            if at_keypoints.passed:
+                return at_keypoints
+            tried.insert(0, (warp, at_keypoints))
+        best = max((f for _, f in tried), key=lambda f: f.ncc)
+        for start, at_start in tried:
+            if at_start.ncc < ECC_FROM_NCC:  # too far off for a local refinement to reach min_corr
+                continue
+            refined = self._check(a, b, self._ecc(a, b, start), inliers)
+            if refined.passed:
+                return refined
+            best = refined if refined.ncc > best.ncc else best
         return best
 
     @staticmethod
-    def _ecc(a, b, warp: np.ndarray) -> np.ndarray:
+    def _ecc(a: Prepared, b: Prepared, warp: np.ndarray) -> np.ndarray:
         """``warp`` refined by ECC on 64×64 images (the start when ECC does not converge)."""
         ratio = SIZE / _ECC_SIZE
         small = warp.copy()
         small[:, 2] /= ratio
         try:
             # ECC: template a, input b; the warp maps a's coordinates to b's
-            _, small = cv2.findTransformECC(cv2.resize(a[1], (_ECC_SIZE, _ECC_SIZE), interpolation=cv2.INTER_AREA),
-                                            cv2.resize(b[1], (_ECC_SIZE, _ECC_SIZE), interpolation=cv2.INTER_AREA),
+            _, small = cv2.findTransformECC(cv2.resize(a.smooth, (_ECC_SIZE, _ECC_SIZE), interpolation=cv2.INTER_AREA),
+                                            cv2.resize(b.smooth, (_ECC_SIZE, _ECC_SIZE), interpolation=cv2.INTER_AREA),
                                             small, cv2.MOTION_AFFINE, _ECC_CRITERIA, None, 1)
         except cv2.error:
             return warp  # did not converge (flat or unrelated images)
         small[:, 2] *= ratio
         return small
 
-    def _check(self, a, b, warp: np.ndarray, inliers: int) -> Match:
+    def _check(self, a: Prepared, b: Prepared, warp: np.ndarray, inliers: int) -> Match:
         """The plausibility, overlap and appearance checks of the map ``warp`` (a → b)."""
         linear = warp[:, :2].astype(np.float64)
         s = np.linalg.svd(linear, compute_uv=False)
         rotation = float(np.degrees(np.arctan2(linear[1, 0] - linear[0, 1], linear[0, 0] + linear[1, 1])))
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        warped = cv2.warpAffine(b[1], warp, (SIZE, SIZE), flags=flags, borderValue=-1.0)
+        warped = cv2.warpAffine(b.smooth, warp, (SIZE, SIZE), flags=flags, borderValue=-1.0)
         inside = cv2.warpAffine(np.ones((SIZE, SIZE), np.float32), warp, (SIZE, SIZE), flags=flags) > 0.999
         share_a = float(inside.mean())
         overlap = max(share_a, min(1.0, abs(float(np.linalg.det(linear))) * share_a))
-        ncc = _ncc(a[1][inside], warped[inside]) if inside.sum() > 16 else -1.0
+        ncc = _ncc(a.smooth[inside], warped[inside]) if inside.sum() > 16 else -1.0
         passed = bool(_plausible(warp) and overlap >= MIN_OVERLAP and ncc >= self.min_corr)
         return Match(passed, ncc, overlap, (float(s[0]), float(s[1])), rotation, inliers)
 

@@ -167,6 +167,43 @@ def test_duplicates_unique_and_leaks_on_spark(tmp_path, ray_session, spark):
     assert brain_main(["similar", "--lake", lake.uri, "--id", "no-such-sample"]) == 2
 
 
+
+def test_duplicates_reuse_the_pixel_verdicts_of_unchanged_pairs(tmp_path, ray_session, spark):
+    """A re-run verifies only pairs with a new file and finds what a run from scratch finds."""
+    from jobs import duplicates as dup_job
+    from jobs import embed, ingest, neighbors
+
+    images = tmp_path / "images"
+    origin, first, _ = _tile_lake(images)
+    conf = local_conf(tmp_path / "lake", ingest=IngestConf(source=str(images)))
+    conf.neighbors.k = 5
+    for job in (ingest, embed, neighbors, dup_job):
+        job.run(conf)
+    lake = Lake(conf.lake)
+    before = dict(runs.get_run(lake, "duplicates")["metrics"])
+    assert before["verified"] == before["candidates"] > 0 and before["reused"] == 0
+
+    tile = Image.open(first)  # a new file: the first original shifted by 3 px
+    new_copy = images / "train" / "tiles" / "new-copy.png"
+    tile.crop((3, 3, tile.width, tile.height)).resize(tile.size).save(new_copy)
+    for job in (ingest, embed, neighbors, dup_job):
+        job.run(conf)
+    after = dict(runs.get_run(lake, "duplicates")["metrics"])
+    assert 0 < after["verified"] < after["candidates"] and after["reused"] == after["candidates"] - after["verified"]
+
+    conf.duplicates = conf.duplicates.model_copy(update=dict(brain_key="from_scratch"))
+    dup_job.run(conf)
+    scratch = dict(runs.get_run(lake, "from_scratch")["metrics"])
+    assert scratch["verified"] == scratch["candidates"] == after["candidates"]
+
+    def groups(key: str) -> set[tuple[str, str, float]]:
+        rows = sql.query(lake, "SELECT k.uri AS kept, s.uri, d.distance FROM duplicates d JOIN samples s USING "
+                               f"(sample_id) JOIN samples k ON k.sample_id = d.kept_sample_id WHERE d.brain_key = '{key}'")
+        return {(r["kept"], r["uri"], round(r["distance"], 6)) for r in rows.to_pylist()}
+
+    assert groups("duplicates") == groups("from_scratch")
+    assert any(str(new_copy) in (kept, uri) and first in (kept, uri) for kept, uri, _ in groups("duplicates"))
+
 def _realistic(n: int, d: int, seed: int) -> np.ndarray:
     """Power-law axis variances (∝ 1/(i+1)) and broad overlapping modes: IVF at a small fixed nprobe misses."""
     rng = np.random.default_rng(seed)

@@ -190,7 +190,7 @@ def test_an_image_that_went_bad_after_ingest_matches_nothing_instead_of_failing_
     batch = pa.RecordBatch.from_pydict({"sample_id": ["g", "x"], "uri": [str(good), gone]})
     (out,) = descriptor_batches([batch], False, limits)
     assert out.column("sample_id").to_pylist() == ["g"]
-    pairs = pa.RecordBatch.from_pydict({"a": ["g", "g"], "b": ["g2", "x"], "uri_a": [str(good)] * 2,
-                                        "uri_b": [str(good), gone]})
+    pairs = pa.RecordBatch.from_pydict({"a": ["g", "g"], "b": ["g2", "x"], "hash_a": ["h"] * 2, "hash_b": ["h", None],
+                                        "uri_a": [str(good)] * 2, "uri_b": [str(good), gone]})
     (verified,) = verified_batches([pairs], DuplicatesConf(), limits)
     assert verified.column("passed").to_pylist() == [True, False]

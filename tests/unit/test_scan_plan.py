@@ -12,7 +12,7 @@ T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 KINDS = {"embeddings": RunKind("embed", incremental=True, reads_samples=True),
          "neighbors": RunKind("neighbors", incremental=True, reads_samples=False),
          "uniqueness": RunKind("uniqueness", incremental=False, reads_samples=False),
-         "duplicates_near": RunKind("duplicates", incremental=False, reads_samples=True),
+         "duplicates_near": RunKind("duplicates", incremental=True, reads_samples=True),
          "leaks": RunKind("leaks", incremental=False, reads_samples=True),
          "visualization": RunKind("visualize", incremental=False, reads_samples=False),
          "predictions": RunKind("apply-model", incremental=False, reads_samples=True)}
