@@ -473,7 +473,12 @@ def _start_connect_server(conf: Conf, timeout_s: float) -> dict:
         time.sleep(0.2)
     log.info("engines: Spark Connect server at %s started in %.1f s", engine["remote"],
              time.perf_counter() - started)
-    _start_python_workers(engine["remote"])
+    try:
+        _start_python_workers(engine["remote"])
+    except Exception as err:  # a server whose Python workers cannot start would fail every job
+        _stop_connect_server(engine)
+        raise EngineStartError(f"the Spark Connect server on {engine['remote']} could not start its Python "
+                               f"workers: {type(err).__name__}: {err}") from err
     return engine
 
 
