@@ -1,6 +1,6 @@
 """The whole pipeline at lake scale on one machine: where N images break or which stage dominates.
 
-    .venv/bin/python bench/pipeline_scale.py N [--compare-cli] [--cache DIR]
+    .venv/bin/python bench/pipeline_scale.py N [--compare-cli] [--cache DIR] [--set KEY=VALUE ...]
 
 Makes N small real-looking images once (cached under ``--cache``, default
 ``~/.cache/lakebrain-bench``): 64×64 crops of the photos that ship with scikit-image and
@@ -19,6 +19,9 @@ second, the driver's peak RSS during the stage, the engines' RSS (every process 
 this one: Ray's head, workers and actors, Spark's JVM and Python workers) and the share of the
 stage spent starting engines (the first stage to need Ray or Spark starts it; ``engines``
 is reported as its own line).
+
+``--set`` adds config overrides to every run (e.g. ``duplicates.thresh=0.02``: duplicates by
+embedding distance, FiftyOne's definition, instead of pixel verification).
 
 ``--compare-cli`` runs the same seven steps again as separate ``brain`` commands into a
 second lake (before the scan, on the same files) and compares each table's row count and every
@@ -185,19 +188,21 @@ class MemoryWatch:
         self.driver = max(self.driver, self.me.memory_info().rss)
 
 
-def conf_for(lake: Path, source: Path, model: Path, n: int):
+def conf_for(lake: Path, source: Path, model: Path, n: int, extra: list[str]):
     from brain.config import load_conf
 
-    return load_conf(overrides=overrides(lake, source, model, n))
+    return load_conf(overrides=overrides(lake, source, model, n) + extra)
 
 
 def overrides(lake: Path, source: Path, model: Path, n: int) -> list[str]:
-    # The CNN's random features put unrelated crops near each other: candidates for pixel
-    # verification are taken only from the closest pairs (as the demo does for its digits).
+    # The CNN's random features put unrelated crops near each other (median nearest distance 0.003,
+    # every one of the 10 neighbours within 0.02 at 100k): its distances say nothing, so the
+    # candidates for pixel verification come from the blurred-thumbnail kNN alone.
     # Every run follows the scan (scan.rerun=follow), so the 1% scan refreshes every table.
+    # The unique subset is a review set of 1% of N, at most 1,000: k-center greedy costs n·N·D.
     return [f"lake={lake}", "dataset=scale", f"ingest.source={source}", f"embed.model={model}",
-            "models.input_size=64", "embed.batch_size=256", "duplicates.candidate_thresh=0.02",
-            f"unique.n={max(100, n // 100)}", "scan.rerun=follow"]
+            "models.input_size=64", "embed.batch_size=256", "duplicates.candidate_thresh=0",
+            f"unique.n={min(1000, max(100, n // 100))}", "scan.rerun=follow"]
 
 
 def run_steps(conf, gb: float) -> tuple[list[dict], dict]:
@@ -259,14 +264,14 @@ def top10(lake: Path) -> dict[str, list[str]]:
     return dict(zip(graph["sample_id"].to_pylist(), graph["neighbor_ids"].to_pylist()))
 
 
-def compare_cli(work: Path, source: Path, model: Path, n: int, lake: Path) -> dict[str, float]:
+def compare_cli(work: Path, source: Path, model: Path, n: int, lake: Path, extra: list[str]) -> dict[str, float]:
     """The seven steps as separate `brain` commands into another lake; the same counts and top-10 lists?"""
     cli_lake = work / "lake-cli"
     brain = str(Path(sys.executable).with_name("brain"))
     t0 = time.perf_counter()
     for name in STEPS:
         verb = name.replace("_", "-")
-        args = [brain, verb, *sum((["--set", o] for o in overrides(cli_lake, source, model, n)), [])]
+        args = [brain, verb, *sum((["--set", o] for o in overrides(cli_lake, source, model, n) + extra), [])]
         subprocess.run(args, check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     ours, theirs = table_counts(lake), table_counts(cli_lake)
@@ -282,6 +287,7 @@ def main() -> None:
     parser.add_argument("n", type=int)
     parser.add_argument("--cache", default=os.environ.get("BENCH_CACHE", str(Path.home() / ".cache/lakebrain-bench")))
     parser.add_argument("--compare-cli", action="store_true")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
     from jobs.engines import stop_engines
@@ -299,13 +305,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pipeline-scale-", dir=os.environ.get("BENCH_TMP")) as tmp:
         work = Path(tmp)
         source = work / "source"
-        shutil.copytree(images, source, ignore=shutil.ignore_patterns(".complete"))  # the scan adds files here
+        # hard links (the bench never changes a file): the scan adds its new files here
+        shutil.copytree(images, source, ignore=shutil.ignore_patterns(".complete"), copy_function=os.link)
         lake = work / "lake"
-        conf = conf_for(lake, source, model, args.n)
+        conf = conf_for(lake, source, model, args.n, args.extra)
         t0 = time.perf_counter()
         steps, started = run_steps(conf, gb)
         pipeline_s = time.perf_counter() - t0
-        compared = compare_cli(work, source, model, args.n, lake) if args.compare_cli else {}
+        compared = compare_cli(work, source, model, args.n, lake, args.extra) if args.compare_cli else {}
         scanned = scan(conf, source, new_images, gb)
         stop_engines()
         result: dict[str, float] = {"n": args.n, "pipeline_s": pipeline_s, "scan_s": scanned["seconds"],

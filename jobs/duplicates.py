@@ -325,8 +325,10 @@ def run(conf: Conf) -> str:
             write_staged(out, run, "duplicates")
             groups = run.read_staged("duplicates", columns=["group_id"])
             run.metrics["groups"] = float(len(pc.unique(groups["group_id"])))
-    log.info("duplicates (%s): %d duplicates in %d groups in %.1f s", cfg.method, run.rows_written.get("duplicates", 0),
-             run.metrics["groups"], time.perf_counter() - started)
+    verified = (f" ({run.metrics['candidates']:.0f} candidate pairs: {run.metrics['verified']:.0f} verified, "
+                f"{run.metrics['reused']:.0f} verdicts reused)" if "verified" in run.metrics else "")
+    log.info("duplicates (%s): %d duplicates in %d groups%s in %.1f s", cfg.method,
+             run.rows_written.get("duplicates", 0), run.metrics["groups"], verified, time.perf_counter() - started)
     return run.run_id
 
 
