@@ -336,12 +336,23 @@ class Catalog:
         return match.slice(match.num_rows - 1, 1).to_pylist()[0]
 
 
+# The last catalog resolved in this process, per lake URI, with its table's id. A version of a
+# Delta table never changes once written, so a catalog of the same table and version is exact;
+# a job asks for it several times a run (the id tells a lake made again at the same path apart).
+_resolved: dict[str, tuple[str, Catalog]] = {}
+
+
 def catalog(lake: Lake) -> Catalog:
     """The catalog as of the latest version of ``run_events`` (one snapshot for one query or job)."""
     if not lake.exists("run_events"):  # a reader never creates tables
         return Catalog(resolve(RUN_EVENTS.empty_table()), -1)
-    version = lake.version("run_events")
-    return Catalog(resolve(lake.dataset("run_events", version=version).to_table()), version)
+    events = lake.table("run_events")
+    table_id, version = events.metadata().id, events.version()
+    known = _resolved.get(lake.uri)
+    if known is None or known[0] != table_id or known[1].version != version:
+        known = _resolved[lake.uri] = (table_id, Catalog(resolve(
+            lake.dataset("run_events", version=version).to_table()), version))
+    return known[1]
 
 
 # -- a job's run -----------------------------------------------------------------------------------
