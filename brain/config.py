@@ -167,6 +167,9 @@ class WalkthroughConf(_Section):
 
 class ScanConf(_Section):
     in_process_max: int = Field(2000, ge=0)  # at most this many new/changed samples: steps run in-process, no Ray/Spark
+    # kNN graph: updated (IVF lists kept, only rows whose lists can change searched) while the new and changed
+    # samples are at most this share of all; more, and the index is trained again on the new data
+    knn_update_max_share: float = Field(0.5, ge=0, le=1)
     lock_stale_s: float = Field(120.0, gt=0)  # a scan lock whose heartbeat is older than this is taken over
     heartbeat_s: float = Field(10.0, gt=0)
     rerun: Literal["follow", "manual"] = Field("manual", description=(

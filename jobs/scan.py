@@ -141,7 +141,8 @@ def neighbors_step(lake: Lake, conf: Conf) -> int | None:
             previous["started_at"], ingested["ingested_at"].type)))["sample_id"]
         fresh = pc.filter(ids, pc.or_(pc.invert(pc.is_in(ids, graph["sample_id"])), pc.is_in(ids, recent)))
         same_graph = old_conf["k"] == cfg.k and old_conf["metric"] == cfg.metric
-        if same_graph and len(fresh) <= conf.scan.in_process_max:
+        # the update runs on Ray like a rebuild; it searches only the rows whose lists can change
+        if same_graph and len(fresh) <= conf.scan.knn_update_max_share * len(ids):
             neighbors.update(conf, previous=previous["run_id"], fresh_ids=fresh)
             return len(fresh)
     neighbors.run(conf)
