@@ -91,9 +91,13 @@ def earlier_verdicts(lake: Lake, cfg: DuplicatesConf) -> pa.Table | None:
 
 
 def save_verdicts(run: runs.Run, verdicts: pa.Table, cfg: DuplicatesConf) -> None:
-    """This run's verdicts (both hashes known) as its artifact, for the next run of the key."""
+    """This run's verdicts (both hashes known) as its artifact, for the next run of the key: one row per pair
+    of contents (copies of one file make several candidate pairs with the same verdict)."""
     known = verdicts.filter(pc.and_(pc.is_valid(verdicts["hash_a"]), pc.is_valid(verdicts["hash_b"])))
-    table = known.select(VERDICTS.names).cast(VERDICTS).replace_schema_metadata({"settings": verdict_settings(cfg)})
+    known = known.group_by(["hash_a", "hash_b"], use_threads=False).aggregate([("distance", "min"),
+                                                                              ("passed", "max")])
+    table = pa.table([known["hash_a"], known["hash_b"], known["distance_min"], known["passed_max"]],
+                     schema=VERDICTS).replace_schema_metadata({"settings": verdict_settings(cfg)})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     run.write_artifact(VERDICTS_ARTIFACT, sink.getvalue().to_pybytes())

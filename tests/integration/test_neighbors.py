@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from tests.conftest import local_conf
@@ -190,6 +191,10 @@ def test_duplicates_reuse_the_pixel_verdicts_of_unchanged_pairs(tmp_path, ray_se
         job.run(conf)
     after = dict(runs.get_run(lake, "duplicates")["metrics"])
     assert 0 < after["verified"] < after["candidates"] and after["reused"] == after["candidates"] - after["verified"]
+    verdicts = pq.read_table(pa.BufferReader(lake.read_artifact(runs.get_run(lake, "duplicates")["run_id"],
+                                                                "verdicts.parquet")))
+    pairs = list(zip(verdicts["hash_a"].to_pylist(), verdicts["hash_b"].to_pylist()))
+    assert len(pairs) == len(set(pairs))  # one verdict per pair of contents (the byte copy makes repeats)
 
     conf.duplicates = conf.duplicates.model_copy(update=dict(brain_key="from_scratch"))
     dup_job.run(conf)
