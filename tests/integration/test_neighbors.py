@@ -207,7 +207,11 @@ def test_duplicates_reuse_the_pixel_verdicts_of_unchanged_pairs(tmp_path, ray_se
         return {(r["kept"], r["uri"], round(r["distance"], 6)) for r in rows.to_pylist()}
 
     assert groups("duplicates") == groups("from_scratch")
-    assert any(str(new_copy) in (kept, uri) and first in (kept, uri) for kept, uri, _ in groups("duplicates"))
+    group_of = {}
+    for kept, uri, _ in groups("duplicates"):
+        group_of[uri] = group_of[kept] = kept
+    members = {u for u, kept in group_of.items() if kept == group_of[str(new_copy)]} - {str(new_copy)}
+    assert members and {origin[u] for u in members} == {origin[first]}  # the new copy joined its original's group
 
 def _realistic(n: int, d: int, seed: int) -> np.ndarray:
     """Power-law axis variances (∝ 1/(i+1)) and broad overlapping modes: IVF at a small fixed nprobe misses."""
