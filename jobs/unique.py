@@ -136,7 +136,9 @@ def run(conf: Conf) -> str:
         if state is None:
             every_id, vectors = read_vectors(lake, source["run_id"], ids)
             leading = [] if earlier is None else pc.index_in(earlier.picks[:step - 1], value_set=every_id).to_pylist()
-            picked, state = dup.find_unique_state(vectors, cfg.n, metric=cfg.metric, leading=leading)
+            guess = None if earlier is None else earlier.state.radius * dup.RADIUS_SLACK
+            picked, state = dup.find_unique_state(vectors, cfg.n, metric=cfg.metric, leading=leading,
+                                                  radius_guess=guess)
             picked_ids = every_id.take(pa.array(picked))
         run.metrics["full"] = float(step == 1)
         run.metrics["resumed_from_step"] = float(step)

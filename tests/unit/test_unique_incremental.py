@@ -112,3 +112,14 @@ def test_new_vectors_of_another_dimension_are_refused():
     _, state = duplicates.find_unique_state(hard_vectors(rng, 100), 5, metric="l2")
     with pytest.raises(ValueError, match="dimensions"):
         duplicates.extend_unique(state, np.ones((2, D + 1), np.float32), metric="l2")
+
+
+def test_pruning_never_changes_the_picks():
+    """Dropping samples below a guessed last radius is exact, whether the guess holds or not."""
+    rng = np.random.default_rng(13)
+    x = hard_vectors(rng, duplicates.PRUNE_MIN_SAMPLES)
+    unpruned, state = duplicates.find_unique_state(x, PICKS, metric="cosine", radius_guess=np.inf)
+    for guess in (None, 0.9 * state.radius, 1.2 * state.radius, 100.0):  # the sampled guess, low, too high, absurd
+        picks, pruned_state = duplicates.find_unique_state(x, PICKS, metric="cosine", radius_guess=guess)
+        np.testing.assert_array_equal(picks, unpruned)
+        assert pruned_state.radius == state.radius
