@@ -502,6 +502,7 @@ def _finish(ray, pool: ShardPool, lake: Lake, run: runs.Run, cfg: NeighborsConf,
     if update:  # the kept rows' nearest fresh vectors, probed at the tuned nprobe
         fresh = [a.fresh_vectors.remote() for a in pool.actors]
         ray.get([a.find_fresh.remote(cfg.k, nprobe, *fresh) for a in pool.actors])
+        log.info("neighbors: the other rows' nearest new vectors found (driver peak RSS %.3f GB)", peak_rss_gb())
     written, checked, found = write_graph(ray, pool, run.run_id, lake, cfg, nprobe, k_factor, held_out, update=update)
     log.info("neighbors: graph written (driver peak RSS %.3f GB)", peak_rss_gb())
     staged = run.staged_rows("neighbors")  # committed by runs.track with the run
@@ -623,6 +624,8 @@ def update(conf: Conf, *, previous: str, fresh_ids: pa.Array) -> str:
                      for a, (s, e) in zip(pool.actors, bounds)])
             stale = np.concatenate([removed, rows[fresh]])  # rows of removed samples, and of new or changed ones
             searched = sum(ray.get([a.mark_stale.remote(stale) for a in pool.actors]))
+            log.info("neighbors: vectors, previous shards and lists loaded in %.1f s; %d rows to search",
+                     time.perf_counter() - started, searched)
             spec = knn_index.IndexSpec(**{f: meta[f] for f in knn_index.IndexSpec.__dataclass_fields__})
             _finish(ray, pool, lake, run_, cfg, spec, rows, id_map, source["run_id"], update=True)
             run_.metrics["searched"] = float(searched)
