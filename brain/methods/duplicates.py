@@ -359,10 +359,9 @@ def find_unique_state(vectors: np.ndarray, n: int, *, metric: str = "cosine", le
         raise ValueError(f"{len(leading)} leading picks are more than n={n}")
     sq_norms = np.einsum("ij,ij->i", x, x)
     mean = x.mean(axis=0, dtype=np.float64)
-    to_mean = _exact_sq_dist(x, mean)
-    picked = [int(leading[0]) if len(leading) else int(np.argmin(to_mean))]
-    near, beyond = _nearest_to_mean(to_mean, picked[0])
-    del to_mean
+    near, beyond = _nearest_to_mean(x, sq_norms, mean)
+    picked = [int(leading[0]) if len(leading) else int(near[0])]
+    near = np.concatenate([[picked[0]], near[near != picked[0]]])[:MEAN_CANDIDATES]
     if radius_guess is None and not len(leading) and len(x) >= PRUNE_MIN_SAMPLES and len(x) >= 4 * n * PRUNE_STRIDE:
         radius_guess = find_unique_state(x[::PRUNE_STRIDE], n, metric="l2", radius_guess=np.inf)[1].radius
     prune = radius_guess is not None and np.isfinite(radius_guess)
@@ -372,16 +371,19 @@ def find_unique_state(vectors: np.ndarray, n: int, *, metric: str = "cosine", le
     radius = np.inf
     for step in range(1, n):
         if step < len(leading):
-            at = int(leading[step])
+            at = int(np.searchsorted(rows, leading[step]))
+            wrong_guess = at == len(rows) or rows[at] != leading[step]  # a known pick was dropped
         else:
             at = int(np.argmax(nearest))
-            if prune and nearest[at] < radius_guess:  # a dropped sample may be the farthest
-                return find_unique_state(vectors, n, metric=metric, leading=picked, radius_guess=np.inf)
+            wrong_guess = prune and nearest[at] < radius_guess  # a dropped sample may be the farthest
+        if wrong_guess:
+            return find_unique_state(vectors, n, metric=metric, leading=list(picked) + list(leading[step:]),
+                                     radius_guess=np.inf)
         radius = float(nearest[at])
         picked.append(int(rows[at]))
         np.minimum(nearest, _sq_dist_rows(xs, norms, x[picked[-1]]), out=nearest)
         nearest[at] = -1.0
-        if prune and step >= len(leading) and step % PRUNE_EVERY == 0:
+        if prune and step % PRUNE_EVERY == 0:
             keep = nearest >= radius_guess
             if keep.sum() < PRUNE_KEEP * len(keep):
                 rows, xs, norms, nearest = rows[keep], xs[keep], norms[keep], nearest[keep]
@@ -394,18 +396,26 @@ def find_unique(vectors: np.ndarray, n: int, *, metric: str = "cosine") -> np.nd
     return find_unique_state(vectors, n, metric=metric)[0]
 
 
-def _nearest_to_mean(to_mean: np.ndarray, first: int) -> tuple[np.ndarray, float]:
-    """The MEAN_CANDIDATES indices nearest to the mean (``first`` first) from squared float64 distances
-    ``to_mean``, and a lower bound of the others' distance (the next distance less MEAN_TIE)."""
-    if len(to_mean) <= MEAN_CANDIDATES:
-        near = np.argsort(to_mean, kind="stable")
-        beyond = np.inf
+def _nearest_to_mean(x: np.ndarray, sq_norms: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, float]:
+    """The MEAN_CANDIDATES samples nearest to the float64 ``mean`` (nearest first, by float64 distance) and a
+    lower bound of the others' distance. One float32 pass finds the candidates; their distances are then
+    computed again in float64, and the nearest is exact unless a sample left out could be within float32
+    rounding of it (then every distance is computed in float64)."""
+    to_mean = _sq_dist_rows(x, sq_norms, mean.astype(np.float32))
+    margin = 2 * _rounding_margin(x.shape[1], max(float(sq_norms.max()), float(mean @ mean)))
+    if len(x) <= MEAN_CANDIDATES:
+        near, rest = np.arange(len(x)), np.inf
     else:
         part = np.argpartition(to_mean, MEAN_CANDIDATES)
-        near = part[:MEAN_CANDIDATES]
-        beyond = float(np.sqrt(to_mean[part[MEAN_CANDIDATES]])) * (1 - MEAN_TIE)
-    near = np.concatenate([[first], near[near != first]])[:MEAN_CANDIDATES]
-    return near, beyond
+        near, rest = part[:MEAN_CANDIDATES], float(to_mean[part[MEAN_CANDIDATES]]) - margin
+    exact = _exact_sq_dist(x[near], mean)
+    if exact.min() >= rest:
+        exact = _exact_sq_dist(x, mean)
+        near = np.argsort(exact, kind="stable")[:MEAN_CANDIDATES + 1]
+        near, rest, exact = near[:MEAN_CANDIDATES], exact[near[MEAN_CANDIDATES:]].min(initial=np.inf), exact[near[:MEAN_CANDIDATES]]
+    order = np.lexsort((near, exact))  # ties to the first index, as the greedy's
+    beyond = float(np.sqrt(max(rest, 0.0))) * (1 - MEAN_TIE)
+    return near[order], beyond
 
 
 def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -123,3 +123,7 @@ def test_pruning_never_changes_the_picks():
         picks, pruned_state = duplicates.find_unique_state(x, PICKS, metric="cosine", radius_guess=guess)
         np.testing.assert_array_equal(picks, unpruned)
         assert pruned_state.radius == state.radius
+        if guess is not None:  # continued after known first picks, as the job does after additions
+            continued, _ = duplicates.find_unique_state(x, PICKS, metric="cosine", leading=unpruned[:30],
+                                                        radius_guess=guess)
+            np.testing.assert_array_equal(continued, unpruned)
