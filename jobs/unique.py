@@ -55,6 +55,14 @@ def read_vectors(lake: Lake, run_id: str, sample_ids: pa.Array | None = None) ->
     return ids.take(order), vectors[order.to_numpy()]
 
 
+def dataset_vectors(lake: Lake, run_id: str, ids: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """``read_vectors`` of the run's samples in ``ids`` (read by run id and kept in memory: a filter naming
+    every id reads several times slower)."""
+    every_id, vectors = read_vectors(lake, run_id)
+    mine = pc.is_in(every_id, value_set=ids).to_numpy(zero_copy_only=False)
+    return every_id.filter(pa.array(mine)), vectors[mine]
+
+
 def dataset_ids(lake: Lake, run_id: str, dataset: str) -> pa.Array:
     """The sample ids of an embeddings run that are samples of ``dataset`` now, sorted."""
     ids = plain_strings(lake.read("embeddings", columns=["sample_id"], filter=pc.field("run_id") == run_id))["sample_id"]
@@ -130,16 +138,23 @@ def run(conf: Conf) -> str:
         if cfg.n > len(ids):
             raise ValueError(f"unique.n={cfg.n} is more than the {len(ids)} embedded samples of {conf.dataset!r}")
         earlier, why = resumable(lake, conf, source, ids)
+        every_id = vectors = None
+        if earlier is None or len(earlier.new_ids) * cfg.n > len(ids):
+            # all vectors now: with M new samples like the old ones a pick changes near step N/M (the greedy
+            # then needs them all), so only for few new samples is reading just theirs first worth it
+            every_id, vectors = dataset_vectors(lake, source["run_id"], ids)
         step, state = 1, None
         if earlier is not None:
-            _, new_vectors = read_vectors(lake, source["run_id"], earlier.new_ids)
+            if vectors is None:
+                _, new_vectors = read_vectors(lake, source["run_id"], earlier.new_ids)
+            else:
+                new_vectors = vectors[pc.is_in(every_id, value_set=earlier.new_ids).to_numpy(zero_copy_only=False)]
             step, state = dup.extend_unique(earlier.state, new_vectors, metric=cfg.metric)
             run.metrics["new_samples"] = float(len(earlier.new_ids))
             picked_ids = earlier.picks
         if state is None:
-            every_id, vectors = read_vectors(lake, source["run_id"])  # (a filter naming every id reads slower)
-            mine = pc.is_in(every_id, value_set=ids).to_numpy(zero_copy_only=False)
-            every_id, vectors = every_id.filter(pa.array(mine)), vectors[mine]
+            if vectors is None:
+                every_id, vectors = dataset_vectors(lake, source["run_id"], ids)
             leading = [] if earlier is None else pc.index_in(earlier.picks[:step - 1], value_set=every_id).to_pylist()
             guess = None if earlier is None else earlier.state.radius * dup.RADIUS_SLACK
             picked, state = dup.find_unique_state(vectors, cfg.n, metric=cfg.metric, leading=leading,

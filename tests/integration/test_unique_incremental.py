@@ -96,6 +96,12 @@ def test_unique_extends_its_previous_run_and_matches_a_full_run(tmp_path):
 
     # a removed sample: a full run
     del vectors[chosen[-1]]
-    embed(lake, vectors, emb)
+    emb = embed(lake, vectors, emb)
     _, metrics = again_and_from_scratch("removed")
     assert metrics["full"] == 1.0
+
+    # many new samples like the old ones (M·n > N: every vector is read at once), after the full run
+    vectors |= dict(zip(add_samples(lake, N + 20, 40), draw(40)))
+    embed(lake, vectors, emb)
+    _, metrics = again_and_from_scratch("many")
+    assert metrics["new_samples"] == 40.0
