@@ -523,7 +523,8 @@ def _finish(ray, pool: ShardPool, lake: Lake, run: runs.Run, cfg: NeighborsConf,
             rows: np.ndarray, id_map: pa.Array, embeddings_run_id: str, *, update: bool,
             table: str = "embeddings") -> None:
     """Tune, write the graph, check its recall, save the shards and the id map; metrics into ``run``."""
-    tuning, held_out = _split_queries(pool.n, cfg.recall_queries, np.random.default_rng(0))
+    queries = cfg.update_recall_queries if update else cfg.recall_queries
+    tuning, held_out = _split_queries(pool.n, queries, np.random.default_rng(0))
     if cfg.target_recall:
         nprobe, k_factor, tuned, cap_hit = tune(ray, pool, rows, spec, cfg, tuning)
     else:
