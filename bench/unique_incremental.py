@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from brain.methods import duplicates  # noqa: E402
+from brain.methods import duplicates
 
 
 def embeddings_like(rng: np.random.Generator, count: int, centres: np.ndarray) -> np.ndarray:

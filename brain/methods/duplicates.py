@@ -306,7 +306,7 @@ class UniqueState:
         return blob.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "UniqueState":
+    def from_bytes(cls, data: bytes) -> UniqueState:
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             return cls(arrays["mean"], int(arrays["count"]), arrays["picks"], arrays["near_mean"],
                        float(arrays["beyond"]), float(arrays["radius"]))

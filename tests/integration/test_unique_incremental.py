@@ -21,10 +21,11 @@ D, N, PICKS = 16, 600, 20
 
 def add_samples(lake: Lake, start: int, count: int) -> list[str]:
     ids = [f"pets-{i:05d}" for i in range(start, start + count)]
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     lake.append("samples", pa.Table.from_pylist(
-        [dict(sample_id=s, dataset="pets", uri=f"/data/{s}.png", split="train", label="cat", width=8, height=8,
-              content_hash=s, size_bytes=64, attributes="{}", ingested_at=now) for s in ids], schema=SAMPLES))
+        [{"sample_id": s, "dataset": "pets", "uri": f"/data/{s}.png", "split": "train", "label": "cat", "width": 8,
+          "height": 8, "content_hash": s, "size_bytes": 64, "attributes": "{}", "ingested_at": now} for s in ids],
+        schema=SAMPLES))
     return ids
 
 

@@ -38,7 +38,7 @@ def updated(vectors: np.ndarray, new: np.ndarray, metric: str) -> tuple[np.ndarr
     every = np.vstack([vectors, new])
     if step == PICKS + 1:
         # the new state describes all vectors: a second extension starts from it
-        full_picks, full_state = duplicates.find_unique_state(every, PICKS, metric=metric)
+        _, full_state = duplicates.find_unique_state(every, PICKS, metric=metric)
         assert extended.count == full_state.count
         np.testing.assert_allclose(extended.mean, full_state.mean, rtol=1e-9, atol=1e-12)
         # the bound holds for every sample but the K kept: at most the (K+1)-th smallest distance to the mean
