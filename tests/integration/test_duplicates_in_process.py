@@ -45,11 +45,11 @@ def test_in_process_duplicates_match_spark_for_thresh_and_fraction(tmp_path, ray
     lake.delete_where("samples", "sample_id IN ({})".format(", ".join(f"'{s}'" for s in gone)))
     first = pc.list_element(lake.read("neighbors", columns=["distances"])["distances"], 0).to_numpy()
 
-    for name, settings in {"thresh": dict(thresh=float(np.quantile(first, 0.4))),
-                           "fraction": dict(thresh=None, fraction=0.15, grouping="components")}.items():
-        conf.duplicates = conf.duplicates.model_copy(update=dict(brain_key=f"{name}_spark", **settings))
+    for name, settings in {"thresh": {"thresh": float(np.quantile(first, 0.4))},
+                           "fraction": {"thresh": None, "fraction": 0.15, "grouping": "components"}}.items():
+        conf.duplicates = conf.duplicates.model_copy(update={"brain_key": f"{name}_spark", **settings})
         on_spark = duplicates.run(conf)
-        conf.duplicates = conf.duplicates.model_copy(update=dict(brain_key=f"{name}_driver"))
+        conf.duplicates = conf.duplicates.model_copy(update={"brain_key": f"{name}_driver"})
         in_process = duplicates.run(conf, in_process=True)
         expected = _rows(lake, on_spark)
         assert expected and _rows(lake, in_process) == expected, name
@@ -63,6 +63,6 @@ def test_in_process_duplicates_match_spark_for_thresh_and_fraction(tmp_path, ray
         small = duplicates.near_rows_in_process(lake, conf, knn, {}, batch_rows=17)
         assert sorted(zip(*(small[c].to_pylist() for c in COLUMNS))) == expected, name
 
-    conf.duplicates = conf.duplicates.model_copy(update=dict(fraction=None, thresh=None))
+    conf.duplicates = conf.duplicates.model_copy(update={"fraction": None, "thresh": None})
     with pytest.raises(ValueError, match="pixel verification run on Spark"):
         duplicates.run(conf, in_process=True)
