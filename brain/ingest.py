@@ -102,6 +102,7 @@ def discover_folder(root: str | Path, *, split: str | None = None,
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         parts = Path(dirpath).relative_to(root).parts
+        prefix = os.path.join(dirpath, "")  # joined as strings: a Path per file costs seconds a million files
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
@@ -110,7 +111,7 @@ def discover_folder(root: str | Path, *, split: str | None = None,
                 file_split, label = names[parts[0].lower()], (parts[1] if len(parts) > 1 else None)
             elif parts:
                 label = parts[0]
-            path = str(Path(dirpath) / name)
+            path = prefix + name
             try:
                 path.encode("utf-8")
                 found.append(SourceFile(path, label, file_split))

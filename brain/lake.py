@@ -47,7 +47,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, Field, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction
 
 from brain.schemas import PATCH_COLUMNS, schema_of
@@ -238,6 +238,13 @@ class Lake:
     # -- tables --------------------------------------------------------------
     def exists(self, table: str) -> bool:
         return DeltaTable.is_deltatable(self.table_uri(table), storage_options=self.storage_options)
+
+    def existing_table(self, table: str) -> DeltaTable | None:
+        """The Delta table, or None where it does not exist (a reader never creates tables): one read of its log."""
+        try:
+            return DeltaTable(self.table_uri(table), storage_options=self.storage_options)
+        except TableNotFoundError:
+            return None
 
     def table(self, table: str) -> DeltaTable:
         """The Delta table, created empty with its schema on first use."""

@@ -344,9 +344,9 @@ _resolved: dict[str, tuple[str, Catalog]] = {}
 
 def catalog(lake: Lake) -> Catalog:
     """The catalog as of the latest version of ``run_events`` (one snapshot for one query or job)."""
-    if not lake.exists("run_events"):  # a reader never creates tables
+    events = lake.existing_table("run_events")
+    if events is None:
         return Catalog(resolve(RUN_EVENTS.empty_table()), -1)
-    events = lake.table("run_events")
     table_id, version = events.metadata().id, events.version()
     known = _resolved.get(lake.uri)
     if known is None or known[0] != table_id or known[1].version != version:

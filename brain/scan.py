@@ -45,6 +45,7 @@ from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -75,33 +76,44 @@ def _sha256(path: str) -> str:
 
 
 def diff_sources(lake: Lake, dataset: str, files: list[SourceFile]) -> SourceDiff:
-    """Compare a dataset's current source files with its `samples` rows."""
+    """Compare a dataset's current source files with its `samples` rows.
+
+    Vectorised over Arrow and NumPy (a million files: one ``os.stat`` each in Python, the rest
+    in columns); a file is hashed only when its size matches and it was modified since ingest.
+    """
     known = plain_strings(lake.read("samples", columns=["sample_id", "uri", "content_hash", "size_bytes", "ingested_at"],
                                     filter=pc.field("dataset") == dataset))
-    ingested = known["ingested_at"].cast(pa.int64()).to_numpy() / 1e6  # µs → s since the epoch
-    rows = {uri: (sid, h, size, t) for sid, uri, h, size, t in
-            zip(*(known[c].to_pylist() for c in ["sample_id", "uri", "content_hash", "size_bytes"]), ingested)}
+    at = pc.index_in(pa.array([f.uri for f in files], pa.string()), value_set=known["uri"])
+    listed = pc.is_valid(at).to_numpy(zero_copy_only=False)
     errors = plain_strings(lake.read("ingest_errors", columns=["uri", "recorded_at"],
                                      filter=(pc.field("dataset") == dataset) & (pc.field("stage") == "ingest")))
     refused = dict(zip(errors["uri"].to_pylist(), errors["recorded_at"].to_pylist()))
-    new, changed, seen = [], [], set()
-    for f in files:
-        seen.add(f.uri)
-        if f.uri not in rows:
-            when = refused.get(f.uri)
-            if when is None or _mtime(f.uri) > when:
-                new.append(f)
-            continue
-        _, digest, size, ingested_at = rows[f.uri]
+    new = []
+    for i in np.flatnonzero(~listed):  # new, unless refused before and not modified since
+        when = refused.get(files[i].uri)
+        if when is None or _mtime(files[i].uri) > when:
+            new.append(files[i])
+
+    positions = np.flatnonzero(listed)
+    rows = at.drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
+    size, mtime = np.full(len(rows), -1, np.int64), np.zeros(len(rows))
+    for j, i in enumerate(positions):
         try:
-            info = os.stat(f.uri)
-            if (not stat.S_ISREG(info.st_mode)  # now a FIFO or device: never opened here, ingest refuses it
-                    or info.st_size != size or (info.st_mtime >= ingested_at and _sha256(f.uri) != digest)):
-                changed.append(f)
+            info = os.stat(files[i].uri)
         except OSError:
-            changed.append(f)  # unreadable now: ingest records why
-    removed = [sid for uri, (sid, *_) in rows.items() if uri not in seen]
-    return SourceDiff(new, changed, removed, len(rows) - len(changed) - len(removed))
+            continue  # unreadable now (size −1: changed): ingest records why
+        if stat.S_ISREG(info.st_mode):  # a FIFO or device now: never opened here (size −1), ingest refuses it
+            size[j], mtime[j] = info.st_size, info.st_mtime
+    ingested_at = known["ingested_at"].cast(pa.int64()).to_numpy()[rows] / 1e6  # µs → s since the epoch
+    changed_mask = size != known["size_bytes"].to_numpy(zero_copy_only=False)[rows]
+    digests = known["content_hash"]
+    for j in np.flatnonzero(~changed_mask & (mtime >= ingested_at)):  # touched since ingest: same bytes?
+        changed_mask[j] = _sha256(files[positions[j]].uri) != digests[int(rows[j])].as_py()
+    changed = [files[i] for i in positions[changed_mask]]
+    seen = np.zeros(known.num_rows, bool)
+    seen[rows] = True
+    removed = known["sample_id"].filter(pa.array(~seen)).to_pylist()
+    return SourceDiff(new, changed, removed, known.num_rows - len(changed) - len(removed))
 
 
 @dataclass(frozen=True)

@@ -128,9 +128,10 @@ class ShardWorker:
         self.lake, self.threads = lake, threads
         self.shard, self.files, self.embeddings_run_id, self.metric = shard, files, embeddings_run_id, metric
         self.table = table  # embeddings, or patch_embeddings: rows named by patch ids
-        self.index = self.fresh_index = None
+        self.index = None
         self.old_dist = self.old_rows = None
         self.affected = self.fresh = None
+        self.fresh_sq = self.fresh_ids = None  # an update's kept rows: their nearest fresh vectors
 
     # -- loading -------------------------------------------------------------
     def load(self, block_rows: int = 65_536) -> tuple[int, int, str, str | None]:
@@ -191,9 +192,6 @@ class ShardWorker:
         if fresh.any():
             index.add_with_ids(self.vectors[fresh], self.rows[fresh])
         self.index = knn_index.to_gpu_if_available(index)
-        self.fresh_index = faiss.IndexIDMap(faiss.IndexFlatL2(self.vectors.shape[1] or 1))
-        if fresh.any():
-            self.fresh_index.add_with_ids(self.vectors[fresh], self.rows[fresh])
 
         # old lists of this actor's samples only (the scan filters the old graph block by block)
         old = lake.dataset("neighbors").to_table(
@@ -212,6 +210,23 @@ class ShardWorker:
         self.fresh = fresh
         return int(index.ntotal)
 
+    def fresh_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """This actor's new and changed vectors and their rows."""
+        return self.vectors[self.fresh], self.rows[self.fresh]
+
+    def find_fresh(self, k: int, nprobe: int, *fresh: tuple[np.ndarray, np.ndarray]) -> int:
+        """Every kept (unaffected) row's k nearest among all actors' ``fresh`` vectors
+        (:func:`brain.index.nearest_fresh`, probing from the fresh side). Returns how many rows."""
+        kept = np.flatnonzero(~self.affected)
+        fresh = [(v, r) for v, r in fresh if len(r)]  # an actor without rows has vectors of width 0
+        vectors = np.concatenate([v for v, _ in fresh]) if fresh else np.zeros((0, self.vectors.shape[1]), np.float32)
+        rows = np.concatenate([r for _, r in fresh]) if fresh else np.zeros(0, np.int64)
+        self.fresh_sq = np.full((len(self.rows), k), np.inf, np.float32)
+        self.fresh_ids = np.full((len(self.rows), k), -1, np.int64)
+        self.fresh_sq[kept], self.fresh_ids[kept] = knn_index.nearest_fresh(
+            self.index, self.vectors[kept], self.rows[kept], vectors, rows, k, nprobe=nprobe)
+        return len(kept)
+
     def mark_stale(self, stale_rows: np.ndarray) -> int:
         """Which of this actor's rows the update searches in full: its fresh rows and those whose old list
         holds a stale row (removed or changed by any actor). Returns how many."""
@@ -221,12 +236,9 @@ class ShardWorker:
         return int(self.affected.sum())
 
     # -- searching -----------------------------------------------------------
-    def queries(self, a: int, b: int, which: str = "all") -> np.ndarray:
-        """Local rows [a, b) as a query block: ``all``, or those an update must search (``affected``) or not."""
-        if which == "all":
-            return self.vectors[a:b]
-        mask = self.affected[a:b] if which == "affected" else ~self.affected[a:b]
-        return self.vectors[a:b][mask]
+    def queries(self, a: int, b: int, affected_only: bool = False) -> np.ndarray:
+        """Local rows [a, b) as a query block: all, or those an update must search."""
+        return self.vectors[a:b][self.affected[a:b]] if affected_only else self.vectors[a:b]
 
     def assign(self, nprobe: int, *blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """The query blocks' nprobe nearest IVF lists, found once for every shard (all share this quantiser)."""
@@ -240,11 +252,6 @@ class ShardWorker:
         x = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
         return knn_index.search_partial(self.index, x, k, nprobe=nprobe, k_factor=k_factor, assigned=assigned)
 
-    def search_fresh(self, k: int, *blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest among this actor's new vectors (exact), for rows whose old list stays valid."""
-        x = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
-        return knn_index.search_partial(self.fresh_index, x, k)
-
     def exact(self, k: int, *blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact k nearest among this actor's vectors (brute force), the ground truth of the recall check."""
         import faiss
@@ -256,32 +263,29 @@ class ShardWorker:
         sq, local = faiss.knn(x, self.vectors, k)
         return sq.astype(np.float32), np.where(local < 0, -1, self.rows[np.maximum(local, 0)])
 
-    def write(self, run_id: str, a: int, b: int, k: int, check: np.ndarray, full_parts: int,
+    def write(self, run_id: str, a: int, b: int, k: int, check: np.ndarray,
               *parts: tuple[np.ndarray, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray]:
         """Merge the shards' partial lists for local rows [a, b) and stage them as one file of the run.
 
-        ``parts[:full_parts]``: every shard's k+1 nearest for the rows searched in full (all rows,
-        or in an update the affected ones); the rest: every actor's k nearest new vectors for
-        the other rows. Returns (rows written, the ``check`` local rows in the block, their neighbour rows).
+        ``parts``: every shard's k+1 nearest for the rows searched in full (all rows, or in an
+        update the affected ones); an update's other rows merge their old list with their
+        nearest fresh vectors (:meth:`find_fresh`). Returns (rows written, the ``check`` local
+        rows in the block, their neighbour rows).
         """
         full = np.ones(b - a, bool) if self.affected is None else self.affected[a:b]
         rows = self.rows[a:b]
         dist = np.empty((b - a, k), np.float32)
         nbr = np.empty((b - a, k), np.int64)
         if full.any():
-            sq, ids = knn_index.merge_partials(parts[:full_parts], k + 1)
+            sq, ids = knn_index.merge_partials(parts, k + 1)
             dist[full], nbr[full] = knn_index.drop_self(knn_index.to_distance(sq, ids, metric=self.metric), ids,
                                                         rows[full])
         kept = np.flatnonzero(~full)
         if kept.size:
-            old_d, old_r = self.old_dist[a:b][kept], self.old_rows[a:b][kept]
-            fresh_parts = [p for p in parts[full_parts:] if p[0].shape[1]]
-            if fresh_parts:
-                fk = min(k, sum(p[0].shape[1] for p in fresh_parts))
-                sq, ids = knn_index.merge_partials(fresh_parts, fk)
-                old_d, old_r = knn_index.merge_with_fresh(old_d, old_r, knn_index.to_distance(sq, ids, metric=self.metric),
-                                                          ids, k)
-            dist[kept], nbr[kept] = old_d, old_r
+            sq, ids = self.fresh_sq[a:b][kept], self.fresh_ids[a:b][kept]
+            dist[kept], nbr[kept] = knn_index.merge_with_fresh(
+                self.old_dist[a:b][kept], self.old_rows[a:b][kept], knn_index.to_distance(sq, ids, metric=self.metric),
+                ids, k)
         self.lake.stage("neighbors", run_id, graph_rows(run_id, self.id_map, self.ids.slice(a, b - a), dist, nbr,
                                                         patches=self.table == PATCH_TABLE),
                         name=f"shard{self.shard:05d}-{a:010d}")
@@ -443,14 +447,11 @@ def write_graph(ray, pool: ShardPool, run_id: str, lake: Lake, cfg: NeighborsCon
     pending, done = [], []
     for _, i, a, b in blocks:
         owner = pool.actors[i]
-        q = owner.queries.remote(a, b, "affected" if update else "all")
+        q = owner.queries.remote(a, b, affected_only=update)
         assigned = owner.assign.remote(nprobe, q)
         parts = [w.search.remote(k + 1, nprobe, k_factor, assigned, q) for w in pool.actors]
-        if update:
-            kept = owner.queries.remote(a, b, "kept")
-            parts += [w.search_fresh.remote(k, kept) for w in pool.actors]
         mine = checks.get(i, np.zeros(0, np.int64))
-        pending.append((i, owner.write.remote(run_id, a, b, k, mine, len(pool.actors), *parts)))
+        pending.append((i, owner.write.remote(run_id, a, b, k, mine, *parts)))
         if len(pending) >= 2 * len(pool.actors):
             i0, ref = pending.pop(0)
             done.append((i0, ray.get(ref)))
@@ -498,6 +499,10 @@ def _finish(ray, pool: ShardPool, lake: Lake, run: runs.Run, cfg: NeighborsConf,
                  f"{cfg.target_recall:.2f} at the cap nprobe={nprobe} (k_factor={k_factor}): raise "
                  f"neighbors.nprobe_max or nlist")
     log.info("neighbors: tuned (driver peak RSS %.3f GB)", peak_rss_gb())
+    if update:  # the kept rows' nearest fresh vectors, probed at the tuned nprobe
+        fresh = [a.fresh_vectors.remote() for a in pool.actors]
+        ray.get([a.find_fresh.remote(cfg.k, nprobe, *fresh) for a in pool.actors])
+        log.info("neighbors: the other rows' nearest new vectors found (driver peak RSS %.3f GB)", peak_rss_gb())
     written, checked, found = write_graph(ray, pool, run.run_id, lake, cfg, nprobe, k_factor, held_out, update=update)
     log.info("neighbors: graph written (driver peak RSS %.3f GB)", peak_rss_gb())
     staged = run.staged_rows("neighbors")  # committed by runs.track with the run
@@ -619,6 +624,8 @@ def update(conf: Conf, *, previous: str, fresh_ids: pa.Array) -> str:
                      for a, (s, e) in zip(pool.actors, bounds)])
             stale = np.concatenate([removed, rows[fresh]])  # rows of removed samples, and of new or changed ones
             searched = sum(ray.get([a.mark_stale.remote(stale) for a in pool.actors]))
+            log.info("neighbors: vectors, previous shards and lists loaded in %.1f s; %d rows to search",
+                     time.perf_counter() - started, searched)
             spec = knn_index.IndexSpec(**{f: meta[f] for f in knn_index.IndexSpec.__dataclass_fields__})
             _finish(ray, pool, lake, run_, cfg, spec, rows, id_map, source["run_id"], update=True)
             run_.metrics["searched"] = float(searched)

@@ -60,3 +60,51 @@ def test_distinct_positions_are_distinct_and_in_range():
     for n, m in ((10, 10), (1000, 30), (10**9, 5000)):
         got = distinct_positions(n, m, rng)
         assert len(got) == m and len(np.unique(got)) == m and got.min() >= 0 and got.max() < n
+
+
+def _decaying(rng, n, d=24, modes=6):
+    """Vectors with a decaying spectrum around overlapping modes (as real embeddings)."""
+    scale = 1.0 / np.sqrt(np.arange(1, d + 1))
+    centres = rng.normal(size=(modes, d)) * scale * 1.5
+    return (centres[rng.integers(0, modes, n)] + rng.normal(size=(n, d)) * scale).astype(np.float32)
+
+
+def _ivf(vectors, nlist):
+    spec = index.IndexSpec("ivf_flat", "l2", nlist=nlist, nprobe=1, train_size=len(vectors))
+    empty = index.train_empty_index(vectors, spec)
+    empty.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
+    return empty
+
+
+def test_nearest_fresh_probing_every_list_is_exact_and_a_flat_index_is_brute_force():
+    rng = np.random.default_rng(3)
+    vectors = _decaying(rng, 2000)
+    fresh_rows = np.arange(1900, 2000)
+    old = np.arange(1900)
+    exact_sq, exact_local = index.faiss.knn(vectors[old], vectors[fresh_rows], 5)
+    ivf = _ivf(vectors, nlist=32)
+    for idx, nprobe in ((ivf, 32), (index.build_index(vectors, metric="l2", gpu=False), 4)):
+        sq, rows = index.nearest_fresh(idx, vectors[old], old, vectors[fresh_rows], fresh_rows, 5, nprobe=nprobe)
+        np.testing.assert_allclose(sq, exact_sq, rtol=1e-4, atol=1e-4)
+        assert (rows == fresh_rows[exact_local]).mean() > 0.99  # equal up to ties
+
+
+def test_nearest_fresh_probing_from_the_fresh_side_is_as_good_as_an_ivf_search_from_the_rows():
+    """The reverse probe finds v for row x when x's list is among v's nprobe nearest; an IVF search
+    from x finds v when v's list is among x's: on the same lists their recalls are alike."""
+    rng = np.random.default_rng(4)
+    vectors = _decaying(rng, 6000)
+    fresh_rows = np.arange(5700, 6000)
+    old = np.arange(5700)
+    _, exact_local = index.faiss.knn(vectors[old], vectors[fresh_rows], 5)
+    exact = fresh_rows[exact_local]
+    ivf = _ivf(vectors, nlist=64)
+    _, reverse = index.nearest_fresh(ivf, vectors[old], old, vectors[fresh_rows], fresh_rows, 5, nprobe=8)
+    forward = _ivf(vectors, nlist=64)  # the same lists: same training data, FAISS k-means seeds fixed
+    forward.reset()
+    forward.add_with_ids(vectors[fresh_rows], fresh_rows)
+    forward.nprobe = 8
+    _, found = forward.search(vectors[old], 5)
+    reverse_recall, forward_recall = index.recall_at_k(reverse, exact), index.recall_at_k(found, exact)
+    assert reverse_recall > 0.85
+    assert abs(reverse_recall - forward_recall) < 0.05
