@@ -187,14 +187,16 @@ def descriptor_candidates(spark, samples, cfg: DuplicatesConf, images_conf: Imag
 
 def group_rows(edges: pa.Table, thresh: float, grouping: str) -> pa.Table:
     """(a, b, distance) edges → (group_id, kept_sample_id, sample_id, distance), kept in sample-id order."""
-    ids, index = np.unique(np.concatenate([edges["a"].to_numpy(zero_copy_only=False),
-                                           edges["b"].to_numpy(zero_copy_only=False)]).astype(str),
-                           return_inverse=True)
+    ends = pa.chunked_array([chunk.cast(pa.string()) for name in ("a", "b") for chunk in edges[name].chunks],
+                            pa.string())
+    ids = pc.unique(ends)
+    ids = ids.take(pc.sort_indices(ids))  # UTF-8 byte order: the code point order of the ids
+    index = pc.index_in(ends, ids).to_numpy()
     m = edges.num_rows
     kept, duplicate, distance = dup.group_duplicates(len(ids), index[:m], index[m:], edges["distance"].to_numpy(),
                                                      thresh, grouping=grouping)
-    return pa.table({"group_id": pa.array(ids[kept], pa.string()), "kept_sample_id": pa.array(ids[kept], pa.string()),
-                     "sample_id": pa.array(ids[duplicate], pa.string()), "distance": pa.array(distance, pa.float64())})
+    return pa.table({"group_id": ids.take(kept), "kept_sample_id": ids.take(kept),
+                     "sample_id": ids.take(duplicate), "distance": pa.array(distance, pa.float64())})
 
 
 def near_rows(spark, lake: Lake, conf: Conf, neighbors_run_id: str, run: runs.Run, *,
@@ -292,32 +294,38 @@ def canonical_edges(directed: pa.Table) -> pa.Table:
     return pa.table({"a": least["a"], "b": least["b"], "distance": least["distance_min"]})
 
 
-def dataset_neighbor_rows(lake: Lake, neighbors_run_id: str, columns: list[str], samples: pa.Array, *,
-                          batch_rows: int) -> Iterator[pa.Table]:
-    """The kNN run's rows of the dataset's ``samples``, at most ``batch_rows`` at a time: the driver never
-    holds the run's neighbour lists at once (10M id strings at 1M samples)."""
+def neighbor_batches(lake: Lake, neighbors_run_id: str, columns: list[str], *,
+                     batch_rows: int) -> Iterator[pa.Table]:
+    """The kNN run's rows, at most ``batch_rows`` at a time: the driver never holds the run's neighbour lists
+    at once (10M id strings at 1M samples)."""
     scan = lake.dataset("neighbors").to_batches(columns=columns, filter=pc.field("run_id") == neighbors_run_id,
                                                 batch_size=batch_rows)
     for batch in scan:
-        rows = plain_strings(pa.Table.from_batches([batch]))
-        yield rows.filter(pc.is_in(rows["sample_id"], samples))
+        yield plain_strings(pa.Table.from_batches([batch]))
 
 
-def short_edges(rows: pa.Table, samples: pa.Array, cap: float, *, patches: bool) -> pa.Table:
-    """kNN rows → their directed edges (src, dst, distance) with distance ≤ ``cap`` whose other end is one of
-    ``samples`` (the Spark path's semi-join); with ``patches`` src and dst are patch ids."""
+def short_edges(rows: pa.Table, cap: float, *, patches: bool) -> pa.Table:
+    """kNN rows → their directed edges (src, dst, distance) with distance ≤ ``cap``; with ``patches`` src
+    and dst are patch ids."""
     lengths = pc.list_value_length(rows["neighbor_ids"]).fill_null(0)
     mismatched = pc.not_equal(lengths, pc.list_value_length(rows["distances"]).fill_null(0))
     if pc.any(mismatched).as_py():
         bad = rows["sample_id"].filter(mismatched)[0].as_py()
         raise ValueError(f"neighbors row of sample {bad!r}: neighbor_ids and distances differ in length")
+    distance = pc.cast(pc.list_flatten(rows["distances"]), pa.float64())
+    short = pc.less_equal(distance, cap)
     src_ids = patch_ids(rows["sample_id"], rows["patch_index"]) if patches else rows["sample_id"]
-    edges = pa.table([pc.take(src_ids, np.repeat(np.arange(rows.num_rows), lengths.to_numpy())),
-                      pc.cast(pc.list_flatten(rows["neighbor_ids"]), pa.string()),
-                      pc.cast(pc.list_flatten(rows["distances"]), pa.float64())], schema=DIRECTED_EDGES)
-    edges = edges.filter(pc.less_equal(edges["distance"], cap))
-    dst_samples = split_patch_ids(edges["dst"])[0] if patches else edges["dst"]
-    return edges.filter(pc.is_in(dst_samples, samples))
+    row_of_edge = np.repeat(np.arange(rows.num_rows), lengths.to_numpy())
+    return pa.table([pc.take(src_ids, row_of_edge[short.to_numpy(zero_copy_only=False)]),
+                     pc.cast(pc.list_flatten(rows["neighbor_ids"]).filter(short), pa.string()),
+                     distance.filter(short)], schema=DIRECTED_EDGES)
+
+
+def within_dataset(edges: pa.Table, samples: pa.Array, *, patches: bool) -> pa.Table:
+    """The edges both of whose ends are ``samples`` (the Spark path's join and semi-join)."""
+    for end in ("src", "dst"):
+        edges = edges.filter(pc.is_in(split_patch_ids(edges[end])[0] if patches else edges[end], samples))
+    return edges
 
 
 def near_rows_in_process(lake: Lake, conf: Conf, neighbors_run_id: str, metrics: dict[str, float], *,
@@ -329,25 +337,25 @@ def near_rows_in_process(lake: Lake, conf: Conf, neighbors_run_id: str, metrics:
     thresh, _ = dup.resolve_threshold(thresh=cfg.thresh, fraction=cfg.fraction, verify=cfg.verify)
     samples = plain_strings(lake.read("samples", columns=["sample_id"],
                                       filter=pc.field("dataset") == conf.dataset))["sample_id"].combine_chunks()
-    n = 0
+    cap = thresh
     if cfg.fraction is not None:
-        first = []
-        for rows in dataset_neighbor_rows(lake, neighbors_run_id, ["sample_id", "distances"], samples,
-                                          batch_rows=batch_rows):
-            n += rows.num_rows
-            first.append(pc.list_flatten(pc.list_slice(rows["distances"], 0, 1)).to_numpy())
-        first = np.concatenate(first) if first else np.zeros(0, np.float32)
+        firsts = pa.concat_tables([pa.table({"sample_id": rows["sample_id"], "first": pc.list_element(
+            pc.list_slice(rows["distances"], 0, 1), 0)}) for rows in neighbor_batches(
+            lake, neighbors_run_id, ["sample_id", "distances"], batch_rows=batch_rows)]
+            or [pa.table({"sample_id": pa.array([], pa.string()), "first": pa.array([], pa.float32())})])
+        firsts = firsts.filter(pc.is_in(firsts["sample_id"], samples))
+        first = firsts["first"].drop_null().to_numpy()
         if first.size == 0:
             raise ValueError(f"kNN run {neighbors_run_id} has no neighbours for dataset {conf.dataset!r}")
         cap = float(np.quantile(first, cap_quantile(cfg.fraction), method="inverted_cdf"))
-    else:
-        cap = thresh
     columns = ["sample_id", "neighbor_ids", "distances", *(["patch_index"] if patches else [])]
     directed = pa.concat_tables([DIRECTED_EDGES.empty_table(), *(
-        short_edges(rows, samples, cap, patches=patches)
-        for rows in dataset_neighbor_rows(lake, neighbors_run_id, columns, samples, batch_rows=batch_rows))])
+        short_edges(rows, cap, patches=patches)
+        for rows in neighbor_batches(lake, neighbors_run_id, columns, batch_rows=batch_rows))])
+    directed = within_dataset(directed, samples, patches=patches)
     if cfg.fraction is not None:
-        thresh = short_edge_threshold(n, directed["src"], directed["dst"], directed["distance"], cfg.fraction)
+        thresh = short_edge_threshold(firsts.num_rows, directed["src"], directed["dst"], directed["distance"],
+                                      cfg.fraction)
         directed = directed.filter(pc.less_equal(directed["distance"], thresh))
     return threshold_rows(canonical_edges(directed), thresh, cfg.grouping, metrics)
 
