@@ -113,7 +113,7 @@ def test_a_killed_scan_leaves_no_partial_rows_and_the_next_one_finishes(tmp_path
     images = tmp_path / "images"
     write_image_folder(images, per_class=10)
     conf = _conf(tmp_path, images)
-    conf.scan.in_process_max = 0  # the subprocess runs the Ray and Spark jobs
+    conf.scan.in_process_max = conf.scan.in_process_rows = 0  # the subprocess runs the Ray and Spark jobs
     conf_file = tmp_path / "scan.yaml"
     conf_file.write_text(yaml.safe_dump(conf.model_dump()))
     lake = Lake(conf.lake)
