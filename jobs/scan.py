@@ -32,7 +32,7 @@ the configured Ray and Spark. Full recomputes with little work per row run in th
 too while the dataset has at most ``scan.in_process_rows`` samples: uniqueness, and near
 duplicates by ``thresh`` or ``fraction`` (no pixel verification): at 1M samples their work
 takes seconds, Spark's fixed costs (start, stages, shuffles) most of their time there. The
-pipeline's own first runs stay on Spark.
+same jobs run outside a scan (`brain uniqueness`, `brain duplicates`) stay on Spark.
 """
 
 from __future__ import annotations
