@@ -326,17 +326,29 @@ def merge_with_fresh(old_dist: np.ndarray, old_rows: np.ndarray, fresh_dist: np.
     return np.take_along_axis(cand_d, order, axis=1), np.take_along_axis(cand_r, order, axis=1)
 
 
-def nearest_fresh(index: faiss.Index, vectors: np.ndarray, rows: np.ndarray, fresh_vectors: np.ndarray,
-                  fresh_rows: np.ndarray, k: int, *, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each of ``vectors`` (rows ``rows`` of ``index``)'s ``k`` nearest among ``fresh_vectors``:
-    (squared L2 [N, k], fresh row ids [N, k]; inf and −1 where fewer were found).
+def ivf_lists(index: faiss.Index) -> tuple[np.ndarray, np.ndarray] | None:
+    """(row id, IVF list) of every vector a bare CPU IVF index stores; None for any other index
+    (flat, behind an id map, on a GPU)."""
+    if not isinstance(index, faiss.IndexIVF):
+        return None
+    invlists = index.invlists
+    sizes = np.array([invlists.list_size(i) for i in range(index.nlist)], np.int64)
+    ids = [faiss.rev_swig_ptr(invlists.get_ids(i), int(n)).astype(np.int64) for i, n in enumerate(sizes) if n]
+    return (np.concatenate(ids) if ids else np.zeros(0, np.int64)), np.repeat(np.arange(index.nlist), sizes)
 
-    With a CPU IVF index the search runs from the fresh side: fresh vector v is compared with
-    the rows stored in its ``nprobe`` nearest lists, so row x finds v when x's list is among
-    v's probes — the mirror image of an IVF search from x, which finds v when v's list is
-    among x's probes, and as approximate (the update's recall check measures it). For F fresh
-    vectors this costs about N·F·D·nprobe/nlist instead of N·F·D: an update adding 1% to a
-    graph of N rows would otherwise cost O(N²·D/100). Any other index: exact, brute force.
+
+def nearest_fresh(index: faiss.Index, vectors: np.ndarray, lists: np.ndarray | None, fresh_vectors: np.ndarray,
+                  fresh_rows: np.ndarray, k: int, *, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each of ``vectors``' ``k`` nearest among ``fresh_vectors``: (squared L2 [N, k], fresh row ids
+    [N, k]; inf and −1 where fewer were found).
+
+    With an IVF index (``index`` a bare CPU IVF, ``lists[i]`` the list holding vector i, see
+    :func:`ivf_lists`) the search runs from the fresh side: fresh vector v is compared with the
+    vectors of its ``nprobe`` nearest lists, so vector x finds v when x's list is among v's
+    probes — the mirror image of an IVF search from x, which finds v when v's list is among x's
+    probes, and as approximate (the update's recall check measures it). For F fresh vectors this
+    costs about N·F·D·nprobe/nlist instead of N·F·D: an update adding 1% to a graph of N rows
+    would otherwise cost O(N²·D/100). Otherwise (``lists`` None): exact, brute force.
     """
     n, f = len(vectors), len(fresh_vectors)
     out_sq = np.full((n, k), np.inf, np.float32)
@@ -346,33 +358,22 @@ def nearest_fresh(index: faiss.Index, vectors: np.ndarray, rows: np.ndarray, fre
     vectors = np.ascontiguousarray(vectors, np.float32)
     fresh_vectors = np.ascontiguousarray(fresh_vectors, np.float32)
     fresh_rows = np.asarray(fresh_rows, np.int64)
-    # the lists' ids must be the rows: a bare CPU IVF (not one behind an id map, not a GPU copy)
-    ivf = index if isinstance(index, faiss.IndexIVF) else None
-    if ivf is None or not nprobe:
+    if lists is None or not isinstance(index, faiss.IndexIVF) or not nprobe:
         kk = min(k, f)
         out_sq[:, :kk], local = faiss.knn(vectors, fresh_vectors, kk)
         out_rows[:, :kk] = np.where(local < 0, -1, fresh_rows[np.maximum(local, 0)])
         return out_sq, out_rows
-    _, probes = ivf.quantizer.search(fresh_vectors, int(min(nprobe, ivf.nlist)))
-    lists, probers = probes.ravel(), np.repeat(np.arange(f), probes.shape[1])
-    order = np.argsort(lists, kind="stable")
-    lists, probers = lists[order], probers[order]
-    starts = np.flatnonzero(np.r_[True, lists[1:] != lists[:-1]])
-    by_row = np.argsort(rows)
-    sorted_rows = np.asarray(rows, np.int64)[by_row]
+    _, probes = index.quantizer.search(fresh_vectors, int(min(nprobe, index.nlist)))
+    probed, probers = probes.ravel(), np.repeat(np.arange(f), probes.shape[1])
+    by_probe, by_list = np.argsort(probed, kind="stable"), np.argsort(lists, kind="stable")
+    probe_ids, probe_starts = np.unique(probed[by_probe], return_index=True)
+    list_ids, list_starts = np.unique(np.asarray(lists)[by_list], return_index=True)
+    probe_ends, list_ends = np.r_[probe_starts[1:], len(probed)], np.r_[list_starts[1:], n]
+    _, in_probe, in_list = np.intersect1d(probe_ids, list_ids, assume_unique=True, return_indices=True)
     sq_x, sq_v = np.einsum("ij,ij->i", vectors, vectors), np.einsum("ij,ij->i", fresh_vectors, fresh_vectors)
-    invlists = ivf.invlists
-    for start, end in zip(starts, np.r_[starts[1:], len(lists)]):
-        listed = int(lists[start])
-        size = invlists.list_size(listed) if listed >= 0 else 0
-        if size == 0:
-            continue
-        ids = faiss.rev_swig_ptr(invlists.get_ids(listed), size).astype(np.int64)
-        at = np.minimum(np.searchsorted(sorted_rows, ids), len(sorted_rows) - 1)
-        members = by_row[at[sorted_rows[at] == ids]]  # this list's rows among ``rows``
-        if members.size == 0:
-            continue
-        v = probers[start:end]
+    for p, q in zip(in_probe, in_list):  # one IVF list: its vectors × the fresh vectors probing it
+        members = by_list[list_starts[q]:list_ends[q]]
+        v = probers[by_probe[probe_starts[p]:probe_ends[p]]]
         sq = sq_x[members, None] + sq_v[None, v] - 2.0 * (vectors[members] @ fresh_vectors[v].T)
         kk = min(k, len(v))
         best = np.argpartition(sq, kk - 1, axis=1)[:, :kk] if len(v) > kk else np.broadcast_to(

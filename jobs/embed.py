@@ -34,6 +34,9 @@ def select_samples(lake: Lake, conf: Conf, sample_ids: list[str] | None = None) 
     return table
 
 
+CARRIED_FILE_ROWS = 65_536
+
+
 def carry_forward(lake: Lake, from_run: str, to_run: str, keep: pa.Table) -> int:
     """Stage ``from_run``'s vectors and decode errors of the samples in ``keep`` as ``to_run``'s; returns vectors."""
     def moved(rows: pa.Table) -> pa.Table:
@@ -42,8 +45,9 @@ def carry_forward(lake: Lake, from_run: str, to_run: str, keep: pa.Table) -> int
 
     rows = plain_strings(lake.read("embeddings", filter=pc.field("run_id") == from_run))
     rows = rows.filter(pc.is_in(rows["sample_id"], keep["sample_id"]))
-    if rows.num_rows:
-        lake.stage("embeddings", to_run, moved(rows), name="carried")
+    # in files of CARRIED_FILE_ROWS: the kNN job deals whole files to its shard actors
+    for start in range(0, rows.num_rows, CARRIED_FILE_ROWS):
+        lake.stage("embeddings", to_run, moved(rows.slice(start, CARRIED_FILE_ROWS)), name=f"carried-{start:010d}")
     errors = plain_strings(lake.read("ingest_errors", filter=pc.field("run_id") == from_run))
     errors = errors.filter(pc.is_in(errors["uri"], keep["uri"]))
     if errors.num_rows:

@@ -39,15 +39,18 @@ no traffic and, with the lists assigned once, no flops: rows win. (IVF-PQ with r
 GPU shards cannot take pre-assigned lists: there each shard runs the quantiser again, which
 stays below the list scans while S < nprobe/16: use fewer, larger shards then.)
 
-Saved with the run (``_artifacts/<run_id>/``): ``index-<i>.faiss`` (one per shard, written by its
-actor), ``index.json`` (the spec, the chosen nprobe, shard count, embeddings run) and
+Saved with the run (``_artifacts/<run_id>/``): ``index-<i>.faiss`` and ``graph-<i>.npz`` (one per
+shard, written by its actor: the shard and its rows' lists as row numbers, which the next update
+starts from instead of reading 10 neighbour ids a row back from the table), ``index.json`` (the
+spec, the chosen nprobe, shard count, embeddings run) and
 ``sample_ids.parquet`` (row id → sample id; null for a row an update removed), which
 ``brain.similarity`` and ``runs.load_results`` reload for queries.
 
 :func:`update` (the scan's incremental step) loads the previous run's shards into the actors,
 removes deleted and changed rows, adds the new vectors, and searches only the rows whose
 list can have changed (:func:`brain.index.affected_rows`); the others merge their old list with
-their nearest new vectors (:func:`brain.index.merge_with_fresh`). Same recall target.
+their nearest new vectors (:func:`brain.index.merge_with_fresh`), found by probing from the new
+vectors' side (:func:`brain.index.nearest_fresh`). Same recall target, checked the same way.
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ class ShardWorker:
         self.table = table  # embeddings, or patch_embeddings: rows named by patch ids
         self.index = None
         self.old_dist = self.old_rows = None
+        self.written: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (rows, neighbour rows, distances) written
         self.affected = self.fresh = None
         self.fresh_sq = self.fresh_ids = None  # an update's kept rows: their nearest fresh vectors
 
@@ -177,10 +181,11 @@ class ShardWorker:
         return int(index.ntotal)
 
     # -- incremental update --------------------------------------------------
-    def load_previous(self, previous_run_id: str, removed_rows: np.ndarray, fresh: np.ndarray,
-                      neighbors_run_id: str, k: int) -> int:
+    def load_previous(self, previous_run_id: str, previous_shards: int, removed_rows: np.ndarray,
+                      fresh: np.ndarray, k: int) -> int:
         """The previous run's shard, less ``removed_rows``, plus this actor's ``fresh`` vectors; the old lists
-        of this actor's samples. Returns the shard's size."""
+        of this actor's rows (from the previous run's ``graph-<i>.npz``: row numbers, not ids). Returns the
+        shard's size."""
         import faiss
 
         lake = self.lake
@@ -193,20 +198,19 @@ class ShardWorker:
             index.add_with_ids(self.vectors[fresh], self.rows[fresh])
         self.index = knn_index.to_gpu_if_available(index)
 
-        # old lists of this actor's samples only (the scan filters the old graph block by block)
-        old = lake.dataset("neighbors").to_table(
-            columns=["sample_id", "neighbor_ids", "distances"],
-            filter=(pc.field("run_id") == neighbors_run_id) & pc.field("sample_id").isin(self.ids))
-        old = old.cast(pa.schema([pa.field("sample_id", pa.string()), pa.field("neighbor_ids", pa.list_(pa.string())),
-                                  pa.field("distances", pa.list_(pa.float32()))]))
-        lengths = pc.list_value_length(old["neighbor_ids"]).to_numpy(zero_copy_only=False)
-        old = old.filter(pa.array(lengths == k))
-        at = pc.index_in(old["sample_id"], self.ids).to_numpy(zero_copy_only=False).astype(np.int64)
-        self.old_rows = np.full((len(self.ids), k), -1, np.int64)
-        self.old_dist = np.zeros((len(self.ids), k), np.float32)
-        nbr = pc.index_in(pc.list_flatten(old["neighbor_ids"]), self.id_map).fill_null(-1)
-        self.old_rows[at] = nbr.to_numpy(zero_copy_only=False).reshape(len(at), k)
-        self.old_dist[at] = pc.list_flatten(old["distances"]).to_numpy(zero_copy_only=False).reshape(len(at), k)
+        saved = [np.load(io.BytesIO(lake.read_artifact(previous_run_id, graph_artifact(i))))
+                 for i in range(previous_shards)]
+        saved = [g for g in saved if len(g["rows"])]  # a shard without rows saved lists of width 0
+        rows = np.concatenate([g["rows"] for g in saved] or [np.zeros(0, np.int64)])
+        order = np.argsort(rows)
+        at = np.minimum(np.searchsorted(rows[order], self.rows), max(len(rows) - 1, 0))
+        known = ~fresh & (rows[order][at] == self.rows) if len(rows) else np.zeros(len(self.rows), bool)
+        self.old_rows = np.full((len(self.rows), k), -1, np.int64)  # −1: no old list, the row is searched
+        self.old_dist = np.zeros((len(self.rows), k), np.float32)
+        taken = order[at[known]]
+        if taken.size:
+            self.old_rows[known] = np.concatenate([g["neighbors"] for g in saved])[taken]
+            self.old_dist[known] = np.concatenate([g["distances"] for g in saved])[taken]
         self.fresh = fresh
         return int(index.ntotal)
 
@@ -214,17 +218,34 @@ class ShardWorker:
         """This actor's new and changed vectors and their rows."""
         return self.vectors[self.fresh], self.rows[self.fresh]
 
-    def find_fresh(self, k: int, nprobe: int, *fresh: tuple[np.ndarray, np.ndarray]) -> int:
-        """Every kept (unaffected) row's k nearest among all actors' ``fresh`` vectors
-        (:func:`brain.index.nearest_fresh`, probing from the fresh side). Returns how many rows."""
+    def list_members(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(row, IVF list) of every vector of this actor's shard (:func:`brain.index.ivf_lists`)."""
+        return knn_index.ivf_lists(self.index)
+
+    def find_fresh(self, k: int, nprobe: int, fresh_refs: list, member_refs: list) -> int:
+        """Every kept (unaffected) row's k nearest among all actors' fresh vectors (``fresh_refs``:
+        :meth:`fresh_vectors` of each), probing from the fresh side (:func:`brain.index.nearest_fresh`).
+        A row's IVF list comes from whichever shard stores it (``member_refs``: :meth:`list_members`
+        of each): an update's actors hold other rows than the shards they reloaded. Returns how many rows."""
+        import ray
+
         kept = np.flatnonzero(~self.affected)
-        fresh = [(v, r) for v, r in fresh if len(r)]  # an actor without rows has vectors of width 0
+        fresh = [(v, r) for v, r in ray.get(fresh_refs) if len(r)]  # an actor without rows has vectors of width 0
         vectors = np.concatenate([v for v, _ in fresh]) if fresh else np.zeros((0, self.vectors.shape[1]), np.float32)
         rows = np.concatenate([r for _, r in fresh]) if fresh else np.zeros(0, np.int64)
+        members = ray.get(member_refs)
+        lists = None
+        if all(m is not None for m in members):
+            ids, list_of = np.concatenate([m[0] for m in members]), np.concatenate([m[1] for m in members])
+            order = np.argsort(ids)
+            at = np.minimum(np.searchsorted(ids[order], self.rows[kept]), len(ids) - 1)
+            if not (ids[order][at] == self.rows[kept]).all():
+                raise RuntimeError(f"neighbors: shard {self.shard}: kept rows missing from every reloaded shard")
+            lists = list_of[order][at]
         self.fresh_sq = np.full((len(self.rows), k), np.inf, np.float32)
         self.fresh_ids = np.full((len(self.rows), k), -1, np.int64)
         self.fresh_sq[kept], self.fresh_ids[kept] = knn_index.nearest_fresh(
-            self.index, self.vectors[kept], self.rows[kept], vectors, rows, k, nprobe=nprobe)
+            self.index, self.vectors[kept], lists, vectors, rows, k, nprobe=nprobe)
         return len(kept)
 
     def mark_stale(self, stale_rows: np.ndarray) -> int:
@@ -289,6 +310,7 @@ class ShardWorker:
         self.lake.stage("neighbors", run_id, graph_rows(run_id, self.id_map, self.ids.slice(a, b - a), dist, nbr,
                                                         patches=self.table == PATCH_TABLE),
                         name=f"shard{self.shard:05d}-{a:010d}")
+        self.written.append((rows, nbr, dist))
         mine = check[(check >= a) & (check < b)]
         return b - a, mine, nbr[mine - a]
 
@@ -310,10 +332,22 @@ class ShardWorker:
             faiss.omp_set_num_threads(self.threads)
 
     def save(self, run_id: str) -> None:
+        """This shard's index, and its rows' lists as row numbers (what the next update starts from)."""
         self.lake.write_artifact(run_id, f"index-{self.shard}.faiss", knn_index.serialize(self.index).tobytes())
+        k = self.written[0][1].shape[1] if self.written else 0
+        sink = io.BytesIO()
+        np.savez(sink, rows=np.concatenate([r for r, _, _ in self.written] or [np.zeros(0, np.int64)]),
+                 neighbors=np.concatenate([n for _, n, _ in self.written] or [np.zeros((0, k), np.int64)]),
+                 distances=np.concatenate([d for _, _, d in self.written] or [np.zeros((0, k), np.float32)]))
+        self.lake.write_artifact(run_id, graph_artifact(self.shard), sink.getvalue())
 
     def peak_rss_gb(self) -> float:
         return peak_rss_gb()
+
+
+def graph_artifact(shard: int) -> str:
+    """The run artifact holding shard ``shard``'s rows' lists as row numbers (rows, neighbors, distances)."""
+    return f"graph-{shard}.npz"
 
 
 def assign_files(files: list[str], sizes: list[int], shards: int) -> list[list[str]]:
@@ -501,7 +535,8 @@ def _finish(ray, pool: ShardPool, lake: Lake, run: runs.Run, cfg: NeighborsConf,
     log.info("neighbors: tuned (driver peak RSS %.3f GB)", peak_rss_gb())
     if update:  # the kept rows' nearest fresh vectors, probed at the tuned nprobe
         fresh = [a.fresh_vectors.remote() for a in pool.actors]
-        ray.get([a.find_fresh.remote(cfg.k, nprobe, *fresh) for a in pool.actors])
+        members = [a.list_members.remote() for a in pool.actors]
+        ray.get([a.find_fresh.remote(cfg.k, nprobe, fresh, members) for a in pool.actors])
         log.info("neighbors: the other rows' nearest new vectors found (driver peak RSS %.3f GB)", peak_rss_gb())
     written, checked, found = write_graph(ray, pool, run.run_id, lake, cfg, nprobe, k_factor, held_out, update=update)
     log.info("neighbors: graph written (driver peak RSS %.3f GB)", peak_rss_gb())
@@ -514,7 +549,7 @@ def _finish(ray, pool: ShardPool, lake: Lake, run: runs.Run, cfg: NeighborsConf,
     ray.get([a.save.remote(run.run_id) for a in pool.actors])
     run.write_artifact("index.json", json.dumps(
         {**spec.as_dict(), "nprobe": nprobe or spec.nprobe, "k_factor": k_factor, "shards": len(pool.actors),
-         "embeddings_run_id": embeddings_run_id, "embeddings_table": table}).encode())
+         "embeddings_run_id": embeddings_run_id, "embeddings_table": table, "graph_arrays": True}).encode())
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table({"sample_id": id_map}), sink, use_dictionary=False)  # unique ids: no dictionary
     run.write_artifact("sample_ids.parquet", sink.getvalue().to_pybytes())
@@ -591,6 +626,9 @@ def update(conf: Conf, *, previous: str, fresh_ids: pa.Array) -> str:
     if meta["kind"] == "ivf_pq" and meta.get("refine_m"):
         log.info("neighbors: the previous index is IVF-PQ with re-ranking, which cannot remove vectors: full run")
         return run(conf)
+    if not meta.get("graph_arrays"):
+        log.info("neighbors: the previous run saved no graph arrays (an older version made it): full run")
+        return run(conf)
     if meta.get("embeddings_table", "embeddings") != "embeddings":
         log.info("neighbors: the previous index holds patches, which the scan does not track: full run")
         return run(conf)
@@ -620,7 +658,7 @@ def update(conf: Conf, *, previous: str, fresh_ids: pa.Array) -> str:
             bounds = list(zip(pool.starts[:-1], pool.starts[1:]))
             id_map_ref = ray.put(id_map)
             ray.get([a.set_rows.remote(rows[s:e], id_map_ref) for a, (s, e) in zip(pool.actors, bounds)])
-            ray.get([a.load_previous.remote(previous, removed, fresh[s:e], previous, cfg.k)
+            ray.get([a.load_previous.remote(previous, int(meta["shards"]), removed, fresh[s:e], cfg.k)
                      for a, (s, e) in zip(pool.actors, bounds)])
             stale = np.concatenate([removed, rows[fresh]])  # rows of removed samples, and of new or changed ones
             searched = sum(ray.get([a.mark_stale.remote(stale) for a in pool.actors]))

@@ -76,15 +76,20 @@ def _ivf(vectors, nlist):
     return empty
 
 
-def test_nearest_fresh_probing_every_list_is_exact_and_a_flat_index_is_brute_force():
+def test_nearest_fresh_probing_every_list_is_exact_and_without_lists_is_brute_force():
     rng = np.random.default_rng(3)
     vectors = _decaying(rng, 2000)
     fresh_rows = np.arange(1900, 2000)
     old = np.arange(1900)
     exact_sq, exact_local = index.faiss.knn(vectors[old], vectors[fresh_rows], 5)
     ivf = _ivf(vectors, nlist=32)
-    for idx, nprobe in ((ivf, 32), (index.build_index(vectors, metric="l2", gpu=False), 4)):
-        sq, rows = index.nearest_fresh(idx, vectors[old], old, vectors[fresh_rows], fresh_rows, 5, nprobe=nprobe)
+    ids, lists = index.ivf_lists(ivf)
+    list_of = np.empty(len(vectors), np.int64)
+    list_of[ids] = lists
+    assert index.ivf_lists(index.build_index(vectors, metric="l2", gpu=False)) is None
+    for idx, old_lists, nprobe in ((ivf, list_of[old], 32), (ivf, None, 4)):
+        sq, rows = index.nearest_fresh(idx, vectors[old], old_lists, vectors[fresh_rows], fresh_rows, 5,
+                                       nprobe=nprobe)
         np.testing.assert_allclose(sq, exact_sq, rtol=1e-4, atol=1e-4)
         assert (rows == fresh_rows[exact_local]).mean() > 0.99  # equal up to ties
 
@@ -99,7 +104,10 @@ def test_nearest_fresh_probing_from_the_fresh_side_is_as_good_as_an_ivf_search_f
     _, exact_local = index.faiss.knn(vectors[old], vectors[fresh_rows], 5)
     exact = fresh_rows[exact_local]
     ivf = _ivf(vectors, nlist=64)
-    _, reverse = index.nearest_fresh(ivf, vectors[old], old, vectors[fresh_rows], fresh_rows, 5, nprobe=8)
+    ids, lists = index.ivf_lists(ivf)
+    list_of = np.empty(len(vectors), np.int64)
+    list_of[ids] = lists
+    _, reverse = index.nearest_fresh(ivf, vectors[old], list_of[old], vectors[fresh_rows], fresh_rows, 5, nprobe=8)
     forward = _ivf(vectors, nlist=64)  # the same lists: same training data, FAISS k-means seeds fixed
     forward.reset()
     forward.add_with_ids(vectors[fresh_rows], fresh_rows)
