@@ -170,6 +170,10 @@ class WalkthroughConf(_Section):
 
 class ScanConf(_Section):
     in_process_max: int = Field(2000, ge=0)  # at most this many new/changed samples: steps run in-process, no Ray/Spark
+    in_process_rows: int = Field(2_000_000, ge=0, description=(
+        "full recomputes whose data is at most this many rows (the dataset's samples) run in the scan's process "
+        "(uniqueness, near duplicates by thresh or fraction): Spark's fixed costs dominate their few seconds "
+        "of work"))
     # kNN graph: updated (IVF lists kept, only rows whose lists can change searched) while the new and changed
     # samples are at most this share of all; more, and the index is trained again on the new data
     knn_update_max_share: float = Field(0.5, ge=0, le=1)

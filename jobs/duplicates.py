@@ -15,6 +15,10 @@ near, default (math in brain.methods.duplicates and brain.methods.near_duplicate
       → grouping (greedy kept set, or components) in sample-id order at 1 − min_corr
       → one row per duplicate: kept_sample_id, distance to the kept sample (greedy)
 near with thresh or fraction (no verification): the neighbors' edges ≤ thresh, grouped the same way.
+    ``run(conf, in_process=True)`` makes the same rows in this process without Spark (what a scan
+    does for datasets of at most ``scan.in_process_rows`` samples): the kNN run read batch by batch,
+    each batch's lists flattened and only its edges ≤ thresh (fraction: ≤ the quantile cap below)
+    to a sample of the dataset kept, each pair once at its least distance, the same grouping.
 near over patches (a kNN run of a patch embeddings run, FiftyOne's duplicate objects): the same
     edges between boxes, named by patch id; ``thresh`` or ``fraction`` is required (pixel
     verification compares whole images); rows keyed by (sample_id, patch_index), the kept box by
@@ -44,7 +48,7 @@ import pyarrow.parquet as pq
 
 from brain import images, runs
 from brain.config import Conf, DuplicatesConf, ImagesConf
-from brain.lake import Lake
+from brain.lake import Lake, plain_strings
 from brain.methods import duplicates as dup
 from brain.methods import near_duplicates
 from brain.schemas import fields_of
@@ -54,6 +58,7 @@ from brain.vectors import (
     indexed_patches,
     item_ids,
     patch_boxes,
+    patch_ids,
     split_patch_ids,
 )
 from jobs.registry import Job
@@ -71,6 +76,9 @@ PAIRS = pa.schema([fields_of("duplicates", "sample_id")[0].with_name(end) for en
                   + fields_of("duplicates", "distance") + [pa.field("passed", pa.bool_())])
 VERDICTS = pa.schema([PAIRS.field(name) for name in ("hash_a", "hash_b", "distance", "passed")])
 VERDICTS_ARTIFACT = "verdicts.parquet"
+# A kNN edge as listed (src's list holds dst), before each pair is taken once: ids, distance as a double.
+DIRECTED_EDGES = pa.schema([pa.field("src", pa.string()), pa.field("dst", pa.string()),
+                            pa.field("distance", pa.float64())])
 
 
 def verdict_settings(cfg: DuplicatesConf) -> bytes:
@@ -179,14 +187,16 @@ def descriptor_candidates(spark, samples, cfg: DuplicatesConf, images_conf: Imag
 
 def group_rows(edges: pa.Table, thresh: float, grouping: str) -> pa.Table:
     """(a, b, distance) edges → (group_id, kept_sample_id, sample_id, distance), kept in sample-id order."""
-    ids, index = np.unique(np.concatenate([edges["a"].to_numpy(zero_copy_only=False),
-                                           edges["b"].to_numpy(zero_copy_only=False)]).astype(str),
-                           return_inverse=True)
+    ends = pa.chunked_array([chunk.cast(pa.string()) for name in ("a", "b") for chunk in edges[name].chunks],
+                            pa.string())
+    ids = pc.unique(ends)
+    ids = ids.take(pc.sort_indices(ids))  # UTF-8 byte order: the code point order of the ids
+    index = pc.index_in(ends, ids).to_numpy()
     m = edges.num_rows
     kept, duplicate, distance = dup.group_duplicates(len(ids), index[:m], index[m:], edges["distance"].to_numpy(),
                                                      thresh, grouping=grouping)
-    return pa.table({"group_id": pa.array(ids[kept], pa.string()), "kept_sample_id": pa.array(ids[kept], pa.string()),
-                     "sample_id": pa.array(ids[duplicate], pa.string()), "distance": pa.array(distance, pa.float64())})
+    return pa.table({"group_id": ids.take(kept), "kept_sample_id": ids.take(kept),
+                     "sample_id": ids.take(duplicate), "distance": pa.array(distance, pa.float64())})
 
 
 def near_rows(spark, lake: Lake, conf: Conf, neighbors_run_id: str, run: runs.Run, *,
@@ -248,10 +258,106 @@ def near_rows(spark, lake: Lake, conf: Conf, neighbors_run_id: str, run: runs.Ru
         metrics["passed"] = float(passed.num_rows)
         metrics["thresh"] = 1.0 - (cfg.min_corr if cfg.verifier == "geometric" else cfg.min_ncc)
         return group_rows(passed.select(["a", "b", "distance"]), metrics["thresh"], cfg.grouping)
-    collected = edges.select("a", "b", "distance").toArrow()
-    metrics["pairs"] = float(collected.num_rows)
+    return threshold_rows(edges.select("a", "b", "distance").toArrow(), thresh, cfg.grouping, metrics)
+
+
+def threshold_rows(edges: pa.Table, thresh: float, grouping: str, metrics: dict[str, float]) -> pa.Table:
+    """Unverified (a, b, distance) edges (a < b, distance ≤ thresh) grouped at ``thresh``, with the run's metrics."""
+    metrics["pairs"] = float(edges.num_rows)
     metrics["thresh"] = float(thresh)
-    return group_rows(collected, thresh, cfg.grouping)
+    return group_rows(edges, thresh, grouping)
+
+
+def cap_quantile(fraction: float) -> float:
+    """The quantile of first-neighbour distances above which no edge can matter for ``fraction`` (module
+    docstring; 0.01 of slack for Spark's approximate percentile)."""
+    return min(1.0, 2 * fraction + 0.01)
+
+
+def short_edge_threshold(n: int, src: pa.ChunkedArray, dst: pa.ChunkedArray, distance: pa.ChunkedArray,
+                         fraction: float) -> float:
+    """The spanning-forest threshold for ``fraction`` over ``n`` samples from the directed short edges (ids)."""
+    names, index = np.unique(np.concatenate([src.to_numpy(zero_copy_only=False),
+                                             dst.to_numpy(zero_copy_only=False)]), return_inverse=True)
+    # samples with no short edge are singletons: they only add to n
+    return dup.threshold_for_fraction(max(n, len(names)), index[:len(src)], index[len(src):], distance.to_numpy(),
+                                      fraction)
+
+
+def canonical_edges(directed: pa.Table) -> pa.Table:
+    """Directed (src, dst, distance) edges → (a, b, distance): each pair once, a < b, at its least distance
+    (what the Spark path's groupBy(least, greatest) makes; both order strings by their UTF-8 bytes)."""
+    forward = pc.less_equal(directed["src"], directed["dst"])
+    pairs = pa.table({"a": pc.if_else(forward, directed["src"], directed["dst"]),
+                      "b": pc.if_else(forward, directed["dst"], directed["src"]), "distance": directed["distance"]})
+    least = pairs.group_by(["a", "b"], use_threads=False).aggregate([("distance", "min")])
+    return pa.table({"a": least["a"], "b": least["b"], "distance": least["distance_min"]})
+
+
+def neighbor_batches(lake: Lake, neighbors_run_id: str, columns: list[str], *,
+                     batch_rows: int) -> Iterator[pa.Table]:
+    """The kNN run's rows, at most ``batch_rows`` at a time: the driver never holds the run's neighbour lists
+    at once (10M id strings at 1M samples)."""
+    scan = lake.dataset("neighbors").to_batches(columns=columns, filter=pc.field("run_id") == neighbors_run_id,
+                                                batch_size=batch_rows)
+    for batch in scan:
+        yield plain_strings(pa.Table.from_batches([batch]))
+
+
+def short_edges(rows: pa.Table, cap: float, *, patches: bool) -> pa.Table:
+    """kNN rows → their directed edges (src, dst, distance) with distance ≤ ``cap``; with ``patches`` src
+    and dst are patch ids."""
+    lengths = pc.list_value_length(rows["neighbor_ids"]).fill_null(0)
+    mismatched = pc.not_equal(lengths, pc.list_value_length(rows["distances"]).fill_null(0))
+    if pc.any(mismatched).as_py():
+        bad = rows["sample_id"].filter(mismatched)[0].as_py()
+        raise ValueError(f"neighbors row of sample {bad!r}: neighbor_ids and distances differ in length")
+    distance = pc.cast(pc.list_flatten(rows["distances"]), pa.float64())
+    short = pc.less_equal(distance, cap)
+    src_ids = patch_ids(rows["sample_id"], rows["patch_index"]) if patches else rows["sample_id"]
+    row_of_edge = np.repeat(np.arange(rows.num_rows), lengths.to_numpy())
+    return pa.table([pc.take(src_ids, row_of_edge[short.to_numpy(zero_copy_only=False)]),
+                     pc.cast(pc.list_flatten(rows["neighbor_ids"]).filter(short), pa.string()),
+                     distance.filter(short)], schema=DIRECTED_EDGES)
+
+
+def within_dataset(edges: pa.Table, samples: pa.Array, *, patches: bool) -> pa.Table:
+    """The edges both of whose ends are ``samples`` (the Spark path's join and semi-join)."""
+    for end in ("src", "dst"):
+        edges = edges.filter(pc.is_in(split_patch_ids(edges[end])[0] if patches else edges[end], samples))
+    return edges
+
+
+def near_rows_in_process(lake: Lake, conf: Conf, neighbors_run_id: str, metrics: dict[str, float], *,
+                         patches: bool = False, batch_rows: int = 100_000) -> pa.Table:
+    """``near_rows`` without pixel verification, over Arrow batches of ``batch_rows`` kNN rows in this process
+    (no Spark): the same rows."""
+    cfg = conf.duplicates
+    check_in_process(cfg)
+    thresh, _ = dup.resolve_threshold(thresh=cfg.thresh, fraction=cfg.fraction, verify=cfg.verify)
+    samples = plain_strings(lake.read("samples", columns=["sample_id"],
+                                      filter=pc.field("dataset") == conf.dataset))["sample_id"].combine_chunks()
+    cap = thresh
+    if cfg.fraction is not None:
+        firsts = pa.concat_tables([pa.table({"sample_id": rows["sample_id"], "first": pc.list_element(
+            pc.list_slice(rows["distances"], 0, 1), 0)}) for rows in neighbor_batches(
+            lake, neighbors_run_id, ["sample_id", "distances"], batch_rows=batch_rows)]
+            or [pa.table({"sample_id": pa.array([], pa.string()), "first": pa.array([], pa.float32())})])
+        firsts = firsts.filter(pc.is_in(firsts["sample_id"], samples))
+        first = firsts["first"].drop_null().to_numpy()
+        if first.size == 0:
+            raise ValueError(f"kNN run {neighbors_run_id} has no neighbours for dataset {conf.dataset!r}")
+        cap = float(np.quantile(first, cap_quantile(cfg.fraction), method="inverted_cdf"))
+    columns = ["sample_id", "neighbor_ids", "distances", *(["patch_index"] if patches else [])]
+    directed = pa.concat_tables([DIRECTED_EDGES.empty_table(), *(
+        short_edges(rows, cap, patches=patches)
+        for rows in neighbor_batches(lake, neighbors_run_id, columns, batch_rows=batch_rows))])
+    directed = within_dataset(directed, samples, patches=patches)
+    if cfg.fraction is not None:
+        thresh = short_edge_threshold(firsts.num_rows, directed["src"], directed["dst"], directed["distance"],
+                                      cfg.fraction)
+        directed = directed.filter(pc.less_equal(directed["distance"], thresh))
+    return threshold_rows(canonical_edges(directed), thresh, cfg.grouping, metrics)
 
 
 def patch_rows(lake: Lake, rows: pa.Table, patch_run: str) -> pa.Table:
@@ -270,13 +376,9 @@ def fraction_threshold(nbr, pairs, fraction: float) -> float:
     from pyspark.sql import functions as F
 
     n = nbr.count()
-    cap = nbr.select(F.percentile_approx(F.col("distances")[0], min(1.0, 2 * fraction + 0.01), 10_000)).first()[0]
+    cap = nbr.select(F.percentile_approx(F.col("distances")[0], cap_quantile(fraction), 10_000)).first()[0]
     short = pairs.where(F.col("distance") <= float(cap)).toArrow()
-    names, index = np.unique(np.concatenate([short["src"].to_numpy(zero_copy_only=False),
-                                             short["dst"].to_numpy(zero_copy_only=False)]), return_inverse=True)
-    src, dst = index[:short.num_rows], index[short.num_rows:]
-    # samples with no short edge are singletons: they only add to n
-    return dup.threshold_for_fraction(max(n, len(names)), src, dst, short["distance"].to_numpy(), fraction)
+    return short_edge_threshold(n, short["src"], short["dst"], short["distance"], fraction)
 
 
 def exact_rows(spark, lake: Lake, conf: Conf):
@@ -295,25 +397,41 @@ def exact_rows(spark, lake: Lake, conf: Conf):
                     F.col("kept").alias("kept_sample_id"), "sample_id", F.lit(0.0).alias("distance")))
 
 
-def run(conf: Conf) -> str:
-    from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import from_arrow_schema
+def runs_in_process(cfg: DuplicatesConf) -> bool:
+    """Whether the config's duplicates can run in-process: near duplicates by embedding distance alone."""
+    return cfg.method == "near" and not dup.resolve_threshold(thresh=cfg.thresh, fraction=cfg.fraction,
+                                                             verify=cfg.verify)[1]
 
+
+def check_in_process(cfg: DuplicatesConf) -> None:
+    if not runs_in_process(cfg):
+        raise ValueError("in-process duplicates are near duplicates by embedding distance: set duplicates.method "
+                         "near and duplicates.thresh or duplicates.fraction (exact duplicates and pixel "
+                         "verification run on Spark)")
+
+
+def run(conf: Conf, *, in_process: bool = False) -> str:
+    """Duplicates on Spark, or, ``in_process``, near duplicates by ``thresh`` or ``fraction`` (no pixel
+    verification) in this process without starting Spark: the same rows, without Spark's fixed costs."""
     from jobs.engines import spark_session, spark_where, versions
-    from jobs.spark_lake import write_staged
 
     lake = Lake.from_conf(conf)
     cfg = conf.duplicates
-    spark = spark_session(conf)
+    if in_process:
+        check_in_process(cfg)
+    spark = None if in_process else spark_session(conf)
     started = time.perf_counter()
     inputs = {"neighbors": runs.latest_succeeded(lake, cfg.neighbors_key)["run_id"]} if cfg.method == "near" else {}
     with runs.track(lake, brain_key=cfg.brain_key, method=f"duplicates_{cfg.method}", dataset=conf.dataset,
                     inputs=inputs, config=conf.model_dump(), policy=conf.runs,
-                    engine_versions=versions("pyspark", "numpy", "scipy", "opencv-python-headless"),
-                    executed_on=spark_where(spark)) as run:
+                    engine_versions=versions("numpy", "scipy", "pyarrow") if in_process else versions(
+                        "pyspark", "numpy", "scipy", "opencv-python-headless"),
+                    executed_on=None if in_process else spark_where(spark)) as run:
         if cfg.method == "near":
             patch_run = indexed_patches(lake, runs.get_run(lake, inputs["neighbors"]))
-            rows = near_rows(spark, lake, conf, inputs["neighbors"], run, patches=patch_run is not None)
+            rows = (near_rows_in_process(lake, conf, inputs["neighbors"], run.metrics, patches=patch_run is not None)
+                    if in_process else
+                    near_rows(spark, lake, conf, inputs["neighbors"], run, patches=patch_run is not None))
             if patch_run is not None:
                 rows = patch_rows(lake, rows, patch_run)
             fixed = {"run_id": run.run_id, "brain_key": cfg.brain_key, "method": "near"}
@@ -321,6 +439,11 @@ def run(conf: Conf) -> str:
             run.write("duplicates", pa.table({**constant, **dict(zip(rows.column_names, rows.columns))}))
             run.metrics["groups"] = float(len(pc.unique(rows["group_id"])))
         else:
+            from pyspark.sql import functions as F
+            from pyspark.sql.pandas.types import from_arrow_schema
+
+            from jobs.spark_lake import write_staged
+
             rows = exact_rows(spark, lake, conf)
             out = rows.select(F.lit(run.run_id).alias("run_id"), F.lit(cfg.brain_key).alias("brain_key"), "method",
                               "group_id", "kept_sample_id", "sample_id", "distance",

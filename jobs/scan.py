@@ -28,7 +28,11 @@ scan killed part-way left only whole runs committed (each a single Delta commit,
 catalog row `running` until then), and the next scan continues after the last committed
 step. Steps with at most ``scan.in_process_max`` new samples run in this process (no Ray,
 no Spark start) where the method allows (ingest, embeddings, kNN, uniqueness); the others on
-the configured Ray and Spark.
+the configured Ray and Spark. Full recomputes with little work per row run in this process
+too while the dataset has at most ``scan.in_process_rows`` samples: uniqueness, and near
+duplicates by ``thresh`` or ``fraction`` (no pixel verification): at 1M samples their work
+takes seconds, Spark's fixed costs (start, stages, shuffles) most of their time there. The
+same jobs run outside a scan (`brain uniqueness`, `brain duplicates`) stay on Spark.
 """
 
 from __future__ import annotations
@@ -157,9 +161,15 @@ def uniqueness_step(lake: Lake, conf: Conf, fresh: int) -> bool:
     previous = _latest(lake, conf.uniqueness.brain_key)
     if previous is not None and dict(previous["input_run_ids"] or []).get("neighbors") == source["run_id"]:
         return False
-    # normalisation is over the dataset's maximum, so every score is recomputed; small updates skip Spark
-    uniqueness.run(conf, in_process=fresh <= conf.scan.in_process_max)
+    # normalisation is over the dataset's maximum, so every score is recomputed: in this process for small
+    # updates and for datasets whose distances fit it (Spark's start and stages outweigh the work there)
+    uniqueness.run(conf, in_process=fresh <= conf.scan.in_process_max or fits_in_process(lake, conf))
     return True
+
+
+def fits_in_process(lake: Lake, conf: Conf) -> bool:
+    """Whether the dataset has at most ``scan.in_process_rows`` samples (full recomputes then skip Spark)."""
+    return lake.dataset("samples").count_rows(filter=pc.field("dataset") == conf.dataset) <= conf.scan.in_process_rows
 
 
 # The job that makes a run of each method again. Embeddings and predictions runs come from
@@ -252,7 +262,7 @@ def rerun_conf(run: dict, conf: Conf, job: str) -> Conf:
 
 def _refresh(lake: Lake, conf: Conf, step: Refresh, diff: SourceDiff, fresh: int) -> int | None:
     """Make ``step``'s key again; None when the lake shows it is already up to date. Returns rows refreshed."""
-    from jobs import label_quality
+    from jobs import duplicates, label_quality
 
     if step.kind.job == "ingest":
         ingest_step(lake, conf, diff)
@@ -268,7 +278,9 @@ def _refresh(lake: Lake, conf: Conf, step: Refresh, diff: SourceDiff, fresh: int
         return neighbors_step(lake, job_conf)
     if job == "uniqueness":
         return fresh if uniqueness_step(lake, job_conf, fresh) else None
-    if job == "label-quality":  # its hardness run is a run of its own (the hardness job)
+    if job == "duplicates" and duplicates.runs_in_process(job_conf.duplicates) and fits_in_process(lake, job_conf):
+        duplicates.run(job_conf, in_process=True)  # by embedding distance only: seconds of work in this process
+    elif job == "label-quality":  # its hardness run is a run of its own (the hardness job)
         label_quality.run_mistakenness(job_conf)
     else:
         load_jobs()[job].run(job_conf)

@@ -57,7 +57,9 @@ def normalized(batches: Iterator[pa.RecordBatch], max_raw: float, run_id: str,
 
 
 def score_in_process(lake: Lake, conf: Conf, neighbors_run: str, run_id: str, patch_run: str | None = None) -> pa.Table:
-    """The same two passes (raw → max → normalised) over Arrow batches in this process, for small updates."""
+    """The same two passes (raw → max → normalised) over Arrow batches in this process (a scan's choice for
+    small updates and for datasets of at most ``scan.in_process_rows`` samples). It reads the distances,
+    not the neighbour ids: at 1M samples and k = 10, 40 MB of float32 and the sample ids."""
     cfg = conf.uniqueness
     nbr = plain_strings(lake.read("neighbors", columns=["sample_id", "patch_index", "distances"],
                                   filter=pc.field("run_id") == neighbors_run))

@@ -34,7 +34,8 @@ def test_a_scan_over_hostile_files_lands_the_good_ones_and_a_later_good_file(tmp
     expected = write_hostile_folder(images)
     conf = local_conf(tmp_path / "lake", ingest=IngestConf(source=str(images)))
     conf.neighbors.k = 3
-    conf.scan.in_process_max = 0  # every step on the engines: embed on Ray Data, kNN on Ray, uniqueness on Spark
+    # every step on the engines: embed on Ray Data, kNN on Ray, uniqueness on Spark
+    conf.scan.in_process_max = conf.scan.in_process_rows = 0
     lake = Lake(conf.lake)
     scan.run(conf)
 

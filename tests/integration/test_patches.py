@@ -116,6 +116,12 @@ def test_duplicate_boxes_in_different_images_are_found_and_leak_across_splits(pa
     assert row["group_id"] == f"{kept[0]}#{kept[1]}"
     assert row["patch_label"] == BOXES[copy[1]]["label"] and row["patch_bbox"] == pytest.approx(BOXES[copy[1]]["bbox"])
     assert row["distance"] == pytest.approx(0.0, abs=1e-5)
+    in_process = conf.model_copy(deep=True)
+    in_process.duplicates.brain_key = "patch_dups_driver"
+    duplicates.run(in_process, in_process=True)  # the same boxes without Spark
+    driver = sql.query(lake, "SELECT * FROM duplicates WHERE brain_key = 'patch_dups_driver'").to_pylist()
+    assert [{k: v for k, v in r.items() if k not in ("run_id", "brain_key")} for r in driver] == [
+        {k: v for k, v in row.items() if k not in ("run_id", "brain_key")}]
 
     leaks.run(conf)
     found = sql.query(lake, "SELECT * FROM leaks WHERE brain_key = 'patch_leaks'").to_pylist()

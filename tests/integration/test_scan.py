@@ -37,8 +37,8 @@ def _visible(lake, table: str) -> int:
     return sql.query(lake, f"SELECT count(*) AS n FROM {table}")["n"][0].as_py()
 
 
-def test_scans_do_only_new_work_and_match_a_full_rebuild(tmp_path, ray_session, capsys):
-    from jobs import scan, unique
+def test_scans_do_only_new_work_and_match_a_full_rebuild(tmp_path, ray_session, spark, capsys):
+    from jobs import duplicates, scan, unique
 
     images = tmp_path / "images"
     write_image_folder(images, per_class=8)
@@ -54,6 +54,14 @@ def test_scans_do_only_new_work_and_match_a_full_rebuild(tmp_path, ray_session, 
     assert {k: v for k, v in after_idle.items() if k != "scan_pets"} == {k: v for k, v in first.items() if k != "scan_pets"}
     idle = runs.get_run(lake, "scan_pets")
     assert dict(idle["rows_written"]) == {} and dict(idle["metrics"])["steps"] == 0
+
+    # near duplicates by an embedding threshold, kept fresh by the scan (which re-runs them in its process)
+    first_distances = pc.list_element(lake.read("neighbors", columns=["distances"], filter=pc.field(
+        "run_id") == first["knn"])["distances"], 0)
+    follow = conf.model_copy(deep=True)
+    follow.scan.rerun = "follow"
+    follow.duplicates.thresh = float(np.quantile(first_distances.to_numpy(), 0.5))
+    duplicates.run(follow, in_process=True)
 
     write_image_folder(images, per_class=10, classes=("cat",), seed=7)  # 8 cat images changed, 2 new
     (images / "dog" / "dog-000.png").unlink()  # 1 removed
@@ -76,6 +84,16 @@ def test_scans_do_only_new_work_and_match_a_full_rebuild(tmp_path, ray_session, 
     np.testing.assert_allclose(np.array([by_id[i] for i in ids.to_pylist()]), full_dist, atol=1e-5)
     assert runs.load_view(lake, "uniqueness").num_rows == 25
 
+    rerun = runs.get_run(lake, "duplicates")
+    assert rerun["executed_on"].startswith("driver") and dict(rerun["input_run_ids"]) == {"neighbors": knn["run_id"]}
+    follow.duplicates.brain_key = "duplicates_on_spark"
+    on_spark = runs.get_run(lake, duplicates.run(follow))
+    assert on_spark["executed_on"].startswith("spark=")
+    columns = ["group_id", "kept_sample_id", "sample_id", "distance"]
+    rows = [sorted(lake.read("duplicates", columns=columns, filter=pc.field("run_id") == r["run_id"]).to_pylist(),
+                   key=lambda row: tuple(row.values())) for r in (rerun, on_spark)]
+    assert rows[0] and rows[0] == rows[1]
+
 
 def test_a_second_scan_fails_clearly_while_one_holds_the_lock(tmp_path):
     from jobs import scan
@@ -95,7 +113,7 @@ def test_a_killed_scan_leaves_no_partial_rows_and_the_next_one_finishes(tmp_path
     images = tmp_path / "images"
     write_image_folder(images, per_class=10)
     conf = _conf(tmp_path, images)
-    conf.scan.in_process_max = 0  # the subprocess runs the Ray and Spark jobs
+    conf.scan.in_process_max = conf.scan.in_process_rows = 0  # the subprocess runs the Ray and Spark jobs
     conf_file = tmp_path / "scan.yaml"
     conf_file.write_text(yaml.safe_dump(conf.model_dump()))
     lake = Lake(conf.lake)
