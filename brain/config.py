@@ -127,8 +127,8 @@ class NeighborsConf(_Section):
     index_shards: int = Field(2, ge=1)  # index shards, one Ray actor each, spread over the nodes
     query_block: int = Field(8192, ge=1)  # rows per query block sent to every shard
     recall_queries: int = Field(2000, ge=0)  # held-out samples checked against exact search (and as many to tune)
-    # an incremental update (the scan) tunes from the previous nprobe and checks on fewer: each exact
-    # query scans all N vectors, and 500 queries × k measure recall@10 ≈ 0.95 to about ±0.006 (95%)
+    # an incremental update (the scan) tunes from the previous nprobe and checks the graph on the same, fewer
+    # rows: each exact query scans all N vectors, and 500 queries × k measure recall@10 ≈ 0.95 to about ±0.006
     update_recall_queries: int = Field(500, ge=0)
 
 

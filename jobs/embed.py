@@ -44,7 +44,9 @@ def carry_forward(lake: Lake, from_run: str, to_run: str, keep: pa.Table) -> int
                                pa.array([to_run] * rows.num_rows, pa.string()))
 
     rows = plain_strings(lake.read("embeddings", filter=pc.field("run_id") == from_run))
-    rows = rows.filter(pc.is_in(rows["sample_id"], keep["sample_id"]))
+    kept = pc.is_in(rows["sample_id"], keep["sample_id"])
+    if not pc.all(kept).as_py():  # filtering copies every vector (seconds at 1M): only when some are dropped
+        rows = rows.filter(kept)
     # in files of CARRIED_FILE_ROWS: the kNN job deals whole files to its shard actors
     for start in range(0, rows.num_rows, CARRIED_FILE_ROWS):
         lake.stage("embeddings", to_run, moved(rows.slice(start, CARRIED_FILE_ROWS)), name=f"carried-{start:010d}")

@@ -449,11 +449,11 @@ def _neighbours_of(ray, pool: ShardPool, positions: np.ndarray, rows: np.ndarray
 
 
 def tune(ray, pool: ShardPool, rows: np.ndarray, spec: knn_index.IndexSpec, cfg: NeighborsConf,
-         positions: np.ndarray) -> tuple[int, int, float, bool]:
-    """(nprobe, k_factor, recall on the tuning rows, cap hit): the first setting of
-    :func:`brain.index.probe_schedule` whose recall@k vs exact reaches ``cfg.target_recall``."""
+         positions: np.ndarray) -> tuple[int, int, float, bool, np.ndarray | None]:
+    """(nprobe, k_factor, recall on the tuning rows, cap hit, the rows' exact neighbours): the first setting
+    of :func:`brain.index.probe_schedule` whose recall@k vs exact reaches ``cfg.target_recall``."""
     if spec.kind == "flat" or not positions.size:
-        return 0, 0, 1.0, False
+        return 0, 0, 1.0, False, None
     exact = _neighbours_of(ray, pool, positions, rows, cfg.k, cfg.metric, exact=True)
     steps = knn_index.probe_schedule(spec.nprobe, spec.nlist, nprobe_max=cfg.nprobe_max or max(1, spec.nlist // 4),
                                      refine=bool(spec.refine_m), k_factor_max=cfg.k_factor_max)
@@ -463,8 +463,8 @@ def tune(ray, pool: ShardPool, rows: np.ndarray, spec: knn_index.IndexSpec, cfg:
         log.info("neighbors: nprobe=%d k_factor=%d: recall@%d %.4f on %d tuning queries", nprobe, k_factor, cfg.k,
                  recall, len(positions))
         if recall >= cfg.target_recall:
-            return nprobe, k_factor, recall, False
-    return nprobe, k_factor, recall, True
+            return nprobe, k_factor, recall, False, exact
+    return nprobe, k_factor, recall, True, exact
 
 
 def write_graph(ray, pool: ShardPool, run_id: str, lake: Lake, cfg: NeighborsConf, nprobe: int, k_factor: int,
@@ -525,8 +525,11 @@ def _finish(ray, pool: ShardPool, lake: Lake, run: runs.Run, cfg: NeighborsConf,
     """Tune, write the graph, check its recall, save the shards and the id map; metrics into ``run``."""
     queries = cfg.update_recall_queries if update else cfg.recall_queries
     tuning, held_out = _split_queries(pool.n, queries, np.random.default_rng(0))
+    if update:  # one exact pass: its tuning starts at the previous run's nprobe and rarely steps, so
+        held_out = tuning  # checking the graph on the same rows hardly selects on them
+    exact = None
     if cfg.target_recall:
-        nprobe, k_factor, tuned, cap_hit = tune(ray, pool, rows, spec, cfg, tuning)
+        nprobe, k_factor, tuned, cap_hit, exact = tune(ray, pool, rows, spec, cfg, tuning)
     else:
         nprobe, k_factor, tuned, cap_hit = spec.nprobe, 4 if spec.refine_m else 0, float("nan"), False
     if cap_hit:
@@ -545,7 +548,8 @@ def _finish(ray, pool: ShardPool, lake: Lake, run: runs.Run, cfg: NeighborsConf,
     if not staged == written == pool.n:
         raise RuntimeError(f"neighbors: {pool.n} samples but {written} searched and {staged} staged")
     if checked.size:
-        exact = _neighbours_of(ray, pool, checked, rows, cfg.k, cfg.metric, exact=True)
+        if not update or exact is None:
+            exact = _neighbours_of(ray, pool, checked, rows, cfg.k, cfg.metric, exact=True)
         run.metrics["recall_at_k"] = knn_index.recall_at_k(found, exact)
     ray.get([a.save.remote(run.run_id) for a in pool.actors])
     run.write_artifact("index.json", json.dumps(
