@@ -13,9 +13,8 @@
         uniqueness (normalised by the dataset's maximum)            run `uniqueness`       full
         and every other run recorded with `scan.rerun: follow`, with its own recorded config:
           near duplicates (candidates from the updated graph; pixel verdicts   incremental
-          of unchanged pairs reused from the replaced run), unique subset (extended
-          when samples were only added),
-          exact duplicates, leaks, predictions
+          of unchanged pairs reused from the replaced run),
+          exact duplicates, leaks, unique subset, predictions
           (apply-model, linear probe), hardness, mistakenness, familiarity (fit and scores),
           comparison, visualization (the map is fitted again), patch embeddings,
           detection mistakenness                                                           full
@@ -189,9 +188,8 @@ KEY_FIELD = {"embed": "embed.brain_key", "apply-model": "apply_model.brain_key",
              "familiarity": "familiarity.brain_key", "compare": "comparison.brain_key",
              "visualize": "visualization.brain_key"}
 INCREMENTAL_JOBS = ("embed", "neighbors")  # carry unchanged samples' rows over; the others recompute in full
-# near duplicates recompute their candidates but verify on pixels only pairs with a new or changed file;
-# the unique subset checks its previous picks against the added vectors and continues from the first that changes
-INCREMENTAL_METHODS = ("duplicates_near", "unique")
+# near duplicates recompute their candidates but verify on pixels only pairs with a new or changed file
+INCREMENTAL_METHODS = ("duplicates_near",)
 # Where and how a run executes: a re-run takes these from the scan's config, the rest from the run's record.
 SETTINGS_SECTIONS = ("lake", "code_paths", "ray", "spark", "runs", "submit", "scan", "models")
 

@@ -54,56 +54,12 @@ distance to the selected set is largest:
     s_1 = argmin_i d(x_i, x̄),   s_{m+1} = argmax_i min_{j ≤ m} d(x_i, x_{s_j})
 
 a 2-approximation of the subset minimising the largest distance of any sample to
-it (Gonzalez 1985). Cost O(n·N·D), memory O(N·D). Ties go to the first index (the
-lake job orders samples by id). Call r_j = min_{l<j} d(s_j, s_l) the radius at step
-j: it depends on the picks' vectors only.
-
-Unique subset after additions (``extend_unique``): with only new samples V added (none
-removed or changed), the old picks s_1 … s_n stay the greedy's picks as long as
-  (a) s_1 is still nearest to the new mean m' = (N·m + Σ_V v)/(N + |V|): the run saves the
-      K samples nearest to m (s_1 among them) and d_{K+1}, the next distance; with
-      δ = ‖m' − m‖ every other old x has d(x, m') ≥ d(x, m) − δ ≥ d_{K+1} − δ, so
-      d(s_1, m') < d_{K+1} − δ keeps them behind s_1, and the K saved samples and each
-      new v are checked directly, d(·, m') > d(s_1, m'). (K = 1 is the bound with the
-      second-smallest distance d_2; a larger K, ``MEAN_CANDIDATES``, tolerates a larger
-      shift δ: at 1M samples the two nearest to the mean lie closer together than 1% of
-      new samples move it.)
-  (b) at each step j ≥ 2, every new v has min_{l<j} d(v, s_l) < r_j: the old points'
-      distances to s_1 … s_{j−1} are what they were, so s_j is still their farthest, and
-      no new point reaches it.
-Proof by induction on j: (a) gives the same s_1; if s_1 … s_{j−1} are the same, the
-nearest-distance array over the old points is the same, and (b) keeps s_j its argmax.
-At the first step j where (b) fails the greedy continues from step j over all vectors
-(``find_unique_state(…, leading=s_1 … s_{j−1})``: j − 1 passes rebuild the nearest-distance
-array); when (a) fails it runs in full. Cost of the checks: O(|V|·(n + K)·D + n²·D),
-the saved state O((n + K)·D) (the picks' and the K candidates' vectors) and the mean.
-
-Float care: the greedy computes d² = ‖x‖² − 2·x·c + ‖c‖² in float32 with ``np.einsum``,
-whose bits for a row do not depend on the other rows (a BLAS product's do: measured, a
-few rows in a million differ in the last bit between a matrix and a subset of it), so an
-old sample's distances are bit for bit the same once new rows join. The rounding of a
-float32 d² is at most 4·D·ε₃₂ times the largest squared norm (ε₃₂ = 2⁻²⁴, Higham's γ_D
-bound on a D-term dot product; never below 1e-5 relative): check (b) computes in float64
-and demands each inequality with twice that margin, so a near-tie that float32 could
-decide either way falls back to the greedy over all vectors instead of risking a
-different pick. The first pick's distances to the mean are float64 from the differences
-(the two nearest to the mean of a million samples can differ by less than float32
-resolves), compared with a relative margin of 1e-9. d_{K+1} is saved as a lower bound,
-and an extended state keeps a lower bound too (the K nearest of the candidates and new
-samples, and the smaller of d_{K+1} − δ and the next candidate's distance), so a chain
-of extensions stays exact.
-
-When the new samples are like the old ones (drawn from the same distribution), each has
-about a 1/N chance per step of being the farthest, so with M new samples a pick changes
-near step N/M (step ~100 for 1% new): the saving is then the passes before it, and the
-pruning below (which the continuation gets with the previous r_n² as its guess).
+it (Gonzalez 1985). Cost O(n·N·D), memory O(N·D).
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -262,211 +218,31 @@ def exact_duplicates(hashes: np.ndarray) -> dict[int, list[tuple[int, float]]]:
     return as_neighbors_map(kept[dup], dup, np.zeros(dup.size))
 
 
-# Relative margin of the incremental unique subset's comparisons (module docstring, "Float care").
-NEAR_TIE = 1e-5
-# K: the samples nearest to the mean a unique run keeps, to check its first pick after additions.
-MEAN_CANDIDATES = 256
-# Relative margin of comparisons of float64 distances to the mean (rounding ~D·2⁻⁵³, far below).
-MEAN_TIE = 1e-9
-# Pruning of the greedy's passes (find_unique_state): the radius guess from every PRUNE_STRIDE-th sample,
-# for N ≥ PRUNE_MIN_SAMPLES; every PRUNE_EVERY picks, the samples below the guess are dropped when fewer
-# than PRUNE_KEEP of those in play would stay.
-PRUNE_STRIDE = 20
-PRUNE_MIN_SAMPLES = 50_000
-PRUNE_EVERY = 8
-PRUNE_KEEP = 0.8
-# The guess of a greedy continued after additions: the previous r_n² less 2% (with more samples of the same
-# kind the greedy ends at about the same radius; a wrong guess costs the passes from there, never the picks).
-RADIUS_SLACK = 0.98
+def find_unique(vectors: np.ndarray, n: int, *, metric: str = "cosine") -> np.ndarray:
+    """Indices of ``n`` samples spread over ``vectors`` [N, D] (k-center greedy, in pick order).
 
-
-@dataclass(frozen=True)
-class UniqueState:
-    """What ``extend_unique`` needs from a k-center run (n picks, N samples, D dimensions; module docstring).
-
-    ``mean`` [D] float64 of the prepared vectors; ``count`` N; ``picks`` [n, D] float32 the picks' prepared
-    vectors in pick order; ``near_mean`` [K, D] float32 the prepared vectors of the K samples nearest to the
-    mean, the first pick first; ``beyond`` a lower bound of every other sample's distance to the mean
-    (inf when there is none); ``radius`` r_n², the last pick's squared distance to the picks before it
-    (float32; inf for n = 1), the pruning guess of a greedy that continues after additions.
-    """
-
-    mean: np.ndarray
-    count: int
-    picks: np.ndarray
-    near_mean: np.ndarray
-    beyond: float
-    radius: float
-
-    def to_bytes(self) -> bytes:
-        """An ``.npz`` of the arrays (no pickle)."""
-        blob = io.BytesIO()
-        np.savez(blob, mean=self.mean, count=np.int64(self.count), picks=self.picks, near_mean=self.near_mean,
-                 beyond=np.float64(self.beyond), radius=np.float64(self.radius))
-        return blob.getvalue()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> UniqueState:
-        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-            return cls(arrays["mean"], int(arrays["count"]), arrays["picks"], arrays["near_mean"],
-                       float(arrays["beyond"]), float(arrays["radius"]))
-
-
-def _rounding_margin(dim: int, sq_scale: float) -> float:
-    """Bound of the float32 greedy's error on a squared distance between vectors of squared norm ≤ sq_scale."""
-    return max(NEAR_TIE, 4 * dim * float(np.finfo(np.float32).eps) / 2) * sq_scale
-
-
-def _sq_dist_rows(x: np.ndarray, sq_norms: np.ndarray, row: np.ndarray) -> np.ndarray:
-    """‖x_i − row‖² for every row of x in float32. ``np.einsum``, not BLAS: a BLAS product's bits for one row
-    depend on the matrix's shape, einsum's do not, so a row's distance is the same in any subset of rows."""
-    dist = np.einsum("ij,j->i", x, row)
-    dist *= -2.0
-    dist += sq_norms
-    dist += np.einsum("j,j->", row, row)
-    return np.maximum(dist, 0.0, out=dist)
-
-
-def _exact_sq_dist(x: np.ndarray, point: np.ndarray, block: int = 65536) -> np.ndarray:
-    """‖x_i − point‖² in float64 from the differences (no cancellation), ``block`` rows at a time."""
-    out = np.empty(len(x))
-    for lo in range(0, len(x), block):
-        diff = x[lo:lo + block].astype(np.float64) - point
-        out[lo:lo + block] = np.einsum("ij,ij->i", diff, diff)
-    return out
-
-
-def find_unique_state(vectors: np.ndarray, n: int, *, metric: str = "cosine", leading: Sequence[int] = (),
-                      radius_guess: float | None = None) -> tuple[np.ndarray, UniqueState]:
-    """Indices of ``n`` samples spread over ``vectors`` [N, D] (k-center greedy, in pick order) and the state
-    ``extend_unique`` needs to update them after additions (module docstring).
-
-    ``leading``: indices known to be the greedy's first picks (from ``extend_unique``); the greedy then
-    rebuilds its nearest-distance array from them and continues after them. Each pick is one pass over the
-    vectors still in play: ‖x_i − c‖² = ‖x_i‖² − 2·x_i·c + ‖c‖² in float32, updated in place, so n picks
-    cost at most n·N·D multiply-adds; N·D·4 bytes. The first pick's distances to the mean are float64.
-
-    Pruning (exact): the radii r_j never grow, so a sample whose nearest-pick distance falls below the last
-    radius r_n can never be picked again. With a guess L ≤ r_n² (``radius_guess``; by default the last
-    radius² of the greedy over every PRUNE_STRIDE-th sample, which covers fewer, closer samples) the passes
-    drop the samples below L; if a step's largest distance falls below L the guess was wrong and the greedy
-    continues from that step over all samples, so the picks never depend on the guess.
+    Each pick is one pass over the vectors: ‖x_i − c‖² = ‖x_i‖² − 2·x_i·c + ‖c‖² for every i (a float32
+    matrix-vector product, updated in place), so n picks cost n·N·D multiply-adds and N·D·4 bytes.
     """
     x = knn_index.prepare(vectors, metric=metric).astype(np.float32, copy=False)
     if not 1 <= n <= len(x):
         raise ValueError(f"n={n} must be between 1 and the {len(x)} samples")
-    if len(leading) > n:
-        raise ValueError(f"{len(leading)} leading picks are more than n={n}")
     sq_norms = np.einsum("ij,ij->i", x, x)
-    mean = x.mean(axis=0, dtype=np.float64)
-    near, beyond = _nearest_to_mean(x, sq_norms, mean)
-    picked = [int(leading[0]) if len(leading) else int(near[0])]
-    near = np.concatenate([[picked[0]], near[near != picked[0]]])[:MEAN_CANDIDATES]
-    if radius_guess is None and not len(leading) and len(x) >= PRUNE_MIN_SAMPLES and len(x) >= 4 * n * PRUNE_STRIDE:
-        radius_guess = find_unique_state(x[::PRUNE_STRIDE], n, metric="l2", radius_guess=np.inf)[1].radius
-    prune = radius_guess is not None and np.isfinite(radius_guess)
-    rows, xs, norms = np.arange(len(x)), x, sq_norms  # the samples still in play
-    nearest = _sq_dist_rows(xs, norms, x[picked[0]])
-    nearest[picked[0]] = -1.0  # never picked twice, even among exact duplicates (the minimum keeps it)
-    radius = np.inf
-    for step in range(1, n):
-        if step < len(leading):
-            at = int(np.searchsorted(rows, leading[step]))
-            wrong_guess = at == len(rows) or rows[at] != leading[step]  # a known pick was dropped
-        else:
-            at = int(np.argmax(nearest))
-            wrong_guess = prune and nearest[at] < radius_guess  # a dropped sample may be the farthest
-        if wrong_guess:
-            return find_unique_state(vectors, n, metric=metric, leading=list(picked) + list(leading[step:]),
-                                     radius_guess=np.inf)
-        radius = float(nearest[at])
-        picked.append(int(rows[at]))
-        np.minimum(nearest, _sq_dist_rows(xs, norms, x[picked[-1]]), out=nearest)
-        nearest[at] = -1.0
-        if prune and step % PRUNE_EVERY == 0:
-            keep = nearest >= radius_guess
-            if keep.sum() < PRUNE_KEEP * len(keep):
-                rows, xs, norms, nearest = rows[keep], xs[keep], norms[keep], nearest[keep]
-    picked = np.asarray(picked, dtype=np.int64)
-    return picked, UniqueState(mean, len(x), x[picked].copy(), x[near].copy(), beyond, radius)
 
+    def sq_dist_to(row: np.ndarray) -> np.ndarray:
+        dist = x @ row
+        dist *= -2.0
+        dist += sq_norms
+        dist += row @ row
+        return np.maximum(dist, 0.0, out=dist)
 
-def find_unique(vectors: np.ndarray, n: int, *, metric: str = "cosine") -> np.ndarray:
-    """Indices of ``n`` samples spread over ``vectors`` [N, D] (k-center greedy, in pick order; module docstring)."""
-    return find_unique_state(vectors, n, metric=metric)[0]
-
-
-def _nearest_to_mean(x: np.ndarray, sq_norms: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, float]:
-    """The MEAN_CANDIDATES samples nearest to the float64 ``mean`` (nearest first, by float64 distance) and a
-    lower bound of the others' distance. One float32 pass finds the candidates; their distances are then
-    computed again in float64, and the nearest is exact unless a sample left out could be within float32
-    rounding of it (then every distance is computed in float64)."""
-    to_mean = _sq_dist_rows(x, sq_norms, mean.astype(np.float32))
-    margin = 2 * _rounding_margin(x.shape[1], max(float(sq_norms.max()), float(mean @ mean)))
-    if len(x) <= MEAN_CANDIDATES:
-        near, rest = np.arange(len(x)), np.inf
-    else:
-        part = np.argpartition(to_mean, MEAN_CANDIDATES)
-        near, rest = part[:MEAN_CANDIDATES], float(to_mean[part[MEAN_CANDIDATES]]) - margin
-    exact = _exact_sq_dist(x[near], mean)
-    if exact.min() >= rest:
-        exact = _exact_sq_dist(x, mean)
-        near = np.argsort(exact, kind="stable")[:MEAN_CANDIDATES + 1]
-        near, rest, exact = near[:MEAN_CANDIDATES], exact[near[MEAN_CANDIDATES:]].min(initial=np.inf), exact[near[:MEAN_CANDIDATES]]
-    order = np.lexsort((near, exact))  # ties to the first index, as the greedy's
-    beyond = float(np.sqrt(max(rest, 0.0))) * (1 - MEAN_TIE)
-    return near[order], beyond
-
-
-def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[len(a), len(b)] squared distances in float64."""
-    a, b = a.astype(np.float64, copy=False), b.astype(np.float64, copy=False)
-    return np.maximum((a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None, :], 0.0)
-
-
-def extend_unique(state: UniqueState, new_vectors: np.ndarray, *, metric: str = "cosine",
-                  block: int = 8192) -> tuple[int, UniqueState | None]:
-    """The first step (1-based) whose pick may change when ``new_vectors`` [M, D] join the samples of ``state``.
-
-    Returns (n + 1, the new state) when all n picks stay the greedy's; (j, None) when the greedy must run
-    again from step j ≥ 2 with the first j − 1 picks as ``leading``; (1, None) when it must run in full.
-    Checks (a) and (b) of the module docstring, in float64 with the rounding margins; O(M·(n + K)·D) time,
-    the new vectors in blocks of ``block`` rows (memory O(block·n)).
-    """
-    picks = state.picks.astype(np.float64)
-    n, dim = picks.shape
-    if len(new_vectors) == 0:
-        return n + 1, state
-    v = knn_index.prepare(new_vectors, metric=metric)
-    if v.shape[1] != dim:
-        raise ValueError(f"new vectors have {v.shape[1]} dimensions, the unique run's picks {dim}")
-    count = state.count + len(v)
-    mean = (state.count * state.mean + v.sum(axis=0, dtype=np.float64)) / count
-    sq_scale = max(float(np.einsum("ij,ij->i", picks, picks).max()), float(mean @ mean), float(state.mean @ state.mean),
-                   float(np.einsum("ij,ij->i", v, v, dtype=np.float64).max()),
-                   float(np.einsum("ij,ij->i", state.near_mean, state.near_mean, dtype=np.float64).max()))
-    margin = 2 * _rounding_margin(dim, sq_scale)
-    # (a) the first pick: the saved candidates (first pick first) and the new vectors, against the old rest
-    others_bound = state.beyond - float(np.linalg.norm(mean - state.mean))
-    candidates = np.vstack([state.near_mean, v])
-    to_mean = _exact_sq_dist(candidates, mean)
-    first = float(to_mean[0]) + MEAN_TIE * sq_scale
-    if others_bound <= 0 or others_bound ** 2 <= first or float(to_mean[1:].min(initial=np.inf)) <= first:
-        return 1, None
-    # (b) radius r_j² = min_{l<j} d²(s_j, s_l); reach_j = max_v min_{l<j} d²(v, s_l)
-    between = _sq_dist(picks, picks)
-    radius = np.array([np.inf] + [between[j, :j].min() for j in range(1, n)])
-    reach = np.full(n, -np.inf)
-    for lo in range(0, len(v), block):
-        nearest_so_far = np.minimum.accumulate(_sq_dist(v[lo:lo + block], picks), axis=1)
-        reach[1:] = np.maximum(reach[1:], nearest_so_far[:, :-1].max(axis=0))
-    overtaken = np.flatnonzero(reach[1:] >= radius[1:] - margin)
-    if overtaken.size:
-        return int(overtaken[0]) + 2, None
-    order = np.concatenate([[0], 1 + np.argsort(to_mean[1:], kind="stable")])
-    kept, dropped = order[:MEAN_CANDIDATES], order[MEAN_CANDIDATES:]
-    beyond = min(others_bound, float(np.sqrt(to_mean[dropped].min(initial=np.inf))) * (1 - MEAN_TIE))
-    return n + 1, UniqueState(mean, count, state.picks, candidates[kept].astype(np.float32), beyond, state.radius)
+    picked = [int(np.argmin(sq_dist_to(x.mean(axis=0))))]
+    nearest = sq_dist_to(x[picked[0]])
+    for _ in range(n - 1):
+        nearest[picked[-1]] = -1.0  # never picked twice, even among exact duplicates (the minimum keeps it)
+        picked.append(int(np.argmax(nearest)))
+        np.minimum(nearest, sq_dist_to(x[picked[-1]]), out=nearest)
+    return np.asarray(picked, dtype=np.int64)
 
 
 def _grey(image: np.ndarray, size: int) -> np.ndarray:
