@@ -243,9 +243,10 @@ def test_recall_target_raises_nprobe_and_the_update_keeps_it(tmp_path, ray_sessi
     vectors[:50] = _realistic(50, 32, seed=8)
     names = [ids[i] for i in keep] + [f"n{i:05d}" for i in range(150)]
     with runs.track(lake, brain_key="embeddings", method="embeddings", dataset="pets", config={}) as run:
-        run.write("embeddings", pa.table({
-            "run_id": pa.array([run.run_id] * len(names)), "sample_id": pa.array(names),
-            "vector": pa.array(list(vectors), pa.list_(pa.float32()))}))
+        for part in (slice(0, None, 2), slice(1, None, 2)):  # two files: the actors get other rows than before
+            run.write("embeddings", pa.table({
+                "run_id": pa.array([run.run_id] * len(names[part])), "sample_id": pa.array(names[part]),
+                "vector": pa.array(list(vectors[part]), pa.list_(pa.float32()))}))
     second = neighbors.update(conf, previous=first, fresh_ids=pa.array(names[:50] + names[-150:]))
     metrics = dict(runs.get_run(lake, second)["metrics"])
     assert 200 <= metrics["searched"] < len(names) // 2 and metrics["recall_at_k"] >= 0.93
@@ -259,6 +260,12 @@ def test_recall_target_raises_nprobe_and_the_update_keeps_it(tmp_path, ray_sessi
     _, exact = index.knn_graph(index.build_index(vectors, gpu=False), vectors[mine[check]], mine[check], 10,
                                metric="cosine")
     assert index.recall_at_k(found[check], exact) >= 0.93
+    # new samples enter the lists of rows that were not searched again, whichever shard stores those rows
+    # (the update's actors hold other rows than the shards they reload)
+    _, every_exact = index.knn_graph(index.build_index(vectors, gpu=False), vectors[mine], mine, 10, metric="cosine")
+    is_new = every_exact >= len(keep)
+    hits = np.array([np.isin(e, f) for e, f in zip(every_exact, found)])
+    assert is_new.sum() > 100 and (hits & is_new).sum() / is_new.sum() >= 0.9
     # the saved shards hold exactly the live vectors; similarity reads them
     shards = results.load_results(lake, second)
     assert sum(s.ntotal for s in shards) == len(names)
